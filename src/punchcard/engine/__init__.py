@@ -1,0 +1,1 @@
+"""The pure loyalty engine: programs, orders and their evaluation. No I/O, no clock."""
