@@ -1,0 +1,1 @@
+"""The demo story that `punchcard demo` (and, until the server exists, `make run`) tells."""

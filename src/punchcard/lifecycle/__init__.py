@@ -1,0 +1,1 @@
+"""Lifecycles as transition tables: the same table enforces the rules and draws the diagram."""

@@ -1,0 +1,1 @@
+"""The scenario harness (spec/scenarios.md): loyalty stories run against the real system."""

@@ -1,0 +1,208 @@
+"""Due work: everything that falls due with time, done in time order (rule 14).
+
+`run_due(now)` repeatedly finds the earliest moment at which anything is due and does,
+at that moment and in this order: tier windows, expiries (lots, inactivity, rewards,
+holds), postings in close order. Each item is done in its own transaction under its
+member's lock and re-checks that it is still due, so running twice changes nothing
+and a crash between items loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from punchcard.engine.members import roll_window, window_bounds
+from punchcard.services import gift_cards, orders, points
+from punchcard.services.context import member_by_id, record_tier, save_state, state_of, version_at
+from punchcard.services.uow_factory import UowFactory
+from punchcard.store.tables import holds, lots, members, rewards
+from punchcard.store.tables import orders as orders_table
+from punchcard.store.uow import Event, UnitOfWork
+
+BATCH = 200  # items looked up per query; each is still its own transaction
+
+
+def _due_queries(env_id: str, now: datetime) -> list[Any]:
+    return [
+        sa.select(sa.func.min(members.c.window_end)).where(
+            members.c.env_id == env_id, members.c.window_end <= now
+        ),
+        sa.select(sa.func.min(lots.c.expires_at)).where(
+            lots.c.env_id == env_id, lots.c.state == "posted", lots.c.expires_at <= now
+        ),
+        sa.select(sa.func.min(members.c.inactivity_due_at)).where(
+            members.c.env_id == env_id, members.c.inactivity_due_at <= now
+        ),
+        sa.select(sa.func.min(rewards.c.expires_at)).where(
+            rewards.c.env_id == env_id, rewards.c.state == "available", rewards.c.expires_at <= now
+        ),
+        sa.select(sa.func.min(holds.c.expires_at)).where(
+            holds.c.env_id == env_id, holds.c.state == "pending", holds.c.expires_at <= now
+        ),
+        sa.select(sa.func.min(orders_table.c.due_at)).where(
+            orders_table.c.env_id == env_id,
+            orders_table.c.post_state == "pending",
+            orders_table.c.due_at <= now,
+        ),
+    ]
+
+
+def next_due(uow: UnitOfWork, now: datetime) -> datetime | None:
+    """The earliest moment at or before `now` at which anything is due."""
+    found = [uow.conn.execute(q).scalar() for q in _due_queries(uow.env_id, now)]
+    times = [t for t in found if t is not None]
+    return min(times) if times else None
+
+
+def run_due(new_uow: UowFactory, now: datetime) -> int:
+    """Do all work due at or before `now`, in time order; returns how many items were done."""
+    done = 0
+    while True:
+        with new_uow() as uow:
+            moment = next_due(uow, now)
+        if moment is None:
+            return done
+        for find, work in _KINDS:
+            while True:
+                with new_uow() as uow:
+                    ids = find(uow, moment)
+                if not ids:
+                    break
+                for item in ids:
+                    with new_uow() as uow:
+                        work(uow, item, moment)
+                        uow.commit()
+                    done += 1
+
+
+def _ids(uow: UnitOfWork, query: Any) -> list[int]:
+    return [int(i) for i in uow.conn.execute(query.limit(BATCH)).scalars().all()]
+
+
+def _windows_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+    return _ids(
+        uow,
+        sa.select(members.c.id)
+        .where(members.c.env_id == uow.env_id, members.c.window_end <= moment)
+        .order_by(members.c.id),
+    )
+
+
+def _roll_window(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
+    member = member_by_id(uow, member_id)
+    if member.window_end is None or member.window_end > moment:
+        return
+    program = version_at(uow, member.window_end).program
+    state = state_of(member)
+    change = roll_window(program, state)
+    save_state(uow, member.id, state)
+    start, end = window_bounds(program, member.window_end)
+    uow.conn.execute(
+        sa.update(members).where(members.c.id == member.id).values(window_start=start, window_end=end)
+    )
+    if change.tier_to is not None:
+        record_tier(uow, member.id, member.window_end, change.tier_to, "window")
+        uow.record(
+            Event("tier.changed", member.window_end, {"from": change.tier_from, "to": change.tier_to}, member.id)
+        )
+
+
+def _lots_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+    return _ids(
+        uow,
+        sa.select(lots.c.member_id)
+        .where(lots.c.env_id == uow.env_id, lots.c.state == "posted", lots.c.expires_at <= moment)
+        .group_by(lots.c.member_id)
+        .order_by(lots.c.member_id),
+    )
+
+
+def _expire_lots(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
+    member_by_id(uow, member_id)
+    rows = uow.conn.execute(
+        sa.select(lots.c.id, lots.c.remaining).where(
+            lots.c.member_id == member_id, lots.c.state == "posted", lots.c.expires_at <= moment
+        )
+    ).all()
+    program = version_at(uow, moment).program
+    points.expire_lots(uow, program, member_id, list(rows), moment, "months_after_earn")
+
+
+def _inactive_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+    return _ids(
+        uow,
+        sa.select(members.c.id)
+        .where(members.c.env_id == uow.env_id, members.c.inactivity_due_at <= moment)
+        .order_by(members.c.id),
+    )
+
+
+def _expire_inactive(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
+    member = member_by_id(uow, member_id)
+    if member.inactivity_due_at is None or member.inactivity_due_at > moment:
+        return
+    rows = uow.conn.execute(
+        sa.select(lots.c.id, lots.c.remaining).where(
+            lots.c.member_id == member_id, lots.c.state == "posted", lots.c.remaining > 0
+        )
+    ).all()
+    program = version_at(uow, moment).program
+    points.expire_lots(uow, program, member_id, list(rows), moment, "inactivity")
+    uow.conn.execute(sa.update(members).where(members.c.id == member_id).values(inactivity_due_at=None))
+
+
+def _rewards_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+    return _ids(
+        uow,
+        sa.select(rewards.c.id)
+        .where(rewards.c.env_id == uow.env_id, rewards.c.state == "available", rewards.c.expires_at <= moment)
+        .order_by(rewards.c.id),
+    )
+
+
+def _expire_reward(uow: UnitOfWork, reward_id: int, moment: datetime) -> None:
+    row = uow.conn.execute(sa.select(rewards).where(rewards.c.id == reward_id)).one()
+    member_by_id(uow, row.member_id)
+    done = uow.conn.execute(
+        sa.update(rewards)
+        .where(rewards.c.id == reward_id, rewards.c.state == "available", rewards.c.expires_at <= moment)
+        .values(state="expired")
+    ).rowcount
+    if done:
+        uow.record(Event("reward.expired", moment, {"reward": row.reward_id, "alias": row.alias}, row.member_id))
+
+
+def _holds_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+    return _ids(
+        uow,
+        sa.select(holds.c.id)
+        .where(holds.c.env_id == uow.env_id, holds.c.state == "pending", holds.c.expires_at <= moment)
+        .order_by(holds.c.id),
+    )
+
+
+def _postings_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+    return _ids(
+        uow,
+        sa.select(orders_table.c.id)
+        .where(
+            orders_table.c.env_id == uow.env_id,
+            orders_table.c.post_state == "pending",
+            orders_table.c.due_at <= moment,
+        )
+        .order_by(orders_table.c.close_seq),
+    )
+
+
+_KINDS: list[tuple[Callable[[UnitOfWork, datetime], list[int]], Callable[[UnitOfWork, int, datetime], None]]] = [
+    (_windows_due, _roll_window),
+    (_lots_due, _expire_lots),
+    (_inactive_due, _expire_inactive),
+    (_rewards_due, _expire_reward),
+    (_holds_due, gift_cards.release_expired),
+    (_postings_due, orders.post),
+]

@@ -1,0 +1,247 @@
+"""Gift cards: stored value in a currency, with two-phase holds resolved at most once (rule 13).
+
+Money moves only by balanced ledger entries: issue and reload from `issued` to the card,
+redeem from the card to `spent`, authorize from the card to the hold, capture from the
+hold to `spent` (the rest back to the card), void and release from the hold to the card.
+A card's balance is its account's balance, holds already taken off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from punchcard.engine.money import MoneyFormatError, format_money, parse_money
+from punchcard.errors import InsufficientFunds, InvalidInput, InvalidState, NotFound
+from punchcard.ledger import store as ledger
+from punchcard.ledger.entries import ISSUED, SPENT, Entry, money_asset, transfer
+from punchcard.lifecycle.machines import HOLD
+from punchcard.services.context import version_at
+from punchcard.store.tables import gift_cards, holds
+from punchcard.store.uow import Event, UnitOfWork
+
+HOLD_LIFETIME = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class GiftCardView:
+    card: str
+    currency: str
+    balance: int  # minor units, holds taken off
+    last_approved: int | None
+
+
+def _amount(data: Mapping[str, Any], required: bool = True) -> int | None:
+    if "amount" not in data or data["amount"] is None:
+        if required:
+            raise InvalidInput("amount is required")
+        return None
+    try:
+        cents = parse_money(data["amount"])
+    except MoneyFormatError as exc:
+        raise InvalidInput(f"amount: {exc}") from exc
+    if cents <= 0:
+        raise InvalidInput("amount: must be above zero")
+    if cents > 10**12:
+        raise InvalidInput("amount: too large")
+    return cents
+
+
+def _card(uow: UnitOfWork, alias: Any) -> Any:
+    if not isinstance(alias, str):
+        raise InvalidInput("a gift card alias is required")
+    row = uow.conn.execute(
+        sa.select(gift_cards)
+        .where(gift_cards.c.env_id == uow.env_id, gift_cards.c.external_id == alias)
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise NotFound(f"no gift card {alias!r}")
+    return row
+
+
+def _account(card_id: int) -> str:
+    return f"card:{card_id}"
+
+
+def _balance(uow: UnitOfWork, card: Any) -> int:
+    return ledger.balance(uow.conn, uow.env_id, money_asset(card.currency), _account(card.id))
+
+
+def _changed(uow: UnitOfWork, card: Any, what: str, amount: int, at: datetime) -> None:
+    uow.record(
+        Event(
+            "gift_card.changed",
+            at,
+            {
+                "card": card.external_id,
+                "change": what,
+                "amount": format_money(amount),
+                "balance": format_money(_balance(uow, card)),
+                "currency": card.currency,
+            },
+        )
+    )
+
+
+def issue(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -> None:
+    amount = _amount(data)
+    assert amount is not None
+    if not isinstance(alias, str) or not alias:
+        raise InvalidInput("issue: a gift card alias is required")
+    taken = uow.conn.execute(
+        sa.select(gift_cards.c.id).where(gift_cards.c.env_id == uow.env_id, gift_cards.c.external_id == alias)
+    ).first()
+    if taken is not None:
+        raise InvalidState(f"gift card {alias!r} exists already")
+    currency = version_at(uow, now).program.currency
+    card_id = uow.conn.execute(
+        sa.insert(gift_cards)
+        .values(env_id=uow.env_id, external_id=alias, currency=currency, created_at=now)
+        .returning(gift_cards.c.id)
+    ).scalar_one()
+    card = uow.conn.execute(sa.select(gift_cards).where(gift_cards.c.id == card_id)).one()
+    _move(uow, card, transfer(money_asset(currency), "issue", ISSUED, _account(card_id), amount, alias), now)
+    _changed(uow, card, "issued", amount, now)
+
+
+def reload(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -> None:
+    amount = _amount(data)
+    assert amount is not None
+    card = _card(uow, alias)
+    _move(uow, card, transfer(money_asset(card.currency), "reload", ISSUED, _account(card.id), amount, alias), now)
+    _changed(uow, card, "reloaded", amount, now)
+
+
+def _approve(uow: UnitOfWork, card: Any, amount: int, partial: bool) -> int:
+    balance = _balance(uow, card)
+    approved = min(amount, balance) if partial else (amount if balance >= amount else 0)
+    if approved <= 0:
+        raise InsufficientFunds(
+            f"gift card {card.external_id} has {format_money(balance)}, {format_money(amount)} asked"
+        )
+    return approved
+
+
+def redeem(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -> int:
+    """Take money off a card: all or nothing, or with `partial` what is there."""
+    amount = _amount(data)
+    assert amount is not None
+    card = _card(uow, alias)
+    approved = _approve(uow, card, amount, bool(data.get("partial")))
+    _move(uow, card, transfer(money_asset(card.currency), "redeem", _account(card.id), SPENT, approved, alias), now)
+    _set_last(uow, card, approved)
+    _changed(uow, card, "redeemed", approved, now)
+    return approved
+
+
+def authorize(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -> int:
+    """Hold money on a card until it is captured, voided, or released after 7 days."""
+    amount = _amount(data)
+    assert amount is not None
+    hold_alias = data.get("hold")
+    if hold_alias is not None and not isinstance(hold_alias, str):
+        raise InvalidInput("hold: a hold alias is a text")
+    card = _card(uow, alias)
+    if hold_alias is not None and _hold(uow, hold_alias, lock=False, missing_ok=True) is not None:
+        raise InvalidState(f"hold {hold_alias!r} exists already")
+    approved = _approve(uow, card, amount, bool(data.get("partial")))
+    hold_id = uow.conn.execute(
+        sa.insert(holds)
+        .values(
+            env_id=uow.env_id,
+            external_id=hold_alias or f"hold-{card.id}-{now.timestamp()}",
+            card_id=card.id,
+            amount=approved,
+            state="pending",
+            created_at=now,
+            expires_at=now + HOLD_LIFETIME,
+        )
+        .returning(holds.c.id)
+    ).scalar_one()
+    asset = money_asset(card.currency)
+    _move(uow, card, transfer(asset, "authorize", _account(card.id), f"hold:{hold_id}", approved, alias), now)
+    _set_last(uow, card, approved)
+    _changed(uow, card, "authorized", approved, now)
+    return approved
+
+
+def capture(uow: UnitOfWork, hold_alias: Any, data: Mapping[str, Any], now: datetime) -> int:
+    """Capture up to the hold (no amount: all of it); the rest goes back to the card."""
+    amount = _amount(data, required=False)
+    hold = _hold(uow, hold_alias)
+    HOLD.target(hold.state, "capture", hold.external_id)
+    take = hold.amount if amount is None else amount
+    if take > hold.amount:
+        raise InvalidInput(f"capture {format_money(take)} is more than the hold of {format_money(hold.amount)}")
+    card = uow.conn.execute(sa.select(gift_cards).where(gift_cards.c.id == hold.card_id).with_for_update()).one()
+    postings = [(f"hold:{hold.id}", -hold.amount), (SPENT, take)]
+    if hold.amount - take:
+        postings.append((_account(card.id), hold.amount - take))
+    _move(uow, card, Entry(money_asset(card.currency), "capture", tuple(postings), hold.external_id), now)
+    _resolve(uow, hold, "captured", now, captured=take)
+    _changed(uow, card, "captured", take, now)
+    return take
+
+
+def void(uow: UnitOfWork, hold_alias: Any, now: datetime) -> None:
+    hold = _hold(uow, hold_alias)
+    _release(uow, hold, "void", "voided", now)
+
+
+def release_expired(uow: UnitOfWork, hold_id: int, at: datetime) -> None:
+    """Due work: a hold not captured within 7 days is released."""
+    hold = uow.conn.execute(sa.select(holds).where(holds.c.id == hold_id).with_for_update()).one()
+    if hold.state == "pending" and hold.expires_at <= at:
+        _release(uow, hold, "7 days pass", "released", at)
+
+
+def _release(uow: UnitOfWork, hold: Any, event: str, state: str, now: datetime) -> None:
+    HOLD.target(hold.state, event, hold.external_id)
+    card = uow.conn.execute(sa.select(gift_cards).where(gift_cards.c.id == hold.card_id).with_for_update()).one()
+    asset = money_asset(card.currency)
+    _move(uow, card, transfer(asset, state, f"hold:{hold.id}", _account(card.id), hold.amount, hold.external_id), now)
+    _resolve(uow, hold, state, now)
+    _changed(uow, card, state, hold.amount, now)
+
+
+def _resolve(uow: UnitOfWork, hold: Any, state: str, now: datetime, captured: int | None = None) -> None:
+    # `state = 'pending'` in the WHERE makes resolving at most once hold even under a race.
+    done = uow.conn.execute(
+        sa.update(holds)
+        .where(holds.c.id == hold.id, holds.c.state == "pending")
+        .values(state=state, resolved_at=now, captured=captured)
+    ).rowcount
+    if done != 1:
+        raise InvalidState(f"hold {hold.external_id} is already resolved")
+
+
+def _hold(uow: UnitOfWork, alias: Any, *, lock: bool = True, missing_ok: bool = False) -> Any:
+    if not isinstance(alias, str):
+        raise InvalidInput("a hold alias is required")
+    query = sa.select(holds).where(holds.c.env_id == uow.env_id, holds.c.external_id == alias)
+    row = uow.conn.execute(query.with_for_update() if lock else query).first()
+    if row is None and not missing_ok:
+        raise NotFound(f"no hold {alias!r}")
+    return row
+
+
+def _move(uow: UnitOfWork, card: Any, entry: Entry, now: datetime) -> None:
+    ledger.write(uow.conn, uow.env_id, entry, now)
+
+
+def _set_last(uow: UnitOfWork, card: Any, approved: int) -> None:
+    uow.conn.execute(sa.update(gift_cards).where(gift_cards.c.id == card.id).values(last_approved=approved))
+
+
+def view(uow: UnitOfWork, alias: str) -> GiftCardView:
+    row = uow.conn.execute(
+        sa.select(gift_cards).where(gift_cards.c.env_id == uow.env_id, gift_cards.c.external_id == alias)
+    ).first()
+    if row is None:
+        raise NotFound(f"no gift card {alias!r}")
+    return GiftCardView(alias, row.currency, _balance(uow, row), row.last_approved)

@@ -1,0 +1,487 @@
+"""Orders: place, close, edit, refund, void, and posting their effects when the delay has passed.
+
+An order earns nothing while open. Closing evaluates it and makes its effects pending
+until close + accrual_delay; posting moves them onto the member. Refunds, edits and
+voids re-evaluate and apply the difference: to the pending amounts while pending, as
+postings at once after (rule 10).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from punchcard.engine.evaluate import (
+    Allocation,
+    Outcome,
+    RewardMatchesNothing,
+    Standing,
+    allocate,
+    evaluate,
+)
+from punchcard.engine.members import add_progress, withdraw
+from punchcard.engine.orders import (
+    ORDER_PARTS,
+    Order,
+    OrderFormatError,
+    check_discount_lines,
+    parse_order_parts,
+)
+from punchcard.engine.programs import Program, Reward
+from punchcard.errors import InvalidInput, InvalidState, NotFound
+from punchcard.lifecycle.machines import ORDER
+from punchcard.services import points, rewards
+from punchcard.services.context import (
+    load_member,
+    member_by_id,
+    record_tier,
+    save_state,
+    state_of,
+    tier_at,
+    version_at,
+    version_by_id,
+)
+from punchcard.services.times import parse_time
+from punchcard.store.codec import order_document, order_from_row, outcome_document, outcome_from_document
+from punchcard.store.tables import environments, lots, orders, promotion_uses
+from punchcard.store.uow import Event, UnitOfWork
+
+PLACE_KEYS = {"id", "member", "at", "status", *ORDER_PARTS, "rewards"}
+
+
+def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
+    """Place an order, open or (the default) closed at once."""
+    order, member_ref, status, refs = _parse_new(data, now)
+    member = load_member(uow, member_ref)
+    if _find(uow, order.id) is not None:
+        raise InvalidState(f"order id {order.id!r} is taken")
+    version = version_at(uow, order.at)
+    chosen = rewards.resolve(uow, version.program, member.id, refs, now)
+    _allocate(version.program, order, rewards.definitions(version.program, chosen))
+    order_pk = uow.conn.execute(
+        sa.insert(orders)
+        .values(
+            env_id=uow.env_id,
+            external_id=order.id,
+            member_id=member.id,
+            state="open",
+            at=order.at,
+            version_id=version.id,
+            document=order_document(order),
+            refunded={},
+            visit=False,
+            posted_visit=False,
+        )
+        .returning(orders.c.id)
+    ).scalar_one()
+    rewards.set_state(uow, chosen, "reserved", order_pk, now)
+    if status == "closed":
+        _close(uow, _find(uow, order.id), now)
+
+
+def close(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
+    row = _get(uow, data)
+    _lock_member(uow, row)
+    _close(uow, row, now)
+
+
+def _close(uow: UnitOfWork, row: Any, now: datetime) -> None:
+    ORDER.target(row.state, "close", row.external_id)
+    program = version_by_id(uow, row.version_id).program
+    order = order_from_row(row)
+    held = rewards.of_order(uow, row.id)
+    allocation = _allocate(program, order, rewards.definitions(program, held))
+    standing = _standing(uow, program, row, held=frozenset(), held_visit=False, gains=True)
+    outcome = evaluate(program, order, allocation, standing)
+    close_seq = uow.conn.execute(
+        sa.update(environments)
+        .where(environments.c.id == uow.env_id)
+        .values(close_seq=environments.c.close_seq + 1)
+        .returning(environments.c.close_seq)
+    ).scalar_one()
+    due_at = now + program.earn.accrual_delay
+    uow.conn.execute(
+        sa.update(orders)
+        .where(orders.c.id == row.id)
+        .values(
+            state="closed",
+            line_discounts=dict(allocation.line_discounts),
+            closed_at=now,
+            close_seq=close_seq,
+            post_state="pending",
+            due_at=due_at,
+            **_outcome_columns(outcome),
+        )
+    )
+    if outcome.points:
+        uow.conn.execute(
+            sa.insert(lots).values(
+                env_id=uow.env_id,
+                member_id=row.member_id,
+                order_id=row.id,
+                state="pending",
+                amount=outcome.points,
+                remaining=0,
+                due_at=due_at,
+            )
+        )
+    _sync_promotions(uow, row, outcome)
+    rewards.set_state(uow, held, "used", row.id, now)
+    uow.record(Event("order.evaluated", now, _evaluated(row, outcome), row.member_id))
+    uow.record(
+        Event(
+            "points.pending",
+            now,
+            {"order": row.external_id, "points": outcome.points, "due_at": due_at.isoformat()},
+            row.member_id,
+        )
+    )
+
+
+def edit(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
+    """Replace parts of an order; a closed one is re-evaluated and the difference posted."""
+    unknown = sorted(set(data) - {"order", "at", *ORDER_PARTS, "rewards"})
+    if unknown:
+        raise InvalidInput(f"edit: {unknown[0]} can not be edited")
+    try:
+        parts = parse_order_parts(data, "edit")
+    except OrderFormatError as exc:
+        raise InvalidInput(str(exc)) from exc
+    refs = _reward_refs(data) if "rewards" in data else None
+    row = _get(uow, data)
+    member = _lock_member(uow, row)
+    ORDER.target(row.state, "edit", row.external_id)
+    if refs is not None and row.state != "open":
+        raise InvalidState(f"order {row.external_id} is closed: its rewards can no longer change")
+    order = order_from_row(row).with_parts(**parts)
+    try:
+        check_discount_lines(order, "edit")
+    except OrderFormatError as exc:
+        raise InvalidInput(str(exc)) from exc
+    refunded = dict(row.refunded)
+    for line_id, qty in refunded.items():
+        line = order.line_index.get(line_id)
+        if line is None or line.qty < qty:
+            raise InvalidInput(f"edit: line {line_id} can not go below its {qty} refunded units")
+    version = version_by_id(uow, row.version_id)
+    program = version.program
+    document = {**order_document(order)}
+    if row.state == "open":
+        held = rewards.of_order(uow, row.id)
+        if refs is not None:
+            rewards.set_state(uow, held, "available", None, now)
+            held = rewards.resolve(uow, program, member.id, refs, now)
+            rewards.set_state(uow, held, "reserved", row.id, now)
+        _allocate(program, order, rewards.definitions(program, held))
+        uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(document=document))
+        return
+    held = rewards.of_order(uow, row.id)
+    allocation = _allocate(program, order, rewards.definitions(program, held))
+    previous = outcome_from_document(row.outcome)
+    standing = _standing(
+        uow, program, row, held=previous.promotions, held_visit=previous.visit, gains=True
+    )
+    outcome = evaluate(program, order, allocation, standing, refunded)
+    uow.conn.execute(
+        sa.update(orders)
+        .where(orders.c.id == row.id)
+        .values(document=document, line_discounts=dict(allocation.line_discounts))
+    )
+    _apply_change(uow, _find(uow, row.external_id), outcome, now)
+
+
+def refund(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
+    """Refund lines (or all) of a closed order: re-evaluate on what remains, post the difference."""
+    unknown = sorted(set(data) - {"order", "at", "lines", "all"})
+    if unknown:
+        raise InvalidInput(f"refund: unknown key {unknown[0]}")
+    if ("lines" in data) == bool(data.get("all")):
+        raise InvalidInput("refund: give lines or all: true")
+    wanted: dict[str, int] = {}
+    if "lines" in data:
+        if not isinstance(data["lines"], list) or not data["lines"]:
+            raise InvalidInput("refund.lines: a non-empty list of {line, qty}")
+        for i, item in enumerate(data["lines"]):
+            if not isinstance(item, Mapping) or set(item) - {"line", "qty"} or "line" not in item:
+                raise InvalidInput(f"refund.lines[{i}]: give line and qty")
+            qty = item.get("qty")
+            if isinstance(qty, bool) or not isinstance(qty, int) or qty <= 0:
+                raise InvalidInput(f"refund.lines[{i}].qty: {qty!r} is not a positive whole quantity")
+            wanted[str(item["line"])] = wanted.get(str(item["line"]), 0) + qty
+    row = _get(uow, data)
+    _lock_member(uow, row)
+    order = order_from_row(row)
+    for line_id in wanted:
+        if line_id not in order.line_index:
+            raise NotFound(f"order {row.external_id} has no line {line_id!r}")
+    ORDER.target(row.state, "refund", row.external_id)
+    refunded = dict(row.refunded)
+    if data.get("all"):
+        wanted = {line.id: line.qty - refunded.get(line.id, 0) for line in order.lines}
+        wanted = {k: v for k, v in wanted.items() if v > 0}
+        if not wanted:
+            raise InvalidInput(f"order {row.external_id} is already fully refunded")
+    for line_id, qty in wanted.items():
+        left = order.line_index[line_id].qty - refunded.get(line_id, 0)
+        if qty > left:
+            raise InvalidInput(f"line {line_id}: refunding {qty} but only {left} remain")
+        refunded[line_id] = refunded.get(line_id, 0) + qty
+    program = version_by_id(uow, row.version_id).program
+    previous = outcome_from_document(row.outcome)
+    standing = _standing(
+        uow, program, row, held=previous.promotions, held_visit=previous.visit, gains=False
+    )
+    allocation = _fixed_allocation(row)
+    outcome = evaluate(program, order, allocation, standing, refunded)
+    uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(refunded=refunded))
+    _apply_change(uow, _find(uow, row.external_id), outcome, now)
+    uow.record(Event("order.refunded", now, {"order": row.external_id, "lines": wanted}, row.member_id))
+
+
+def void(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
+    """Void an order: open, its rewards are released; closed, it is reversed whole."""
+    row = _get(uow, data)
+    _lock_member(uow, row)
+    ORDER.target(row.state, "void", row.external_id)
+    held = rewards.of_order(uow, row.id)
+    if row.state == "closed":
+        previous = outcome_from_document(row.outcome)
+        nothing = Outcome(0, (), False, previous.visit_day, frozenset(), ("The order was voided.",))
+        _apply_change(uow, row, nothing, now, voiding=True)
+    uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(state="voided"))
+    rewards.set_state(uow, held, "available", None, now)
+    uow.record(Event("order.voided", now, {"order": row.external_id}, row.member_id))
+
+
+def post(uow: UnitOfWork, order_pk: int, at: datetime) -> None:
+    """Post a closed order's pending effects (due work at close + accrual_delay)."""
+    row = uow.conn.execute(sa.select(orders).where(orders.c.id == order_pk)).one()
+    member = member_by_id(uow, row.member_id)
+    row = uow.conn.execute(sa.select(orders).where(orders.c.id == order_pk)).one()
+    if row.post_state != "pending" or row.due_at > at:
+        return  # already posted by another run: running it twice changes nothing
+    program = version_at(uow, at).program
+    lot = uow.conn.execute(
+        sa.select(lots.c.id, lots.c.amount).where(lots.c.order_id == row.id, lots.c.state == "pending")
+    ).first()
+    if lot is not None and lot.amount > 0:
+        points.earn(uow, program, member.id, lot.amount, at, row.id, lot_id=lot.id)
+    elif lot is not None:
+        uow.conn.execute(sa.update(lots).where(lots.c.id == lot.id).values(state="withdrawn"))
+    state = state_of(member)
+    change = add_progress(program, state, row.points, int(row.visit), row.spend)
+    _after_change(uow, program, row, member, state, change, at)
+    uow.conn.execute(
+        sa.update(orders)
+        .where(orders.c.id == row.id)
+        .values(
+            post_state="posted",
+            posted_points=row.points,
+            posted_visit=row.visit,
+            posted_spend=row.spend,
+            posted_window=member.window_start,
+        )
+    )
+
+
+def _apply_change(
+    uow: UnitOfWork, row: Any, outcome: Outcome, now: datetime, *, voiding: bool = False
+) -> None:
+    """Apply a re-evaluation: change the pending amounts, or post the difference at once."""
+    uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(**_outcome_columns(outcome)))
+    _sync_promotions(uow, row, outcome)
+    uow.record(Event("order.evaluated", now, _evaluated(row, outcome), row.member_id))
+    if row.post_state == "pending":
+        lot = uow.conn.execute(
+            sa.select(lots.c.id).where(lots.c.order_id == row.id, lots.c.state == "pending")
+        ).scalar()
+        if lot is not None:
+            uow.conn.execute(sa.update(lots).where(lots.c.id == lot).values(amount=outcome.points))
+        elif outcome.points:
+            uow.conn.execute(
+                sa.insert(lots).values(
+                    env_id=uow.env_id,
+                    member_id=row.member_id,
+                    order_id=row.id,
+                    state="pending",
+                    amount=outcome.points,
+                    remaining=0,
+                    due_at=row.due_at,
+                )
+            )
+        if voiding:  # nothing of a voided order will ever post
+            if lot is not None:
+                uow.conn.execute(sa.update(lots).where(lots.c.id == lot).values(state="withdrawn"))
+            uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(post_state="withdrawn"))
+        return
+    if row.post_state != "posted":
+        return
+    member = member_by_id(uow, row.member_id)
+    program = version_at(uow, now).program
+    d_points = outcome.points - row.posted_points
+    d_visit = int(outcome.visit) - int(row.posted_visit)
+    d_spend = outcome.qualifying_spend - row.posted_spend
+    if d_points > 0:
+        points.earn(uow, program, member.id, d_points, now, row.id)
+    elif d_points < 0:
+        points.claw_back(uow, program, member.id, -d_points, now, row.id)
+    state = state_of(member)
+    window_current = row.posted_window == member.window_start
+    withdraw(program, state, max(0, -d_points), max(0, -d_visit), max(0, -d_spend), window_current)
+    change = add_progress(program, state, max(0, d_points), max(0, d_visit), max(0, d_spend))
+    _after_change(uow, program, row, member, state, change, now)
+    uow.conn.execute(
+        sa.update(orders)
+        .where(orders.c.id == row.id)
+        .values(
+            posted_points=outcome.points,
+            posted_visit=outcome.visit,
+            posted_spend=outcome.qualifying_spend,
+        )
+    )
+
+
+def _after_change(
+    uow: UnitOfWork, program: Program, row: Any, member: Any, state: Any, change: Any, at: datetime
+) -> None:
+    save_state(uow, member.id, state)
+    for card_id, count in change.punches:
+        uow.record(Event("punch_card.progressed", at, {"punch_card": card_id, "count": count}, member.id))
+    for reward_id in change.rewards:
+        rewards.issue(uow, program, member.id, reward_id, at, f"punch_card:{row.external_id}")
+    if change.tier_to is not None:
+        record_tier(uow, member.id, at, change.tier_to, "threshold")
+        uow.record(
+            Event("tier.changed", at, {"from": change.tier_from, "to": change.tier_to}, member.id)
+        )
+
+
+def _standing(
+    uow: UnitOfWork, program: Program, row: Any, *, held: frozenset[str], held_visit: bool, gains: bool
+) -> Standing:
+    uses = dict(
+        uow.conn.execute(
+            sa.select(promotion_uses.c.promotion_id, sa.func.count())
+            .where(promotion_uses.c.member_id == row.member_id, promotion_uses.c.order_id != row.id)
+            .group_by(promotion_uses.c.promotion_id)
+        ).all()
+    )
+    day = row.at.astimezone(program.zone).date().isoformat()
+    visits = uow.conn.execute(
+        sa.select(sa.func.count()).where(
+            orders.c.member_id == row.member_id,
+            orders.c.visit_day == day,
+            orders.c.visit.is_(True),
+            orders.c.state != "voided",
+            orders.c.id != row.id,
+        )
+    ).scalar_one()
+    return Standing(
+        tier=tier_at(uow, row.member_id, row.at),
+        promotion_uses=uses,
+        other_visits_that_day=visits,
+        held_promotions=held,
+        held_visit=held_visit,
+        gains=gains,
+    )
+
+
+def _sync_promotions(uow: UnitOfWork, row: Any, outcome: Outcome) -> None:
+    uow.conn.execute(sa.delete(promotion_uses).where(promotion_uses.c.order_id == row.id))
+    if outcome.promotions:
+        uow.conn.execute(
+            sa.insert(promotion_uses),
+            [
+                {"member_id": row.member_id, "promotion_id": p, "order_id": row.id}
+                for p in sorted(outcome.promotions)
+            ],
+        )
+
+
+def _outcome_columns(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "outcome": outcome_document(outcome),
+        "points": outcome.points,
+        "spend": outcome.qualifying_spend,
+        "visit": outcome.visit,
+        "visit_day": outcome.visit_day.isoformat() if outcome.visit else None,
+    }
+
+
+def _evaluated(row: Any, outcome: Outcome) -> dict[str, Any]:
+    return {"order": row.external_id, **outcome_document(outcome)}
+
+
+def _allocate(program: Program, order: Order, definitions: list[Reward]) -> Allocation:
+    try:
+        return allocate(program, order, definitions)
+    except RewardMatchesNothing as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+def _fixed_allocation(row: Any) -> Allocation:
+    return Allocation(line_discounts=dict(row.line_discounts or {}))
+
+
+def _lock_member(uow: UnitOfWork, row: Any) -> Any:
+    """Lock the order's member first: a member's work is serialised."""
+    return member_by_id(uow, row.member_id)
+
+
+def _find(uow: UnitOfWork, external_id: str) -> Any:
+    return uow.conn.execute(
+        sa.select(orders).where(orders.c.env_id == uow.env_id, orders.c.external_id == external_id)
+    ).first()
+
+
+def _get(uow: UnitOfWork, data: Mapping[str, Any]) -> Any:
+    ref = data.get("order")
+    if not isinstance(ref, str):
+        raise InvalidInput("order: an order id is required")
+    row = _find(uow, ref)
+    if row is None:
+        raise NotFound(f"no order {ref!r}")
+    return row
+
+
+def _reward_refs(data: Mapping[str, Any]) -> list[str]:
+    refs = data.get("rewards") or []
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise InvalidInput("rewards: a list of reward aliases or ids")
+    return list(refs)
+
+
+def _parse_new(data: Mapping[str, Any], now: datetime) -> tuple[Order, str, str, list[str]]:
+    unknown = sorted(set(data) - PLACE_KEYS)
+    if unknown:
+        raise InvalidInput(f"order.{unknown[0]}: unknown key")
+    order_id, member = data.get("id"), data.get("member")
+    if not isinstance(order_id, str) or not order_id:
+        raise InvalidInput("order.id: an order id is required")
+    if not isinstance(member, str) or not member:
+        raise InvalidInput("order.member: a member is required")
+    at = parse_time(data["at"], "order.at") if data.get("at") is not None else now
+    if at > now:
+        raise InvalidInput("order.at: an order can not be placed in the future")
+    status = data.get("status", "closed")
+    if status not in ("open", "closed"):
+        raise InvalidInput("order.status: open or closed")
+    if "lines" not in data:
+        raise InvalidInput("order.lines: an order needs lines")
+    try:
+        order = Order(id=order_id, at=at, **parse_order_parts(data))
+        check_discount_lines(order)
+    except OrderFormatError as exc:
+        raise InvalidInput(str(exc)) from exc
+    return order, member, status, _reward_refs(data)
+
+
+def explanation(uow: UnitOfWork, external_id: str) -> list[str]:
+    """Every figure of an order's current outcome, as sentences."""
+    row = _get(uow, {"order": external_id})
+    if row.outcome is None:
+        return [f"Order {external_id} is {row.state}: it earns nothing until it closes."]
+    return outcome_from_document(row.outcome).explain()

@@ -1,0 +1,161 @@
+"""Points on the ledger: earning (debts first, then a lot), clawbacks, spending and expiry."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from punchcard.engine.programs import Program
+from punchcard.ledger import store as ledger
+from punchcard.ledger.entries import EARNED, EXPIRED, REDEEMED, points_asset, transfer
+from punchcard.ledger.lots import Lot, add_months, plan_clawback, split_earning, take_oldest
+from punchcard.store.tables import lots, members
+from punchcard.store.uow import Event, UnitOfWork
+
+
+def account(member_id: int) -> str:
+    return f"member:{member_id}"
+
+
+def posted_balance(uow: UnitOfWork, program: Program, member_id: int) -> int:
+    return ledger.balance(uow.conn, uow.env_id, points_asset(program.program), account(member_id))
+
+
+def lot_expiry(program: Program, posted_at: datetime) -> datetime | None:
+    expiry = program.expiry
+    if expiry is None or expiry.months_after_earn is None:
+        return None
+    return add_months(posted_at, expiry.months_after_earn, program.zone)
+
+
+def touch_activity(uow: UnitOfWork, program: Program, member_id: int, at: datetime) -> None:
+    """A non-zero earning, clawback or redemption restarts the inactivity clock."""
+    expiry = program.expiry
+    due = None
+    if expiry is not None and expiry.inactivity_days is not None:
+        due = at + timedelta(days=expiry.inactivity_days)
+    uow.conn.execute(
+        sa.update(members)
+        .where(members.c.id == member_id)
+        .values(last_activity_at=at, inactivity_due_at=due)
+    )
+
+
+def earn(
+    uow: UnitOfWork,
+    program: Program,
+    member_id: int,
+    points: int,
+    at: datetime,
+    order_id: int | None,
+    lot_id: int | None = None,
+) -> None:
+    """Post `points` (> 0): they pay any debt first, the rest forms a lot."""
+    balance = posted_balance(uow, program, member_id)
+    split = split_earning(balance, points)
+    ledger.write(
+        uow.conn,
+        uow.env_id,
+        transfer(points_asset(program.program), "earn", EARNED, account(member_id), points, f"order:{order_id}"),
+        at,
+    )
+    values = {
+        "state": "posted" if split.lot else "spent",
+        "amount": points,
+        "remaining": split.lot,
+        "posted_at": at,
+        "expires_at": lot_expiry(program, at),
+    }
+    if lot_id is None:
+        uow.conn.execute(
+            sa.insert(lots).values(env_id=uow.env_id, member_id=member_id, order_id=order_id, **values)
+        )
+    else:
+        uow.conn.execute(sa.update(lots).where(lots.c.id == lot_id).values(**values))
+    touch_activity(uow, program, member_id, at)
+    uow.record(
+        Event(
+            "points.posted",
+            at,
+            {"points": points, "paid_debt": split.pays_debt, "order_id": order_id},
+            member_id,
+        )
+    )
+
+
+def _live_lots(uow: UnitOfWork, member_id: int) -> list[Lot]:
+    rows = uow.conn.execute(
+        sa.select(lots.c.id, lots.c.order_id, lots.c.remaining)
+        .where(lots.c.member_id == member_id, lots.c.state == "posted", lots.c.remaining > 0)
+        .order_by(lots.c.posted_at, lots.c.id)
+    ).all()
+    return [Lot(r.id, r.order_id, r.remaining, seq) for seq, r in enumerate(rows)]
+
+
+def _take(uow: UnitOfWork, parts: list[tuple[int, int]]) -> None:
+    for lot_id, part in parts:
+        uow.conn.execute(
+            sa.update(lots)
+            .where(lots.c.id == lot_id)
+            .values(
+                remaining=lots.c.remaining - part,
+                state=sa.case((lots.c.remaining - part == 0, "spent"), else_="posted"),
+            )
+        )
+
+
+def claw_back(
+    uow: UnitOfWork, program: Program, member_id: int, points: int, at: datetime, order_id: int
+) -> None:
+    """Take back `points` (> 0): the order's own lot, then the oldest; the rest per negative_balance."""
+    plan = plan_clawback(_live_lots(uow, member_id), points, order_id, program.earn.negative_balance)
+    _take(uow, plan.from_lots)
+    if plan.posted:
+        ledger.write(
+            uow.conn,
+            uow.env_id,
+            transfer(points_asset(program.program), "clawback", account(member_id), EARNED, plan.posted, f"order:{order_id}"),
+            at,
+        )
+    touch_activity(uow, program, member_id, at)
+    uow.record(
+        Event(
+            "points.reversed",
+            at,
+            {"points": points, "debt": plan.debt, "dropped": plan.dropped, "order_id": order_id},
+            member_id,
+        )
+    )
+
+
+def spend(uow: UnitOfWork, program: Program, member_id: int, points: int, at: datetime, reference: str) -> None:
+    """Spend posted points oldest lot first; the caller has checked the balance covers them."""
+    _take(uow, take_oldest(_live_lots(uow, member_id), points))
+    ledger.write(
+        uow.conn,
+        uow.env_id,
+        transfer(points_asset(program.program), "redeem", account(member_id), REDEEMED, points, reference),
+        at,
+    )
+    touch_activity(uow, program, member_id, at)
+
+
+def expire_lots(uow: UnitOfWork, program: Program, member_id: int, lot_rows: list[Any], at: datetime, why: str) -> None:
+    """Expire what is left of the given lots (one ledger entry for all of them)."""
+    if not lot_rows:
+        return
+    total = sum(row.remaining for row in lot_rows)
+    uow.conn.execute(
+        sa.update(lots).where(lots.c.id.in_([r.id for r in lot_rows])).values(remaining=0, state="expired")
+    )
+    if total <= 0:
+        return
+    ledger.write(
+        uow.conn,
+        uow.env_id,
+        transfer(points_asset(program.program), "expire", account(member_id), EXPIRED, total, why),
+        at,
+    )
+    uow.record(Event("points.expired", at, {"points": total, "reason": why}, member_id))

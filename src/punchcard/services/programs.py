@@ -1,0 +1,89 @@
+"""Environments and program versions: a version is immutable and live from a time."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+
+from punchcard.engine.documents import load_document
+from punchcard.engine.programs import Program, ProgramError, program_from_data
+from punchcard.errors import InvalidInput
+from punchcard.store.tables import environments, members, program_versions
+from punchcard.store.uow import Event, UnitOfWork
+
+
+def create_environment(engine: sa.Engine, name: str, now: datetime, clock: datetime | None = None) -> str:
+    env_id = uuid.uuid4().hex
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(environments).values(id=env_id, name=name, created_at=now, clock=clock, close_seq=0)
+        )
+    return env_id
+
+
+def program_text(data: Any) -> str:
+    """An inline program (already loaded data) as YAML text, numbers kept as their text."""
+    return yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return value
+
+
+def publish(uow: UnitOfWork, source: str, now: datetime) -> int:
+    """Make a new version live from `now`; orders placed before keep their version."""
+    try:
+        data, lines = load_document(source)
+        program = program_from_data(data, lines)
+    except (ProgramError, ValueError) as exc:
+        raise InvalidInput(f"program: {exc}") from exc
+    current = uow.conn.execute(
+        sa.select(program_versions.c.version, program_versions.c.program_id)
+        .where(program_versions.c.env_id == uow.env_id)
+        .order_by(program_versions.c.version.desc())
+        .limit(1)
+    ).first()
+    if current is not None and current.program_id != program.program:
+        raise InvalidInput(
+            f"program: this environment runs {current.program_id!r}, not {program.program!r}"
+        )
+    number = 1 if current is None else current.version + 1
+    version_id = uow.conn.execute(
+        sa.insert(program_versions)
+        .values(
+            env_id=uow.env_id,
+            program_id=program.program,
+            version=number,
+            live_from=now,
+            document=_plain(data),
+            source=source,
+        )
+        .returning(program_versions.c.id)
+    ).scalar_one()
+    _reschedule_inactivity(uow, program)
+    uow.record(Event("program.published", now, {"program": program.program, "version": number}))
+    return int(version_id)
+
+
+def _reschedule_inactivity(uow: UnitOfWork, program: Program) -> None:
+    """Inactivity expiry follows the version live when it applies: re-plan it on publish."""
+    days = program.expiry.inactivity_days if program.expiry else None
+    rows = uow.conn.execute(
+        sa.select(members.c.id, members.c.last_activity_at).where(
+            members.c.env_id == uow.env_id, members.c.last_activity_at.is_not(None)
+        )
+    ).all()
+    for row in rows:
+        due = None if days is None else row.last_activity_at + timedelta(days=days)
+        uow.conn.execute(sa.update(members).where(members.c.id == row.id).values(inactivity_due_at=due))

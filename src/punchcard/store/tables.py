@@ -1,0 +1,257 @@
+"""The schema. Alembic migrations must produce exactly this (tests/integration/test_schema.py).
+
+Every row belongs to an environment (a tenant's sandbox or live, or a scenario run), so
+one database can hold many isolated worlds. Invariants the database enforces carry
+versioned constraint names so errors can be mapped back to domain rules.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware in Python, UTC in the database (SQLite has no time zones)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: every time in Punchcard is timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _env() -> sa.Column[str]:
+    return sa.Column("env_id", sa.String(64), sa.ForeignKey("environments.id"), nullable=False)
+
+
+environments = sa.Table(
+    "environments",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("clock", UtcDateTime, nullable=True),  # a sandbox's movable clock; live: None
+    sa.Column("close_seq", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+program_versions = sa.Table(
+    "program_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _env(),
+    sa.Column("program_id", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("live_from", UtcDateTime, nullable=False),
+    sa.Column("document", sa.JSON, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.UniqueConstraint("env_id", "version"),
+    sa.Index(None, "env_id", "live_from"),
+)
+
+members = sa.Table(
+    "members",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _env(),
+    sa.Column("external_id", sa.String(200), nullable=False),
+    sa.Column("enrolled_at", UtcDateTime, nullable=False),
+    sa.Column("tier", sa.String(64), nullable=False),
+    sa.Column("progress", sa.BigInteger, nullable=False),
+    sa.Column("visits", sa.Integer, nullable=False),
+    sa.Column("punches", sa.JSON, nullable=False),
+    sa.Column("window_start", UtcDateTime, nullable=False),
+    sa.Column("window_end", UtcDateTime, nullable=True),
+    sa.Column("last_activity_at", UtcDateTime, nullable=True),
+    sa.Column("inactivity_due_at", UtcDateTime, nullable=True),
+    sa.Column("event_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.UniqueConstraint("env_id", "external_id"),
+    sa.Index(None, "env_id", "window_end"),
+    sa.Index(None, "env_id", "inactivity_due_at"),
+)
+
+tier_changes = sa.Table(
+    "tier_changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("member_id", sa.Integer, sa.ForeignKey("members.id"), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("tier", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Index(None, "member_id", "at"),
+)
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _env(),
+    sa.Column("external_id", sa.String(200), nullable=False),
+    sa.Column("member_id", sa.Integer, sa.ForeignKey("members.id"), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("program_versions.id"), nullable=False),
+    sa.Column("document", sa.JSON, nullable=False),  # lines, discounts, tax, tip, fees, tenders
+    sa.Column("refunded", sa.JSON, nullable=False),  # line id -> refunded quantity
+    sa.Column("line_discounts", sa.JSON, nullable=True),  # fixed at close and at each edit
+    sa.Column("outcome", sa.JSON, nullable=True),
+    sa.Column("points", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("spend", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("visit", sa.Boolean, nullable=False),
+    sa.Column("visit_day", sa.String(10), nullable=True),
+    sa.Column("closed_at", UtcDateTime, nullable=True),
+    sa.Column("close_seq", sa.BigInteger, nullable=True),
+    sa.Column("post_state", sa.String(16), nullable=False, server_default="none"),
+    sa.Column("due_at", UtcDateTime, nullable=True),
+    sa.Column("posted_points", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("posted_visit", sa.Boolean, nullable=False),
+    sa.Column("posted_spend", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("posted_window", UtcDateTime, nullable=True),
+    sa.UniqueConstraint("env_id", "external_id"),
+    sa.Index(None, "env_id", "post_state", "due_at"),
+    sa.Index(None, "member_id", "visit_day"),
+)
+
+promotion_uses = sa.Table(
+    "promotion_uses",
+    metadata,
+    sa.Column("member_id", sa.Integer, sa.ForeignKey("members.id"), primary_key=True),
+    sa.Column("promotion_id", sa.String(64), primary_key=True),
+    sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id"), primary_key=True),
+)
+
+lots = sa.Table(
+    "lots",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _env(),
+    sa.Column("member_id", sa.Integer, sa.ForeignKey("members.id"), nullable=False),
+    sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id"), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("remaining", sa.BigInteger, nullable=False),
+    sa.Column("due_at", UtcDateTime, nullable=True),
+    sa.Column("posted_at", UtcDateTime, nullable=True),
+    sa.Column("expires_at", UtcDateTime, nullable=True),
+    sa.CheckConstraint("remaining >= 0 AND remaining <= amount", name="lots_remaining_in_range_v1"),
+    sa.Index(None, "member_id", "state"),
+    sa.Index(None, "env_id", "state", "expires_at"),
+)
+
+rewards = sa.Table(
+    "rewards",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _env(),
+    sa.Column("member_id", sa.Integer, sa.ForeignKey("members.id"), nullable=False),
+    sa.Column("alias", sa.String(200), nullable=True),
+    sa.Column("reward_id", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("issued_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id"), nullable=True),
+    sa.Column("source", sa.String(100), nullable=False),
+    sa.UniqueConstraint("env_id", "alias"),
+    sa.Index(None, "member_id", "state"),
+    sa.Index(None, "env_id", "state", "expires_at"),
+)
+
+gift_cards = sa.Table(
+    "gift_cards",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _env(),
+    sa.Column("external_id", sa.String(200), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("last_approved", sa.BigInteger, nullable=True),
+    sa.UniqueConstraint("env_id", "external_id"),
+)
+
+holds = sa.Table(
+    "holds",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _env(),
+    sa.Column("external_id", sa.String(200), nullable=False),
+    sa.Column("card_id", sa.Integer, sa.ForeignKey("gift_cards.id"), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("captured", sa.BigInteger, nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("resolved_at", UtcDateTime, nullable=True),
+    sa.UniqueConstraint("env_id", "external_id"),
+    sa.CheckConstraint("amount > 0", name="holds_amount_positive_v1"),
+    sa.Index(None, "env_id", "state", "expires_at"),
+)
+
+ledger_accounts = sa.Table(
+    "ledger_accounts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _env(),
+    sa.Column("asset", sa.String(80), nullable=False),
+    sa.Column("name", sa.String(120), nullable=False),
+    sa.Column("balance", sa.BigInteger, nullable=False, server_default="0"),
+    sa.UniqueConstraint("env_id", "asset", "name"),
+)
+
+ledger_transactions = sa.Table(
+    "ledger_transactions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _env(),
+    sa.Column("asset", sa.String(80), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("reference", sa.String(200), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+)
+
+ledger_postings = sa.Table(
+    "ledger_postings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("transaction_id", sa.Integer, sa.ForeignKey("ledger_transactions.id"), nullable=False),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("ledger_accounts.id"), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("amount <> 0", name="ledger_postings_nonzero_v1"),
+    sa.Index(None, "transaction_id"),
+    sa.Index(None, "account_id"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _env(),
+    sa.Column("member_id", sa.Integer, sa.ForeignKey("members.id"), nullable=True),
+    sa.Column("member_seq", sa.BigInteger, nullable=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("published_at", UtcDateTime, nullable=True),
+    sa.Index(None, "env_id", "published_at"),
+)

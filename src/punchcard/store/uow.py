@@ -1,0 +1,87 @@
+"""The unit of work: one database transaction per use case, rolled back unless committed.
+
+Domain events recorded during the use case are written to the outbox in the same
+transaction, each numbered in its member's sequence, so an event exists if and only
+if its change committed. Nothing is published from inside a transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+
+from punchcard.store.tables import members, outbox
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str  # past tense, dotted: points.posted, tier.changed, ...
+    at: datetime
+    payload: dict[str, Any]
+    member_id: int | None = None
+
+
+@dataclass
+class UnitOfWork:
+    engine: sa.Engine
+    env_id: str
+    events: list[Event] = field(default_factory=list)
+    _connection: sa.Connection | None = None
+    _transaction: sa.RootTransaction | None = None
+
+    def __enter__(self) -> UnitOfWork:
+        self._connection = self.engine.connect()
+        self._transaction = self._connection.begin()
+        self.events = []
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._connection is not None and self._transaction is not None
+        if self._transaction.is_active:
+            self._transaction.rollback()
+        self._connection.close()
+        self._connection = self._transaction = None
+
+    @property
+    def conn(self) -> sa.Connection:
+        assert self._connection is not None, "use the unit of work inside a with block"
+        return self._connection
+
+    def record(self, event: Event) -> None:
+        self.events.append(event)
+
+    def commit(self) -> None:
+        assert self._transaction is not None
+        self._write_outbox()
+        self._transaction.commit()
+
+    def _write_outbox(self) -> None:
+        rows = []
+        for event in self.events:
+            seq = None
+            if event.member_id is not None:
+                seq = self.conn.execute(
+                    sa.update(members)
+                    .where(members.c.id == event.member_id)
+                    .values(event_seq=members.c.event_seq + 1)
+                    .returning(members.c.event_seq)
+                ).scalar_one()
+            rows.append(
+                {
+                    "env_id": self.env_id,
+                    "member_id": event.member_id,
+                    "member_seq": seq,
+                    "type": event.type,
+                    "payload": event.payload,
+                    "created_at": event.at,
+                }
+            )
+        if rows:
+            self.conn.execute(sa.insert(outbox), rows)
+        self.events = []
