@@ -21,7 +21,9 @@ from punchcard.scenarios.runner import run as run_scenario
 from punchcard.store.database import open_database
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-scenario_app = typer.Typer(no_args_is_help=True, help="Run loyalty stories written as scenario files.")
+scenario_app = typer.Typer(
+    no_args_is_help=True, help="Run loyalty stories written as scenario files."
+)
 program_app = typer.Typer(no_args_is_help=True, help="Work with program definition files.")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(program_app, name="program")
@@ -65,7 +67,9 @@ def scenario_run(
 
 
 @program_app.command("check")
-def program_check(file: Annotated[Path, typer.Argument(help="A program YAML or JSON file.")]) -> None:
+def program_check(
+    file: Annotated[Path, typer.Argument(help="A program YAML or JSON file.")],
+) -> None:
     """Print the problems of a program file, or a one-screen summary of it."""
     try:
         program = parse_program(file.read_text())
@@ -110,7 +114,9 @@ def summary(program: Program) -> Table:
         table.add_row(f"punch card {card.id}", f"{card.goal} visits -> {card.reward}")
     for bonus in program.item_bonuses:
         match = sorted(bonus.match.skus | bonus.match.categories)
-        table.add_row(f"item bonus {bonus.id}", f"{bonus.points_per_unit} per unit of {', '.join(match)}")
+        table.add_row(
+            f"item bonus {bonus.id}", f"{bonus.points_per_unit} per unit of {', '.join(match)}"
+        )
     for promo in program.promotions:
         what = f"x{promo.multiplier}" if promo.multiplier else f"+{promo.bonus_points} points"
         table.add_row(f"promotion {promo.id}", f"{what}, {promo.starts} to {promo.ends}")
@@ -136,7 +142,9 @@ def diagram(
 
 @app.command()
 def demo(
-    database: Annotated[str | None, typer.Option(help="Database URL; default: a temporary SQLite file.")] = None,
+    database: Annotated[
+        str | None, typer.Option(help="Database URL; default: a temporary SQLite file.")
+    ] = None,
 ) -> None:
     """Load the example program, run a small story, print balances and one order's explanation."""
     from punchcard.demo.story import run_demo

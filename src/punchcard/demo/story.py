@@ -12,8 +12,14 @@ from punchcard.engine.money import format_money
 from punchcard.services.loyalty import Loyalty
 from punchcard.services.programs import create_environment
 
-BURRITO = {"id": "l1", "sku": "BURR", "category": "burrito", "qty": 2, "unit_price": "9.50",
-           "modifiers": [{"sku": "GUAC", "category": "add_on", "qty": 1, "unit_price": "2.00"}]}
+BURRITO = {
+    "id": "l1",
+    "sku": "BURR",
+    "category": "burrito",
+    "qty": 2,
+    "unit_price": "9.50",
+    "modifiers": [{"sku": "GUAC", "category": "add_on", "qty": 1, "unit_price": "2.00"}],
+}
 BEER = {"id": "l2", "sku": "BEER", "category": "alcohol", "qty": 1, "unit_price": "6.00"}
 
 
@@ -24,8 +30,14 @@ def run_demo(engine: sa.Engine, program: str, console: Console, start: datetime)
     for member in ("alice", "bob"):
         app.enroll({"member": member}, now)
     app.place_order(
-        {"id": "o1", "member": "alice", "lines": [BURRITO, BEER], "discounts": [{"amount": "1.00"}],
-         "tax": "2.10", "tip": "3.00"},
+        {
+            "id": "o1",
+            "member": "alice",
+            "lines": [BURRITO, BEER],
+            "discounts": [{"amount": "1.00"}],
+            "tax": "2.10",
+            "tip": "3.00",
+        },
         now,
     )
     app.run_due(now)
@@ -44,8 +56,13 @@ def run_demo(engine: sa.Engine, program: str, console: Console, start: datetime)
     for member in ("alice", "bob"):
         view = app.member(member, now)
         table.add_row(
-            member, view.tier, str(view.posted), str(view.pending), str(view.available),
-            str(view.visits), ", ".join(view.rewards["available"]) or "-",
+            member,
+            view.tier,
+            str(view.posted),
+            str(view.pending),
+            str(view.available),
+            str(view.visits),
+            ", ".join(view.rewards["available"]) or "-",
         )
     console.print(table)
     console.print(f"Gift card g1 balance: {format_money(app.gift_card('g1').balance)}")

@@ -109,19 +109,21 @@ def allocate(program: Program, order: Order, rewards: Sequence[Reward] = ()) -> 
     base = sum(net.values())
     order_total = sum(d.amount for d in order.discounts if d.line is None)
     for reward in rewards:
-        discount = reward.discount
-        if discount.free_item is not None:
+        offer = reward.discount
+        if offer.free_item is not None:
             continue
         if not eligible:
             raise RewardMatchesNothing(reward.id)
-        if discount.amount_off is not None:
-            order_total += discount.amount_off
-            notes.append(f"Reward {reward.id} takes {format_money(discount.amount_off)} off the order.")
-        elif discount.percent_off is not None:
-            value = round_half_up(Fraction(base) * Fraction(discount.percent_off) / 100)
+        if offer.amount_off is not None:
+            order_total += offer.amount_off
+            notes.append(
+                f"Reward {reward.id} takes {format_money(offer.amount_off)} off the order."
+            )
+        elif offer.percent_off is not None:
+            value = round_half_up(Fraction(base) * Fraction(offer.percent_off) / 100)
             order_total += value
             notes.append(
-                f"Reward {reward.id} takes {discount.percent_off}% of {format_money(base)}"
+                f"Reward {reward.id} takes {offer.percent_off}% of {format_money(base)}"
                 f" = {format_money(value)} off the order."
             )
     order_total = min(order_total, base)
@@ -131,7 +133,9 @@ def allocate(program: Program, order: Order, rewards: Sequence[Reward] = ()) -> 
     if order_total:
         notes.append(
             f"Order discounts of {format_money(order_total)} are spread over the lines: "
-            + ", ".join(f"{line.id} {format_money(s)}" for line, s in zip(eligible, shares, strict=True))
+            + ", ".join(
+                f"{line.id} {format_money(s)}" for line, s in zip(eligible, shares, strict=True)
+            )
             + "."
         )
     return Allocation(line_discounts=taken, explanations=tuple(notes))
@@ -187,18 +191,26 @@ def evaluate(
     if fully_refunded:
         notes.append("The order is fully refunded: it earns nothing and is no visit.")
         return Outcome(0, (), False, day, frozenset(), tuple(notes))
-    notes.append(f"Qualifying spend is {format_money(spend)} (tax, tip, fees and excluded lines left out).")
+    notes.append(
+        f"Qualifying spend is {format_money(spend)} (tax, tip, fees and excluded lines left out)."
+    )
 
     awards: list[Award] = []
     base = round_points(Fraction(spend, 100) * Fraction(earn.points_per_unit), rounding)
     awards.append(
-        Award("base", base, f"Base: {format_money(spend)} x {earn.points_per_unit} points = {base}.")
+        Award(
+            "base", base, f"Base: {format_money(spend)} x {earn.points_per_unit} points = {base}."
+        )
     )
     level = program.levels_by_id.get(standing.tier)
     if level is not None and level.multiplier != 1:
         bonus = round_points(base * (Fraction(level.multiplier) - 1), rounding)
         awards.append(
-            Award("tier", bonus, f"Tier {level.id} x{level.multiplier}: {bonus} bonus points on {base}.")
+            Award(
+                "tier",
+                bonus,
+                f"Tier {level.id} x{level.multiplier}: {bonus} bonus points on {base}.",
+            )
         )
     used: set[str] = set()
     for promo in program.promotions:

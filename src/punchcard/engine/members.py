@@ -36,7 +36,9 @@ def progress_of(program: Program, points: int, visit: int, spend: int) -> int:
     return points if metric == "points" else visit if metric == "visits" else spend
 
 
-def add_progress(program: Program, state: MemberState, points: int, visit: int, spend: int) -> Change:
+def add_progress(
+    program: Program, state: MemberState, points: int, visit: int, spend: int
+) -> Change:
     """Post an order's (or a gain's) progress and visit; the tier only ever moves up here."""
     state.progress += progress_of(program, points, visit, spend)
     state.visits += visit

@@ -18,7 +18,7 @@ def parse_money(value: object) -> int:
     """Read money from its decimal text ("9.50", 9.5, 9) into cents."""
     text = _as_text(value)
     if not _MONEY_RE.match(text):
-        raise MoneyFormatError(f"{value!r} is not money: at most two decimals, like \"9.50\"")
+        raise MoneyFormatError(f'{value!r} is not money: at most two decimals, like "9.50"')
     return int(Decimal(text) * 100)
 
 

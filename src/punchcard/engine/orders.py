@@ -111,7 +111,9 @@ def check_discount_lines(order: Order, where: str = "order") -> None:
 
 
 def _line(data: Any, where: str) -> Line:
-    data = _mapping(data, where, {"id", "sku", "category", "qty", "unit_price", "modifiers", "kind"})
+    data = _mapping(
+        data, where, {"id", "sku", "category", "qty", "unit_price", "modifiers", "kind"}
+    )
     kind = data.get("kind", "item")
     if kind not in ("item", "gift_card"):
         raise OrderFormatError(f"{where}.kind", "is item or gift_card")

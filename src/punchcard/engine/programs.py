@@ -46,7 +46,9 @@ class Strict(BaseModel):
     @classmethod
     def _drop_extensions(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+            return {
+                k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))
+            }
         return data
 
 
@@ -159,7 +161,7 @@ class Hours(Strict):
     @classmethod
     def _hhmm(cls, value: Any) -> str:
         if not isinstance(value, str) or not _HHMM.match(value):
-            raise ValueError(f"{value!r} is not a local time like \"14:00\"")
+            raise ValueError(f'{value!r} is not a local time like "14:00"')
         return value
 
     @model_validator(mode="after")
@@ -237,7 +239,9 @@ class Discount(Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Discount:
-        kinds = [k for k in ("free_item", "amount_off", "percent_off") if getattr(self, k) is not None]
+        kinds = [
+            k for k in ("free_item", "amount_off", "percent_off") if getattr(self, k) is not None
+        ]
         if len(kinds) != 1:
             raise ValueError("give exactly one of free_item, amount_off or percent_off")
         if self.max_value is not None and self.free_item is None:
@@ -283,24 +287,6 @@ class Program(Strict):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"{value!r} is not an IANA time zone like America/Chicago") from exc
         return value
-
-    @model_validator(mode="after")
-    def _references(self) -> Program:
-        for kind in ("punch_cards", "item_bonuses", "promotions", "rewards"):
-            ids = [item.id for item in getattr(self, kind)]
-            dupes = sorted({i for i in ids if ids.count(i) > 1})
-            if dupes:
-                raise ValueError(f"{kind}: ids must be unique, repeated: {', '.join(dupes)}")
-        rewards = {reward.id for reward in self.rewards}
-        for card in self.punch_cards:
-            if card.reward not in rewards:
-                raise ValueError(f"punch card {card.id}: reward {card.reward!r} is not in rewards")
-        levels = {level.id for level in self.tiers.levels}
-        for promo in self.promotions:
-            unknown = sorted((promo.tiers or frozenset()) - levels)
-            if unknown:
-                raise ValueError(f"promotion {promo.id}: unknown tiers {', '.join(unknown)}")
-        return self
 
     @cached_property
     def zone(self) -> ZoneInfo:
@@ -364,7 +350,7 @@ def program_from_data(data: Any, lines: dict[tuple[str | int, ...], int] | None 
     if not isinstance(data, dict):
         raise ProgramError([Problem("(document)", 1, "a program is a mapping of keys")])
     try:
-        return Program.model_validate(data)
+        program = Program.model_validate(data)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -374,6 +360,30 @@ def program_from_data(data: Any, lines: dict[tuple[str | int, ...], int] | None 
                 message = "unknown key (a typo? extensions begin with x-)"
             problems.append(Problem(format_path(loc), line_of(lines, loc), message))
         raise ProgramError(problems) from exc
+    wrong = _reference_problems(program)
+    if wrong:
+        raise ProgramError(
+            [Problem(format_path(loc), line_of(lines, loc), msg) for loc, msg in wrong]
+        )
+    return program
+
+
+def _reference_problems(program: Program) -> list[tuple[tuple[str | int, ...], str]]:
+    """Checks across sections: unique ids, and references that must name something defined."""
+    wrong: list[tuple[tuple[str | int, ...], str]] = []
+    for kind in ("punch_cards", "item_bonuses", "promotions", "rewards"):
+        seen: set[str] = set()
+        for index, item in enumerate(getattr(program, kind)):
+            if item.id in seen:
+                wrong.append(((kind, index, "id"), f"{item.id!r} is used twice"))
+            seen.add(item.id)
+    for index, card in enumerate(program.punch_cards):
+        if card.reward not in program.rewards_by_id:
+            wrong.append((("punch_cards", index, "reward"), f"{card.reward!r} is not in rewards"))
+    for index, promo in enumerate(program.promotions):
+        for tier in sorted((promo.tiers or frozenset()) - set(program.levels_by_id)):
+            wrong.append((("promotions", index, "tiers"), f"{tier!r} is not a tier level"))
+    return wrong
 
 
 def _is_union_tag(part: str | int) -> bool:

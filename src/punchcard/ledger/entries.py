@@ -24,12 +24,18 @@ class Entry:
 
     def __post_init__(self) -> None:
         if sum(amount for _, amount in self.postings) != 0:
-            raise UnbalancedTransaction(f"{self.kind} {self.reference}: postings do not sum to zero")
+            raise UnbalancedTransaction(
+                f"{self.kind} {self.reference}: postings do not sum to zero"
+            )
         if any(not isinstance(a, int) or a == 0 for _, a in self.postings):
-            raise UnbalancedTransaction(f"{self.kind} {self.reference}: zero or non-integer posting")
+            raise UnbalancedTransaction(
+                f"{self.kind} {self.reference}: zero or non-integer posting"
+            )
 
 
-def transfer(asset: str, kind: str, source: str, target: str, amount: int, reference: str = "") -> Entry:
+def transfer(
+    asset: str, kind: str, source: str, target: str, amount: int, reference: str = ""
+) -> Entry:
     """Move `amount` (> 0) from `source` to `target`."""
     if amount <= 0:
         raise UnbalancedTransaction(f"{kind} {reference}: a transfer moves a positive amount")

@@ -23,14 +23,19 @@ class Lot:
     posted_seq: int  # posting order: oldest first
 
 
-def take_oldest(lots: Sequence[Lot], amount: int, first_from_order: int | None = None) -> list[tuple[int, int]]:
+def take_oldest(
+    lots: Sequence[Lot], amount: int, first_from_order: int | None = None
+) -> list[tuple[int, int]]:
     """Which lots give how much for `amount`: the order's own lots first, then the oldest.
 
     Returns (lot id, points taken) pairs; the sum may fall short of `amount` when the lots run out.
     """
     ordered = sorted(
         (lot for lot in lots if lot.remaining > 0),
-        key=lambda lot: (lot.order_id != first_from_order or first_from_order is None, lot.posted_seq),
+        key=lambda lot: (
+            lot.order_id != first_from_order or first_from_order is None,
+            lot.posted_seq,
+        ),
     )
     taken: list[tuple[int, int]] = []
     left = amount
@@ -71,7 +76,9 @@ class Clawback:
         return sum(part for _, part in self.from_lots) + self.debt
 
 
-def plan_clawback(lots: Sequence[Lot], amount: int, order_id: int | None, negative_balance: str) -> Clawback:
+def plan_clawback(
+    lots: Sequence[Lot], amount: int, order_id: int | None, negative_balance: str
+) -> Clawback:
     taken = take_oldest(lots, amount, first_from_order=order_id)
     short = amount - sum(part for _, part in taken)
     if negative_balance == "allow":

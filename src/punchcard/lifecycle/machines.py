@@ -115,7 +115,9 @@ def tier_machine(program: Program) -> Machine:
         for upper_rank, upper in enumerate(levels):
             for lower in levels[:upper_rank]:
                 transitions.append(
-                    Transition(upper.id, f"new year, last year's {tiers.metric} met {lower.id}", lower.id)
+                    Transition(
+                        upper.id, f"new year, last year's {tiers.metric} met {lower.id}", lower.id
+                    )
                 )
     return Machine(f"tier ({program.program})", levels[0].id, tuple(transitions))
 

@@ -19,7 +19,19 @@ from punchcard.errors import CODES, InvalidInput, PunchcardError
 from punchcard.scenarios.files import Scenario
 from punchcard.services.times import parse_time
 
-VERBS = ("enroll", "order", "close", "edit", "refund", "void", "redeem", "advance", "gift_card", "publish", "expect")
+VERBS = (
+    "enroll",
+    "order",
+    "close",
+    "edit",
+    "refund",
+    "void",
+    "redeem",
+    "advance",
+    "gift_card",
+    "publish",
+    "expect",
+)
 
 
 class Target(Protocol):
@@ -59,12 +71,16 @@ def run(scenario: Scenario, target: Target) -> Result:
     return Result(scenario, True)
 
 
-def _run_step(target: Target, scenario: Scenario, number: int, step: Any, clock: datetime) -> datetime:
+def _run_step(
+    target: Target, scenario: Scenario, number: int, step: Any, clock: datetime
+) -> datetime:
     if not isinstance(step, dict):
         raise StepFailed(f"step {number}: a step is a mapping with one verb")
     verbs = [key for key in step if key != "error"]
     if len(verbs) != 1 or verbs[0] not in VERBS:
-        raise StepFailed(f"step {number}: give one verb of {', '.join(VERBS)}; saw {', '.join(map(str, verbs))}")
+        raise StepFailed(
+            f"step {number}: give one verb of {', '.join(VERBS)}; saw {', '.join(map(str, verbs))}"
+        )
     verb = verbs[0]
     args = step[verb]
     where = f"step {number} ({verb})"
@@ -84,7 +100,9 @@ def _run_step(target: Target, scenario: Scenario, number: int, step: Any, clock:
         if args.get("at") is not None:
             at = parse_time(args["at"], f"{verb}.at")
             if at < clock:
-                raise InvalidInput(f"{verb}.at: {at.isoformat()} is before the clock {clock.isoformat()}")
+                raise InvalidInput(
+                    f"{verb}.at: {at.isoformat()} is before the clock {clock.isoformat()}"
+                )
             target.run_due(at)
             clock = at
         target.step(verb, args, clock, scenario.path.parent)
@@ -92,7 +110,9 @@ def _run_step(target: Target, scenario: Scenario, number: int, step: Any, clock:
         if wanted_error is None:
             raise StepFailed(f"{where}: failed with {exc.code}: {exc.message}") from exc
         if exc.code != wanted_error:
-            raise StepFailed(f"{where}: wanted error {wanted_error}, seen {exc.code}: {exc.message}") from exc
+            raise StepFailed(
+                f"{where}: wanted error {wanted_error}, seen {exc.code}: {exc.message}"
+            ) from exc
     else:
         if wanted_error is not None:
             raise StepFailed(f"{where}: wanted error {wanted_error}, but the step succeeded")
@@ -104,7 +124,9 @@ def _advance_to(where: str, args: Any, clock: datetime) -> datetime:
     if isinstance(args, dict) and set(args) == {"to"}:
         to = parse_time(args["to"], "advance.to")
         if to < clock:
-            raise StepFailed(f"{where}: {to.isoformat()} is before the clock; the clock never moves back")
+            raise StepFailed(
+                f"{where}: {to.isoformat()} is before the clock; the clock never moves back"
+            )
         return to
     try:
         return clock + parse_duration(args)
@@ -120,7 +142,11 @@ def _expect(target: Target, where: str, args: Any, clock: datetime) -> None:
         raise StepFailed(f"{where}: name one subject, member or gift_card")
     subject = subjects[0]
     try:
-        seen = target.member(args["member"], clock) if subject == "member" else target.gift_card(args["gift_card"])
+        seen = (
+            target.member(args["member"], clock)
+            if subject == "member"
+            else target.gift_card(args["gift_card"])
+        )
     except PunchcardError as exc:
         raise StepFailed(f"{where}: {subject} {args[subject]}: {exc.code}: {exc.message}") from exc
     allowed = MEMBER_KEYS if subject == "member" else CARD_KEYS

@@ -79,7 +79,9 @@ def save_state(uow: UnitOfWork, member_id: int, state: MemberState) -> None:
     uow.conn.execute(
         sa.update(members)
         .where(members.c.id == member_id)
-        .values(tier=state.tier, progress=state.progress, visits=state.visits, punches=state.punches)
+        .values(
+            tier=state.tier, progress=state.progress, visits=state.visits, punches=state.punches
+        )
     )
 
 

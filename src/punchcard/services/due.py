@@ -102,12 +102,19 @@ def _roll_window(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
     save_state(uow, member.id, state)
     start, end = window_bounds(program, member.window_end)
     uow.conn.execute(
-        sa.update(members).where(members.c.id == member.id).values(window_start=start, window_end=end)
+        sa.update(members)
+        .where(members.c.id == member.id)
+        .values(window_start=start, window_end=end)
     )
     if change.tier_to is not None:
         record_tier(uow, member.id, member.window_end, change.tier_to, "window")
         uow.record(
-            Event("tier.changed", member.window_end, {"from": change.tier_from, "to": change.tier_to}, member.id)
+            Event(
+                "tier.changed",
+                member.window_end,
+                {"from": change.tier_from, "to": change.tier_to},
+                member.id,
+            )
         )
 
 
@@ -152,14 +159,20 @@ def _expire_inactive(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
     ).all()
     program = version_at(uow, moment).program
     points.expire_lots(uow, program, member_id, list(rows), moment, "inactivity")
-    uow.conn.execute(sa.update(members).where(members.c.id == member_id).values(inactivity_due_at=None))
+    uow.conn.execute(
+        sa.update(members).where(members.c.id == member_id).values(inactivity_due_at=None)
+    )
 
 
 def _rewards_due(uow: UnitOfWork, moment: datetime) -> list[int]:
     return _ids(
         uow,
         sa.select(rewards.c.id)
-        .where(rewards.c.env_id == uow.env_id, rewards.c.state == "available", rewards.c.expires_at <= moment)
+        .where(
+            rewards.c.env_id == uow.env_id,
+            rewards.c.state == "available",
+            rewards.c.expires_at <= moment,
+        )
         .order_by(rewards.c.id),
     )
 
@@ -169,18 +182,31 @@ def _expire_reward(uow: UnitOfWork, reward_id: int, moment: datetime) -> None:
     member_by_id(uow, row.member_id)
     done = uow.conn.execute(
         sa.update(rewards)
-        .where(rewards.c.id == reward_id, rewards.c.state == "available", rewards.c.expires_at <= moment)
+        .where(
+            rewards.c.id == reward_id,
+            rewards.c.state == "available",
+            rewards.c.expires_at <= moment,
+        )
         .values(state="expired")
     ).rowcount
     if done:
-        uow.record(Event("reward.expired", moment, {"reward": row.reward_id, "alias": row.alias}, row.member_id))
+        uow.record(
+            Event(
+                "reward.expired",
+                moment,
+                {"reward": row.reward_id, "alias": row.alias},
+                row.member_id,
+            )
+        )
 
 
 def _holds_due(uow: UnitOfWork, moment: datetime) -> list[int]:
     return _ids(
         uow,
         sa.select(holds.c.id)
-        .where(holds.c.env_id == uow.env_id, holds.c.state == "pending", holds.c.expires_at <= moment)
+        .where(
+            holds.c.env_id == uow.env_id, holds.c.state == "pending", holds.c.expires_at <= moment
+        )
         .order_by(holds.c.id),
     )
 
@@ -198,7 +224,9 @@ def _postings_due(uow: UnitOfWork, moment: datetime) -> list[int]:
     )
 
 
-_KINDS: list[tuple[Callable[[UnitOfWork, datetime], list[int]], Callable[[UnitOfWork, int, datetime], None]]] = [
+_KINDS: list[
+    tuple[Callable[[UnitOfWork, datetime], list[int]], Callable[[UnitOfWork, int, datetime], None]]
+] = [
     (_windows_due, _roll_window),
     (_lots_due, _expire_lots),
     (_inactive_due, _expire_inactive),

@@ -94,7 +94,9 @@ def issue(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -
     if not isinstance(alias, str) or not alias:
         raise InvalidInput("issue: a gift card alias is required")
     taken = uow.conn.execute(
-        sa.select(gift_cards.c.id).where(gift_cards.c.env_id == uow.env_id, gift_cards.c.external_id == alias)
+        sa.select(gift_cards.c.id).where(
+            gift_cards.c.env_id == uow.env_id, gift_cards.c.external_id == alias
+        )
     ).first()
     if taken is not None:
         raise InvalidState(f"gift card {alias!r} exists already")
@@ -105,7 +107,12 @@ def issue(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -
         .returning(gift_cards.c.id)
     ).scalar_one()
     card = uow.conn.execute(sa.select(gift_cards).where(gift_cards.c.id == card_id)).one()
-    _move(uow, card, transfer(money_asset(currency), "issue", ISSUED, _account(card_id), amount, alias), now)
+    _move(
+        uow,
+        card,
+        transfer(money_asset(currency), "issue", ISSUED, _account(card_id), amount, alias),
+        now,
+    )
     _changed(uow, card, "issued", amount, now)
 
 
@@ -113,7 +120,12 @@ def reload(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) 
     amount = _amount(data)
     assert amount is not None
     card = _card(uow, alias)
-    _move(uow, card, transfer(money_asset(card.currency), "reload", ISSUED, _account(card.id), amount, alias), now)
+    _move(
+        uow,
+        card,
+        transfer(money_asset(card.currency), "reload", ISSUED, _account(card.id), amount, alias),
+        now,
+    )
     _changed(uow, card, "reloaded", amount, now)
 
 
@@ -133,7 +145,12 @@ def redeem(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) 
     assert amount is not None
     card = _card(uow, alias)
     approved = _approve(uow, card, amount, bool(data.get("partial")))
-    _move(uow, card, transfer(money_asset(card.currency), "redeem", _account(card.id), SPENT, approved, alias), now)
+    _move(
+        uow,
+        card,
+        transfer(money_asset(card.currency), "redeem", _account(card.id), SPENT, approved, alias),
+        now,
+    )
     _set_last(uow, card, approved)
     _changed(uow, card, "redeemed", approved, now)
     return approved
@@ -164,7 +181,12 @@ def authorize(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetim
         .returning(holds.c.id)
     ).scalar_one()
     asset = money_asset(card.currency)
-    _move(uow, card, transfer(asset, "authorize", _account(card.id), f"hold:{hold_id}", approved, alias), now)
+    _move(
+        uow,
+        card,
+        transfer(asset, "authorize", _account(card.id), f"hold:{hold_id}", approved, alias),
+        now,
+    )
     _set_last(uow, card, approved)
     _changed(uow, card, "authorized", approved, now)
     return approved
@@ -177,12 +199,21 @@ def capture(uow: UnitOfWork, hold_alias: Any, data: Mapping[str, Any], now: date
     HOLD.target(hold.state, "capture", hold.external_id)
     take = hold.amount if amount is None else amount
     if take > hold.amount:
-        raise InvalidInput(f"capture {format_money(take)} is more than the hold of {format_money(hold.amount)}")
-    card = uow.conn.execute(sa.select(gift_cards).where(gift_cards.c.id == hold.card_id).with_for_update()).one()
+        raise InvalidInput(
+            f"capture {format_money(take)} is more than the hold of {format_money(hold.amount)}"
+        )
+    card = uow.conn.execute(
+        sa.select(gift_cards).where(gift_cards.c.id == hold.card_id).with_for_update()
+    ).one()
     postings = [(f"hold:{hold.id}", -hold.amount), (SPENT, take)]
     if hold.amount - take:
         postings.append((_account(card.id), hold.amount - take))
-    _move(uow, card, Entry(money_asset(card.currency), "capture", tuple(postings), hold.external_id), now)
+    _move(
+        uow,
+        card,
+        Entry(money_asset(card.currency), "capture", tuple(postings), hold.external_id),
+        now,
+    )
     _resolve(uow, hold, "captured", now, captured=take)
     _changed(uow, card, "captured", take, now)
     return take
@@ -202,14 +233,23 @@ def release_expired(uow: UnitOfWork, hold_id: int, at: datetime) -> None:
 
 def _release(uow: UnitOfWork, hold: Any, event: str, state: str, now: datetime) -> None:
     HOLD.target(hold.state, event, hold.external_id)
-    card = uow.conn.execute(sa.select(gift_cards).where(gift_cards.c.id == hold.card_id).with_for_update()).one()
+    card = uow.conn.execute(
+        sa.select(gift_cards).where(gift_cards.c.id == hold.card_id).with_for_update()
+    ).one()
     asset = money_asset(card.currency)
-    _move(uow, card, transfer(asset, state, f"hold:{hold.id}", _account(card.id), hold.amount, hold.external_id), now)
+    _move(
+        uow,
+        card,
+        transfer(asset, state, f"hold:{hold.id}", _account(card.id), hold.amount, hold.external_id),
+        now,
+    )
     _resolve(uow, hold, state, now)
     _changed(uow, card, state, hold.amount, now)
 
 
-def _resolve(uow: UnitOfWork, hold: Any, state: str, now: datetime, captured: int | None = None) -> None:
+def _resolve(
+    uow: UnitOfWork, hold: Any, state: str, now: datetime, captured: int | None = None
+) -> None:
     # `state = 'pending'` in the WHERE makes resolving at most once hold even under a race.
     done = uow.conn.execute(
         sa.update(holds)
@@ -235,12 +275,16 @@ def _move(uow: UnitOfWork, card: Any, entry: Entry, now: datetime) -> None:
 
 
 def _set_last(uow: UnitOfWork, card: Any, approved: int) -> None:
-    uow.conn.execute(sa.update(gift_cards).where(gift_cards.c.id == card.id).values(last_approved=approved))
+    uow.conn.execute(
+        sa.update(gift_cards).where(gift_cards.c.id == card.id).values(last_approved=approved)
+    )
 
 
 def view(uow: UnitOfWork, alias: str) -> GiftCardView:
     row = uow.conn.execute(
-        sa.select(gift_cards).where(gift_cards.c.env_id == uow.env_id, gift_cards.c.external_id == alias)
+        sa.select(gift_cards).where(
+            gift_cards.c.env_id == uow.env_id, gift_cards.c.external_id == alias
+        )
     ).first()
     if row is None:
         raise NotFound(f"no gift card {alias!r}")

@@ -22,7 +22,9 @@ def enroll(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> int:
     if not isinstance(external_id, str) or not external_id:
         raise InvalidInput("enroll: member is required")
     exists = uow.conn.execute(
-        sa.select(members.c.id).where(members.c.env_id == uow.env_id, members.c.external_id == external_id)
+        sa.select(members.c.id).where(
+            members.c.env_id == uow.env_id, members.c.external_id == external_id
+        )
     ).first()
     if exists is not None:
         raise InvalidState(f"member {external_id!r} is already enrolled")

@@ -45,7 +45,12 @@ from punchcard.services.context import (
     version_by_id,
 )
 from punchcard.services.times import parse_time
-from punchcard.store.codec import order_document, order_from_row, outcome_document, outcome_from_document
+from punchcard.store.codec import (
+    order_document,
+    order_from_row,
+    outcome_document,
+    outcome_from_document,
+)
 from punchcard.store.tables import environments, lots, orders, promotion_uses
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -209,7 +214,9 @@ def refund(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
                 raise InvalidInput(f"refund.lines[{i}]: give line and qty")
             qty = item.get("qty")
             if isinstance(qty, bool) or not isinstance(qty, int) or qty <= 0:
-                raise InvalidInput(f"refund.lines[{i}].qty: {qty!r} is not a positive whole quantity")
+                raise InvalidInput(
+                    f"refund.lines[{i}].qty: {qty!r} is not a positive whole quantity"
+                )
             wanted[str(item["line"])] = wanted.get(str(item["line"]), 0) + qty
     row = _get(uow, data)
     _lock_member(uow, row)
@@ -238,7 +245,9 @@ def refund(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     outcome = evaluate(program, order, allocation, standing, refunded)
     uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(refunded=refunded))
     _apply_change(uow, _find(uow, row.external_id), outcome, now)
-    uow.record(Event("order.refunded", now, {"order": row.external_id, "lines": wanted}, row.member_id))
+    uow.record(
+        Event("order.refunded", now, {"order": row.external_id, "lines": wanted}, row.member_id)
+    )
 
 
 def void(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
@@ -265,7 +274,9 @@ def post(uow: UnitOfWork, order_pk: int, at: datetime) -> None:
         return  # already posted by another run: running it twice changes nothing
     program = version_at(uow, at).program
     lot = uow.conn.execute(
-        sa.select(lots.c.id, lots.c.amount).where(lots.c.order_id == row.id, lots.c.state == "pending")
+        sa.select(lots.c.id, lots.c.amount).where(
+            lots.c.order_id == row.id, lots.c.state == "pending"
+        )
     ).first()
     if lot is not None and lot.amount > 0:
         points.earn(uow, program, member.id, lot.amount, at, row.id, lot_id=lot.id)
@@ -291,7 +302,9 @@ def _apply_change(
     uow: UnitOfWork, row: Any, outcome: Outcome, now: datetime, *, voiding: bool = False
 ) -> None:
     """Apply a re-evaluation: change the pending amounts, or post the difference at once."""
-    uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(**_outcome_columns(outcome)))
+    uow.conn.execute(
+        sa.update(orders).where(orders.c.id == row.id).values(**_outcome_columns(outcome))
+    )
     _sync_promotions(uow, row, outcome)
     uow.record(Event("order.evaluated", now, _evaluated(row, outcome), row.member_id))
     if row.post_state == "pending":
@@ -315,7 +328,9 @@ def _apply_change(
         if voiding:  # nothing of a voided order will ever post
             if lot is not None:
                 uow.conn.execute(sa.update(lots).where(lots.c.id == lot).values(state="withdrawn"))
-            uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(post_state="withdrawn"))
+            uow.conn.execute(
+                sa.update(orders).where(orders.c.id == row.id).values(post_state="withdrawn")
+            )
         return
     if row.post_state != "posted":
         return
@@ -349,7 +364,9 @@ def _after_change(
 ) -> None:
     save_state(uow, member.id, state)
     for card_id, count in change.punches:
-        uow.record(Event("punch_card.progressed", at, {"punch_card": card_id, "count": count}, member.id))
+        uow.record(
+            Event("punch_card.progressed", at, {"punch_card": card_id, "count": count}, member.id)
+        )
     for reward_id in change.rewards:
         rewards.issue(uow, program, member.id, reward_id, at, f"punch_card:{row.external_id}")
     if change.tier_to is not None:
@@ -360,15 +377,22 @@ def _after_change(
 
 
 def _standing(
-    uow: UnitOfWork, program: Program, row: Any, *, held: frozenset[str], held_visit: bool, gains: bool
+    uow: UnitOfWork,
+    program: Program,
+    row: Any,
+    *,
+    held: frozenset[str],
+    held_visit: bool,
+    gains: bool,
 ) -> Standing:
-    uses = dict(
-        uow.conn.execute(
+    uses = {
+        str(promotion): int(count)
+        for promotion, count in uow.conn.execute(
             sa.select(promotion_uses.c.promotion_id, sa.func.count())
             .where(promotion_uses.c.member_id == row.member_id, promotion_uses.c.order_id != row.id)
             .group_by(promotion_uses.c.promotion_id)
         ).all()
-    )
+    }
     day = row.at.astimezone(program.zone).date().isoformat()
     visits = uow.conn.execute(
         sa.select(sa.func.count()).where(

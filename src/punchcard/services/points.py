@@ -58,7 +58,14 @@ def earn(
     ledger.write(
         uow.conn,
         uow.env_id,
-        transfer(points_asset(program.program), "earn", EARNED, account(member_id), points, f"order:{order_id}"),
+        transfer(
+            points_asset(program.program),
+            "earn",
+            EARNED,
+            account(member_id),
+            points,
+            f"order:{order_id}",
+        ),
         at,
     )
     values = {
@@ -70,7 +77,9 @@ def earn(
     }
     if lot_id is None:
         uow.conn.execute(
-            sa.insert(lots).values(env_id=uow.env_id, member_id=member_id, order_id=order_id, **values)
+            sa.insert(lots).values(
+                env_id=uow.env_id, member_id=member_id, order_id=order_id, **values
+            )
         )
     else:
         uow.conn.execute(sa.update(lots).where(lots.c.id == lot_id).values(**values))
@@ -110,13 +119,22 @@ def claw_back(
     uow: UnitOfWork, program: Program, member_id: int, points: int, at: datetime, order_id: int
 ) -> None:
     """Take back `points` (> 0): the order's own lot, then the oldest; the rest per negative_balance."""
-    plan = plan_clawback(_live_lots(uow, member_id), points, order_id, program.earn.negative_balance)
+    plan = plan_clawback(
+        _live_lots(uow, member_id), points, order_id, program.earn.negative_balance
+    )
     _take(uow, plan.from_lots)
     if plan.posted:
         ledger.write(
             uow.conn,
             uow.env_id,
-            transfer(points_asset(program.program), "clawback", account(member_id), EARNED, plan.posted, f"order:{order_id}"),
+            transfer(
+                points_asset(program.program),
+                "clawback",
+                account(member_id),
+                EARNED,
+                plan.posted,
+                f"order:{order_id}",
+            ),
             at,
         )
     touch_activity(uow, program, member_id, at)
@@ -130,25 +148,33 @@ def claw_back(
     )
 
 
-def spend(uow: UnitOfWork, program: Program, member_id: int, points: int, at: datetime, reference: str) -> None:
+def spend(
+    uow: UnitOfWork, program: Program, member_id: int, points: int, at: datetime, reference: str
+) -> None:
     """Spend posted points oldest lot first; the caller has checked the balance covers them."""
     _take(uow, take_oldest(_live_lots(uow, member_id), points))
     ledger.write(
         uow.conn,
         uow.env_id,
-        transfer(points_asset(program.program), "redeem", account(member_id), REDEEMED, points, reference),
+        transfer(
+            points_asset(program.program), "redeem", account(member_id), REDEEMED, points, reference
+        ),
         at,
     )
     touch_activity(uow, program, member_id, at)
 
 
-def expire_lots(uow: UnitOfWork, program: Program, member_id: int, lot_rows: list[Any], at: datetime, why: str) -> None:
+def expire_lots(
+    uow: UnitOfWork, program: Program, member_id: int, lot_rows: list[Any], at: datetime, why: str
+) -> None:
     """Expire what is left of the given lots (one ledger entry for all of them)."""
     if not lot_rows:
         return
     total = sum(row.remaining for row in lot_rows)
     uow.conn.execute(
-        sa.update(lots).where(lots.c.id.in_([r.id for r in lot_rows])).values(remaining=0, state="expired")
+        sa.update(lots)
+        .where(lots.c.id.in_([r.id for r in lot_rows]))
+        .values(remaining=0, state="expired")
     )
     if total <= 0:
         return

@@ -17,11 +17,15 @@ from punchcard.store.tables import environments, members, program_versions
 from punchcard.store.uow import Event, UnitOfWork
 
 
-def create_environment(engine: sa.Engine, name: str, now: datetime, clock: datetime | None = None) -> str:
+def create_environment(
+    engine: sa.Engine, name: str, now: datetime, clock: datetime | None = None
+) -> str:
     env_id = uuid.uuid4().hex
     with engine.begin() as conn:
         conn.execute(
-            sa.insert(environments).values(id=env_id, name=name, created_at=now, clock=clock, close_seq=0)
+            sa.insert(environments).values(
+                id=env_id, name=name, created_at=now, clock=clock, close_seq=0
+            )
         )
     return env_id
 
@@ -86,4 +90,6 @@ def _reschedule_inactivity(uow: UnitOfWork, program: Program) -> None:
     ).all()
     for row in rows:
         due = None if days is None else row.last_activity_at + timedelta(days=days)
-        uow.conn.execute(sa.update(members).where(members.c.id == row.id).values(inactivity_due_at=due))
+        uow.conn.execute(
+            sa.update(members).where(members.c.id == row.id).values(inactivity_due_at=due)
+        )

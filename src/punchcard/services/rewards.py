@@ -9,7 +9,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from punchcard.engine.programs import Program, Reward
-from punchcard.errors import InsufficientPoints, InvalidInput, InvalidState, NotFound, RewardUnavailable
+from punchcard.errors import (
+    InsufficientPoints,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    RewardUnavailable,
+)
 from punchcard.services import points
 from punchcard.services.context import load_member, version_at
 from punchcard.store.tables import rewards
@@ -41,7 +47,9 @@ def issue(
         .returning(rewards.c.id)
     ).scalar_one()
     uow.record(
-        Event("reward.issued", at, {"reward": reward_id, "alias": alias, "source": source}, member_id)
+        Event(
+            "reward.issued", at, {"reward": reward_id, "alias": alias, "source": source}, member_id
+        )
     )
     return int(reward_pk)
 
@@ -64,9 +72,13 @@ def redeem(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> int:
         raise RewardUnavailable(f"reward {reward_id} is only earned, not redeemed")
     balance = points.posted_balance(uow, program, member.id)
     if max(0, balance) < definition.cost:
-        raise InsufficientPoints(f"{reward_id} costs {definition.cost}; {max(0, balance)} available")
+        raise InsufficientPoints(
+            f"{reward_id} costs {definition.cost}; {max(0, balance)} available"
+        )
     points.spend(uow, program, member.id, definition.cost, now, f"reward:{reward_id}")
-    uow.record(Event("reward.redeemed", now, {"reward": reward_id, "points": definition.cost}, member.id))
+    uow.record(
+        Event("reward.redeemed", now, {"reward": reward_id, "points": definition.cost}, member.id)
+    )
     return issue(uow, program, member.id, reward_id, now, "redeem", alias)
 
 
@@ -86,7 +98,11 @@ def resolve(
         if row is not None:
             if row.member_id != member_id:
                 raise NotFound(f"member holds no reward {ref!r}")
-            if row.state != "available" or row.expires_at <= now or row.id in {r.id for r in chosen}:
+            if (
+                row.state != "available"
+                or row.expires_at <= now
+                or row.id in {r.id for r in chosen}
+            ):
                 raise RewardUnavailable(f"reward {ref} is {row.state}")
             chosen.append(row)
             continue
@@ -128,7 +144,9 @@ def of_order(uow: UnitOfWork, order_id: int) -> list[Any]:
     )
 
 
-def set_state(uow: UnitOfWork, rows: Sequence[Any], state: str, order_id: int | None, at: datetime) -> None:
+def set_state(
+    uow: UnitOfWork, rows: Sequence[Any], state: str, order_id: int | None, at: datetime
+) -> None:
     if not rows:
         return
     uow.conn.execute(
@@ -137,4 +155,8 @@ def set_state(uow: UnitOfWork, rows: Sequence[Any], state: str, order_id: int | 
         .values(state=state, order_id=order_id)
     )
     for row in rows:
-        uow.record(Event(f"reward.{state}", at, {"reward": row.reward_id, "alias": row.alias}, row.member_id))
+        uow.record(
+            Event(
+                f"reward.{state}", at, {"reward": row.reward_id, "alias": row.alias}, row.member_id
+            )
+        )

@@ -15,7 +15,9 @@ def parse_time(value: Any, where: str) -> datetime:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise InvalidInput(f"{where}: {value!r} is not a time like 2026-03-03T12:30:00-06:00") from exc
+            raise InvalidInput(
+                f"{where}: {value!r} is not a time like 2026-03-03T12:30:00-06:00"
+            ) from exc
     else:
         raise InvalidInput(f"{where}: {value!r} is not a time")
     if parsed.tzinfo is None:

@@ -69,7 +69,10 @@ def outcome_document(outcome: Outcome) -> dict[str, Any]:
         "visit": outcome.visit,
         "visit_day": outcome.visit_day.isoformat(),
         "promotions": sorted(outcome.promotions),
-        "awards": [{"rule": a.rule, "points": a.points, "explanation": a.explanation} for a in outcome.awards],
+        "awards": [
+            {"rule": a.rule, "points": a.points, "explanation": a.explanation}
+            for a in outcome.awards
+        ],
         "notes": list(outcome.notes),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATING = threading.Lock()  # Alembic's operation proxies are module globals: one at a time
 
 
 def create_engine(url: str) -> sa.Engine:
@@ -38,7 +40,7 @@ def migrate(engine: sa.Engine) -> None:
     """Bring the schema to the newest migration (idempotent)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with _MIGRATING, engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

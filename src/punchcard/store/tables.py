@@ -234,7 +234,9 @@ ledger_postings = sa.Table(
     "ledger_postings",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("transaction_id", sa.Integer, sa.ForeignKey("ledger_transactions.id"), nullable=False),
+    sa.Column(
+        "transaction_id", sa.Integer, sa.ForeignKey("ledger_transactions.id"), nullable=False
+    ),
     sa.Column("account_id", sa.Integer, sa.ForeignKey("ledger_accounts.id"), nullable=False),
     sa.Column("amount", sa.BigInteger, nullable=False),
     sa.CheckConstraint("amount <> 0", name="ledger_postings_nonzero_v1"),

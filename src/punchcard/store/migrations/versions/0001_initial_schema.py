@@ -4,10 +4,10 @@ Revision ID: 0001
 Revises:
 """
 
-from alembic import op
 import sqlalchemy as sa
-import punchcard.store.tables
+from alembic import op
 
+import punchcard.store.tables
 
 revision = "0001"
 down_revision = None

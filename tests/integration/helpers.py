@@ -1,0 +1,32 @@
+"""Small builders shared by the integration tests."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+
+from punchcard.services.loyalty import Loyalty
+from punchcard.services.programs import create_environment
+
+from ..conftest import EXAMPLE_PROGRAM
+
+CHICAGO_WINTER = timezone(timedelta(hours=-6))
+START = datetime(2026, 3, 3, 9, 0, tzinfo=CHICAGO_WINTER)
+
+
+def new_app(engine: sa.Engine, program: str | None = None, start: datetime = START) -> Loyalty:
+    app = Loyalty(engine, create_environment(engine, "test", start, clock=start))
+    app.publish(program or EXAMPLE_PROGRAM.read_text(), start)
+    return app
+
+
+def burritos(order_id: str, member: str, qty: int = 1, **extra: object) -> dict[str, object]:
+    return {
+        "id": order_id,
+        "member": member,
+        "lines": [
+            {"id": "l1", "sku": "BURR", "category": "burrito", "qty": qty, "unit_price": "10.00"}
+        ],
+        **extra,
+    }

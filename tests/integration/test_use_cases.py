@@ -1,0 +1,141 @@
+"""Use cases on a real database: one transaction each, events in the outbox, failures change nothing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from punchcard.errors import InsufficientFunds, InsufficientPoints, InvalidState, NotFound
+from punchcard.store.database import open_database
+from punchcard.store.tables import ledger_postings, ledger_transactions, lots, orders, outbox
+
+from .helpers import START, burritos, new_app
+
+
+def _snapshot(engine: sa.Engine) -> dict[str, list[tuple[object, ...]]]:
+    with engine.connect() as conn:
+        return {
+            name: [tuple(r) for r in conn.execute(sa.select(table)).all()]
+            for name, table in (
+                ("orders", orders),
+                ("lots", lots),
+                ("postings", ledger_postings),
+                ("outbox", outbox),
+            )
+        }
+
+
+def _events(engine: sa.Engine) -> list[tuple[str, int | None]]:
+    with engine.connect() as conn:
+        return [
+            (r.type, r.member_seq)
+            for r in conn.execute(
+                sa.select(outbox.c.type, outbox.c.member_seq).order_by(outbox.c.id)
+            )
+        ]
+
+
+def test_closing_an_order_writes_state_ledger_and_outbox_together(engine: sa.Engine) -> None:
+    app = new_app(engine)
+    app.enroll({"member": "ann"}, START)
+    app.place_order(burritos("o1", "ann", qty=2), START)
+    view = app.member("ann", START)
+    assert (view.posted, view.pending) == (0, 200)
+    assert [(i.order, i.points, i.due_at) for i in view.pending_items] == [("o1", 200, START)]
+    assert app.run_due(START) == 1
+    view = app.member("ann", START)
+    assert (view.posted, view.pending, view.visits) == (200, 0, 1)
+    events = _events(engine)
+    assert ("member.enrolled", 1) in events
+    assert [e for e, _ in events if e != "program.published"] == [
+        "member.enrolled",
+        "order.evaluated",
+        "points.pending",
+        "points.posted",
+        "punch_card.progressed",
+    ]
+    assert [seq for _, seq in events if seq is not None] == [1, 2, 3, 4, 5]
+
+
+def test_a_failing_use_case_changes_nothing(engine: sa.Engine) -> None:
+    app = new_app(engine)
+    app.enroll({"member": "ann"}, START)
+    app.place_order(burritos("o1", "ann"), START)
+    app.run_due(START)
+    before = _snapshot(engine)
+    with pytest.raises(InvalidState):
+        app.place_order(burritos("o1", "ann"), START)  # the id is taken
+    with pytest.raises(InsufficientPoints):
+        app.redeem({"member": "ann", "reward": "five-off"}, START)
+    with pytest.raises(NotFound):
+        app.refund_order({"order": "nope", "all": True}, START)
+    app.issue_gift_card("g1", {"amount": "5.00"}, START)
+    after_issue = _snapshot(engine)
+    with pytest.raises(InsufficientFunds):
+        app.redeem_gift_card("g1", {"amount": "5.01"}, START)
+    assert _snapshot(engine) == after_issue
+    assert before["orders"] == after_issue["orders"]
+
+
+def test_running_due_work_twice_changes_nothing(engine: sa.Engine) -> None:
+    app = new_app(engine)
+    app.enroll({"member": "ann"}, START)
+    for i in range(3):
+        app.place_order(burritos(f"o{i}", "ann"), START + timedelta(minutes=i))
+    later = START + timedelta(hours=1)
+    assert app.run_due(later) == 3
+    first = _snapshot(engine)
+    assert app.run_due(later) == 0
+    assert _snapshot(engine) == first
+    assert app.member("ann", later).posted == 300
+
+
+def test_every_ledger_transaction_sums_to_zero_after_a_busy_day(engine: sa.Engine) -> None:
+    app = new_app(engine)
+    app.enroll({"member": "ann"}, START)
+    now = START
+    for i in range(8):
+        now += timedelta(days=1)
+        app.run_due(now)
+        app.place_order(burritos(f"o{i}", "ann", qty=8), now)
+        app.run_due(now)
+    app.refund_order({"order": "o3", "lines": [{"line": "l1", "qty": 3}]}, now)
+    app.void_order({"order": "o4"}, now)
+    app.redeem({"member": "ann", "reward": "free-burrito"}, now)
+    app.issue_gift_card("g1", {"amount": "50.00"}, now)
+    app.authorize_gift_card("g1", {"amount": "20.00", "hold": "h1"}, now)
+    app.capture_hold("h1", {"amount": "12.00"}, now)
+    with engine.connect() as conn:
+        sums = conn.execute(
+            sa.select(
+                ledger_postings.c.transaction_id, sa.func.sum(ledger_postings.c.amount)
+            ).group_by(ledger_postings.c.transaction_id)
+        ).all()
+        count = conn.execute(
+            sa.select(sa.func.count()).select_from(ledger_transactions)
+        ).scalar_one()
+    assert len(sums) == count > 10
+    assert all(total == 0 for _, total in sums)
+    assert app.gift_card("g1").balance == 3800
+
+
+@pytest.mark.postgres
+def test_postgres_refuses_an_unbalanced_transaction(postgres_url: str) -> None:
+    engine = open_database(postgres_url)
+    app = new_app(engine)
+    app.enroll({"member": "ann"}, START)
+    app.place_order(burritos("o1", "ann"), START)
+    app.run_due(START)
+    with (
+        pytest.raises(sa.exc.IntegrityError, match="ledger_txn_balanced_v1"),
+        engine.begin() as conn,
+    ):
+        posting = conn.execute(sa.select(ledger_postings).limit(1)).one()
+        conn.execute(
+            sa.insert(ledger_postings).values(
+                transaction_id=posting.transaction_id, account_id=posting.account_id, amount=1
+            )
+        )
+    engine.dispose()
