@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 
-from punchcard.engine.money import format_money, round_half_up, round_points
+from punchcard.engine.money import format_money, round_half_up, round_ratio
 from punchcard.engine.orders import Line, Order
 from punchcard.engine.programs import WEEKDAYS, Program, Promotion, Reward
 
@@ -196,7 +196,8 @@ def evaluate(
     )
 
     awards: list[Award] = []
-    base = round_points(Fraction(spend, 100) * Fraction(earn.points_per_unit), rounding)
+    numerator, denominator = earn.rate
+    base = round_ratio(spend * numerator, 100 * denominator, rounding)
     awards.append(
         Award(
             "base", base, f"Base: {format_money(spend)} x {earn.points_per_unit} points = {base}."
@@ -204,7 +205,8 @@ def evaluate(
     )
     level = program.levels_by_id.get(standing.tier)
     if level is not None and level.multiplier != 1:
-        bonus = round_points(base * (Fraction(level.multiplier) - 1), rounding)
+        share, whole = level.bonus_rate
+        bonus = round_ratio(base * share, whole, rounding)
         awards.append(
             Award(
                 "tier",
@@ -224,7 +226,8 @@ def evaluate(
             notes.append(f"Promotion {promo.id} is used up ({limit} orders per member).")
             continue
         if promo.multiplier is not None:
-            points = round_points(base * (Fraction(promo.multiplier) - 1), rounding)
+            share, whole = promo.bonus_rate
+            points = round_ratio(base * share, whole, rounding)
             text = f"Promotion {promo.id} x{promo.multiplier}: {points} bonus points on {base}."
         else:
             points = promo.bonus_points or 0
@@ -247,7 +250,8 @@ def evaluate(
             continue
         cap = rule.max_units_per_order
         counted = units if cap is None else min(units, cap)
-        points = round_points(Fraction(rule.points_per_unit) * counted, rounding)
+        numerator, denominator = rule.rate
+        points = round_ratio(numerator * counted, denominator, rounding)
         capped = f" (capped at {cap})" if counted < units else ""
         awards.append(
             Award(

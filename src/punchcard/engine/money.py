@@ -66,12 +66,24 @@ def round_points(value: Fraction, mode: str) -> int:
     return round_half_up(value)
 
 
+def round_ratio(numerator: int, denominator: int, mode: str) -> int:
+    """Round numerator/denominator (denominator > 0) to an integer, in integers only: the hot path."""
+    if mode == "floor":
+        return numerator // denominator
+    if mode == "ceil":
+        return -(-numerator // denominator)
+    if numerator < 0:
+        return -((2 * -numerator + denominator) // (2 * denominator))
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def ratio(value: Decimal) -> tuple[int, int]:
+    """An exact decimal as (numerator, denominator) integers."""
+    return value.as_integer_ratio()
+
+
 def round_half_up(value: Fraction) -> int:
     """Round half away from zero, exactly."""
     if value < 0:
         return -round_half_up(-value)
     return int((value + Fraction(1, 2)).__floor__())
-
-
-def to_fraction(value: Decimal) -> Fraction:
-    return Fraction(value)

@@ -26,7 +26,7 @@ from pydantic import (
 
 from punchcard.engine.documents import DocumentError, format_path, line_of, load_document
 from punchcard.engine.durations import parse_duration
-from punchcard.engine.money import parse_decimal, parse_money
+from punchcard.engine.money import parse_decimal, parse_money, ratio
 
 Cents = Annotated[int, BeforeValidator(parse_money), Field(ge=0)]
 Rate = Annotated[Decimal, BeforeValidator(parse_decimal), Field(ge=0)]
@@ -69,6 +69,11 @@ class Earn(Strict):
     accrual_delay: Duration = timedelta(0)
     negative_balance: Literal["allow", "clamp"] = "allow"
 
+    @cached_property
+    def rate(self) -> tuple[int, int]:
+        """points_per_unit as an integer ratio, computed once."""
+        return ratio(self.points_per_unit)
+
     @field_validator("accrual_delay")
     @classmethod
     def _not_negative(cls, value: timedelta) -> timedelta:
@@ -92,6 +97,11 @@ class Level(Strict):
     id: Id
     threshold: Decimal
     multiplier: Rate = Decimal(1)
+
+    @cached_property
+    def bonus_rate(self) -> tuple[int, int]:
+        """multiplier - 1 as an integer ratio: the bonus share of base points."""
+        return ratio(self.multiplier - 1)
 
     @field_validator("threshold", mode="before")
     @classmethod
@@ -152,6 +162,10 @@ class ItemBonus(Strict):
     points_per_unit: Rate
     max_units_per_order: PositiveInt | None = None
 
+    @cached_property
+    def rate(self) -> tuple[int, int]:
+        return ratio(self.points_per_unit)
+
 
 class Hours(Strict):
     from_: str = Field(alias="from")
@@ -205,6 +219,11 @@ class Promotion(Strict):
     bonus_points: PositiveInt | None = None
     min_spend: Cents = 0
     limit_per_member: PositiveInt | None = None
+
+    @cached_property
+    def bonus_rate(self) -> tuple[int, int]:
+        """multiplier - 1 as an integer ratio (bonus_points promotions: 0)."""
+        return ratio((self.multiplier or Decimal(1)) - 1)
 
     @model_validator(mode="after")
     def _shape(self) -> Promotion:

@@ -8,6 +8,7 @@ A card's balance is its account's balance, holds already taken off.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -109,7 +110,6 @@ def issue(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -
     card = uow.conn.execute(sa.select(gift_cards).where(gift_cards.c.id == card_id)).one()
     _move(
         uow,
-        card,
         transfer(money_asset(currency), "issue", ISSUED, _account(card_id), amount, alias),
         now,
     )
@@ -122,7 +122,6 @@ def reload(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) 
     card = _card(uow, alias)
     _move(
         uow,
-        card,
         transfer(money_asset(card.currency), "reload", ISSUED, _account(card.id), amount, alias),
         now,
     )
@@ -147,7 +146,6 @@ def redeem(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) 
     approved = _approve(uow, card, amount, bool(data.get("partial")))
     _move(
         uow,
-        card,
         transfer(money_asset(card.currency), "redeem", _account(card.id), SPENT, approved, alias),
         now,
     )
@@ -171,7 +169,7 @@ def authorize(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetim
         sa.insert(holds)
         .values(
             env_id=uow.env_id,
-            external_id=hold_alias or f"hold-{card.id}-{now.timestamp()}",
+            external_id=hold_alias or f"hold-{uuid.uuid4().hex}",
             card_id=card.id,
             amount=approved,
             state="pending",
@@ -183,7 +181,6 @@ def authorize(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetim
     asset = money_asset(card.currency)
     _move(
         uow,
-        card,
         transfer(asset, "authorize", _account(card.id), f"hold:{hold_id}", approved, alias),
         now,
     )
@@ -210,7 +207,6 @@ def capture(uow: UnitOfWork, hold_alias: Any, data: Mapping[str, Any], now: date
         postings.append((_account(card.id), hold.amount - take))
     _move(
         uow,
-        card,
         Entry(money_asset(card.currency), "capture", tuple(postings), hold.external_id),
         now,
     )
@@ -239,7 +235,6 @@ def _release(uow: UnitOfWork, hold: Any, event: str, state: str, now: datetime) 
     asset = money_asset(card.currency)
     _move(
         uow,
-        card,
         transfer(asset, state, f"hold:{hold.id}", _account(card.id), hold.amount, hold.external_id),
         now,
     )
@@ -270,7 +265,7 @@ def _hold(uow: UnitOfWork, alias: Any, *, lock: bool = True, missing_ok: bool = 
     return row
 
 
-def _move(uow: UnitOfWork, card: Any, entry: Entry, now: datetime) -> None:
+def _move(uow: UnitOfWork, entry: Entry, now: datetime) -> None:
     ledger.write(uow.conn, uow.env_id, entry, now)
 
 

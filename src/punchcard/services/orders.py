@@ -75,6 +75,9 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
             state="open",
             at=order.at,
             version_id=version.id,
+            # Everything due before this moment is done, and nothing this order causes is:
+            # so this is the tier at its placed time, even when its own posting lifts it.
+            tier=tier_at(uow, member.id, order.at),
             document=order_document(order),
             refunded={},
             visit=False,
@@ -404,7 +407,7 @@ def _standing(
         )
     ).scalar_one()
     return Standing(
-        tier=tier_at(uow, row.member_id, row.at),
+        tier=row.tier,
         promotion_uses=uses,
         other_visits_that_day=visits,
         held_promotions=held,

@@ -113,6 +113,7 @@ orders = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("at", UtcDateTime, nullable=False),
     sa.Column("version_id", sa.Integer, sa.ForeignKey("program_versions.id"), nullable=False),
+    sa.Column("tier", sa.String(64), nullable=False),  # the member's tier when it was placed
     sa.Column("document", sa.JSON, nullable=False),  # lines, discounts, tax, tip, fees, tenders
     sa.Column("refunded", sa.JSON, nullable=False),  # line id -> refunded quantity
     sa.Column("line_discounts", sa.JSON, nullable=True),  # fixed at close and at each edit

@@ -209,6 +209,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("at", punchcard.store.tables.UtcDateTime(timezone=True), nullable=False),
         sa.Column("version_id", sa.Integer(), nullable=False),
+        sa.Column("tier", sa.String(length=64), nullable=False),
         sa.Column("document", sa.JSON(), nullable=False),
         sa.Column("refunded", sa.JSON(), nullable=False),
         sa.Column("line_discounts", sa.JSON(), nullable=True),
