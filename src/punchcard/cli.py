@@ -75,7 +75,8 @@ def program_check(
         program = parse_program(file.read_text())
     except ProgramError as exc:
         for problem in exc.problems:
-            console.print(f"[red]{file}[/]:{problem}")
+            where = f"{file}:{problem.line}" if problem.line else str(file)
+            console.print(f"[red]{where}[/]: {problem.path}: {problem.message}")
         raise typer.Exit(1) from exc
     console.print(summary(program))
 

@@ -18,6 +18,7 @@ class Transition:
     source: str
     event: str
     target: str
+    label: str = ""  # what the diagram says, when the event name alone says too little
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Machine:
     initial: str
     transitions: tuple[Transition, ...]
     finals: tuple[str, ...] = ()
+    also_initial: tuple[str, ...] = ()  # states a subject may also be born in
 
     def target(self, state: str, event: str, subject: str = "") -> str:
         """The state after `event`, or InvalidState when the table has no such transition."""
@@ -35,12 +37,21 @@ class Machine:
         what = f"{self.name} {subject}".strip()
         raise InvalidState(f"{what} is {state}: {event} is not allowed")
 
+    def check(self, source: str, event: str, target: str, subject: str = "") -> None:
+        """For machines where one event may lead to several states (tiers): is this move listed?"""
+        if not any(
+            (t.source, t.event, t.target) == (source, event, target) for t in self.transitions
+        ):
+            what = f"{self.name} {subject}".strip()
+            raise InvalidState(f"{what}: {source} -> {target} on {event} is not allowed")
+
     def allows(self, state: str, event: str) -> bool:
         return any(t.source == state and t.event == event for t in self.transitions)
 
     def mermaid(self) -> str:
-        lines = ["stateDiagram-v2", f"    [*] --> {self.initial}"]
-        lines += [f"    {t.source} --> {t.target}: {t.event}" for t in self.transitions]
+        lines = ["stateDiagram-v2"]
+        lines += [f"    [*] --> {state}" for state in (self.initial, *self.also_initial)]
+        lines += [f"    {t.source} --> {t.target}: {t.label or t.event}" for t in self.transitions]
         lines += [f"    {state} --> [*]" for state in self.finals]
         return "\n".join(lines)
 
@@ -64,10 +75,9 @@ REWARD = Machine(
     initial="available",
     transitions=(
         Transition("available", "apply to an open order", "reserved"),
-        Transition("available", "apply to a closing order", "used"),
         Transition("available", "valid_days pass", "expired"),
         Transition("reserved", "order closes", "used"),
-        Transition("reserved", "open order voided", "available"),
+        Transition("reserved", "release", "available", "open order voided, or its rewards edited"),
         Transition("used", "closed order voided", "available"),
     ),
     finals=("expired",),
@@ -87,17 +97,23 @@ HOLD = Machine(
 POINTS_LOT = Machine(
     "points lot",
     initial="pending",
+    also_initial=("posted",),  # a gain from a refund or edit posts at once
     transitions=(
         Transition("pending", "refund or edit", "pending"),
         Transition("pending", "accrual delay passes", "posted"),
-        Transition("pending", "order voided", "withdrawn"),
-        Transition("posted", "spent, clawed back or paid a debt", "spent"),
+        Transition("pending", "accrual delay passes, all paying a debt", "spent"),
+        Transition("pending", "order voided or earns nothing", "withdrawn"),
+        Transition("posted", "spent or clawed back to zero", "spent"),
         Transition("posted", "expiry", "expired"),
     ),
     finals=("spent", "expired", "withdrawn"),
 )
 
 MACHINES = {"order": ORDER, "reward": REWARD, "hold": HOLD, "points_lot": POINTS_LOT}
+
+
+THRESHOLD = "threshold"  # posting lifted progress to a higher level
+NEW_WINDOW = "new window"  # a calendar year began: last year's progress decides
 
 
 def tier_machine(program: Program) -> Machine:
@@ -108,17 +124,15 @@ def tier_machine(program: Program) -> Machine:
     transitions = []
     for rank, lower in enumerate(levels):
         for upper in levels[rank + 1 :]:
-            transitions.append(
-                Transition(lower.id, f"{tiers.metric} reach {upper.threshold} {unit}", upper.id)
-            )
+            label = f"{tiers.metric} reach {upper.threshold} {unit}"
+            transitions.append(Transition(lower.id, THRESHOLD, upper.id, label))
     if tiers.window == "calendar_year":
-        for upper_rank, upper in enumerate(levels):
-            for lower in levels[:upper_rank]:
-                transitions.append(
-                    Transition(
-                        upper.id, f"new year, last year's {tiers.metric} met {lower.id}", lower.id
-                    )
-                )
+        # Usually down (or unchanged); up only when a new version lowered a threshold.
+        for level in levels:
+            for other in levels:
+                if other.id != level.id:
+                    label = f"new year, last year's {tiers.metric} met {other.id}"
+                    transitions.append(Transition(level.id, NEW_WINDOW, other.id, label))
     return Machine(f"tier ({program.program})", levels[0].id, tuple(transitions))
 
 

@@ -66,6 +66,8 @@ def run(scenario: Scenario, target: Target) -> Result:
         return Result(scenario, False, str(exc))
     except PunchcardError as exc:
         return Result(scenario, False, f"set-up failed: {exc.code}: {exc.message}")
+    except Exception as exc:  # a bug: report it against this scenario, run the others
+        return Result(scenario, False, f"crashed: {type(exc).__name__}: {exc}")
     finally:
         target.finish()
     return Result(scenario, True)

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from punchcard.engine.members import roll_window, window_bounds
+from punchcard.lifecycle.machines import NEW_WINDOW, tier_machine
 from punchcard.services import gift_cards, orders, points
 from punchcard.services.context import member_by_id, record_tier, save_state, state_of, version_at
 from punchcard.services.uow_factory import UowFactory
@@ -107,6 +108,10 @@ def _roll_window(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
         .values(window_start=start, window_end=end)
     )
     if change.tier_to is not None:
+        assert change.tier_from is not None
+        tier_machine(program).check(
+            change.tier_from, NEW_WINDOW, change.tier_to, member.external_id
+        )
         record_tier(uow, member.id, member.window_end, change.tier_to, "window")
         uow.record(
             Event(

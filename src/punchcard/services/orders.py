@@ -32,7 +32,7 @@ from punchcard.engine.orders import (
 )
 from punchcard.engine.programs import Program, Reward
 from punchcard.errors import InvalidInput, InvalidState, NotFound
-from punchcard.lifecycle.machines import ORDER
+from punchcard.lifecycle.machines import ORDER, POINTS_LOT, THRESHOLD, tier_machine
 from punchcard.services import points, rewards
 from punchcard.services.context import (
     load_member,
@@ -85,7 +85,7 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
         )
         .returning(orders.c.id)
     ).scalar_one()
-    rewards.set_state(uow, chosen, "reserved", order_pk, now)
+    rewards.move(uow, chosen, "apply to an open order", order_pk, now)
     if status == "closed":
         _close(uow, _find(uow, order.id), now)
 
@@ -137,7 +137,7 @@ def _close(uow: UnitOfWork, row: Any, now: datetime) -> None:
             )
         )
     _sync_promotions(uow, row, outcome)
-    rewards.set_state(uow, held, "used", row.id, now)
+    rewards.move(uow, held, "order closes", row.id, now)
     uow.record(Event("order.evaluated", now, _evaluated(row, outcome), row.member_id))
     uow.record(
         Event(
@@ -180,9 +180,9 @@ def edit(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     if row.state == "open":
         held = rewards.of_order(uow, row.id)
         if refs is not None:
-            rewards.set_state(uow, held, "available", None, now)
+            rewards.move(uow, held, "release", None, now)
             held = rewards.resolve(uow, program, member.id, refs, now)
-            rewards.set_state(uow, held, "reserved", row.id, now)
+            rewards.move(uow, held, "apply to an open order", row.id, now)
         _allocate(program, order, rewards.definitions(program, held))
         uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(document=document))
         return
@@ -264,7 +264,7 @@ def void(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
         nothing = Outcome(0, (), False, previous.visit_day, frozenset(), ("The order was voided.",))
         _apply_change(uow, row, nothing, now, voiding=True)
     uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(state="voided"))
-    rewards.set_state(uow, held, "available", None, now)
+    rewards.move(uow, held, "release" if row.state == "open" else "closed order voided", None, now)
     uow.record(Event("order.voided", now, {"order": row.external_id}, row.member_id))
 
 
@@ -284,7 +284,7 @@ def post(uow: UnitOfWork, order_pk: int, at: datetime) -> None:
     if lot is not None and lot.amount > 0:
         points.earn(uow, program, member.id, lot.amount, at, row.id, lot_id=lot.id)
     elif lot is not None:
-        uow.conn.execute(sa.update(lots).where(lots.c.id == lot.id).values(state="withdrawn"))
+        _withdraw_lot(uow, lot.id)
     state = state_of(member)
     change = add_progress(program, state, row.points, int(row.visit), row.spend)
     _after_change(uow, program, row, member, state, change, at)
@@ -330,7 +330,7 @@ def _apply_change(
             )
         if voiding:  # nothing of a voided order will ever post
             if lot is not None:
-                uow.conn.execute(sa.update(lots).where(lots.c.id == lot).values(state="withdrawn"))
+                _withdraw_lot(uow, lot)
             uow.conn.execute(
                 sa.update(orders).where(orders.c.id == row.id).values(post_state="withdrawn")
             )
@@ -373,6 +373,8 @@ def _after_change(
     for reward_id in change.rewards:
         rewards.issue(uow, program, member.id, reward_id, at, f"punch_card:{row.external_id}")
     if change.tier_to is not None:
+        assert change.tier_from is not None
+        tier_machine(program).check(change.tier_from, THRESHOLD, change.tier_to, member.external_id)
         record_tier(uow, member.id, at, change.tier_to, "threshold")
         uow.record(
             Event("tier.changed", at, {"from": change.tier_from, "to": change.tier_to}, member.id)
@@ -451,6 +453,11 @@ def _allocate(program: Program, order: Order, definitions: list[Reward]) -> Allo
 
 def _fixed_allocation(row: Any) -> Allocation:
     return Allocation(line_discounts=dict(row.line_discounts or {}))
+
+
+def _withdraw_lot(uow: UnitOfWork, lot_id: int) -> None:
+    state = POINTS_LOT.target("pending", "order voided or earns nothing")
+    uow.conn.execute(sa.update(lots).where(lots.c.id == lot_id).values(state=state))
 
 
 def _lock_member(uow: UnitOfWork, row: Any) -> Any:

@@ -11,6 +11,7 @@ from punchcard.engine.programs import Program
 from punchcard.ledger import store as ledger
 from punchcard.ledger.entries import EARNED, EXPIRED, REDEEMED, points_asset, transfer
 from punchcard.ledger.lots import Lot, add_months, plan_clawback, split_earning, take_oldest
+from punchcard.lifecycle.machines import POINTS_LOT
 from punchcard.store.tables import lots, members
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -103,15 +104,14 @@ def _live_lots(uow: UnitOfWork, member_id: int) -> list[Lot]:
     return [Lot(r.id, r.order_id, r.remaining, seq) for seq, r in enumerate(rows)]
 
 
-def _take(uow: UnitOfWork, parts: list[tuple[int, int]]) -> None:
+def _take(uow: UnitOfWork, lots_left: dict[int, int], parts: list[tuple[int, int]]) -> None:
     for lot_id, part in parts:
+        left = lots_left[lot_id] - part
+        state = (
+            POINTS_LOT.target("posted", "spent or clawed back to zero") if left == 0 else "posted"
+        )
         uow.conn.execute(
-            sa.update(lots)
-            .where(lots.c.id == lot_id)
-            .values(
-                remaining=lots.c.remaining - part,
-                state=sa.case((lots.c.remaining - part == 0, "spent"), else_="posted"),
-            )
+            sa.update(lots).where(lots.c.id == lot_id).values(remaining=left, state=state)
         )
 
 
@@ -119,10 +119,9 @@ def claw_back(
     uow: UnitOfWork, program: Program, member_id: int, points: int, at: datetime, order_id: int
 ) -> None:
     """Take back `points` (> 0): the order's own lot, then the oldest; the rest per negative_balance."""
-    plan = plan_clawback(
-        _live_lots(uow, member_id), points, order_id, program.earn.negative_balance
-    )
-    _take(uow, plan.from_lots)
+    live = _live_lots(uow, member_id)
+    plan = plan_clawback(live, points, order_id, program.earn.negative_balance)
+    _take(uow, {lot.id: lot.remaining for lot in live}, plan.from_lots)
     if plan.posted:
         ledger.write(
             uow.conn,
@@ -152,7 +151,8 @@ def spend(
     uow: UnitOfWork, program: Program, member_id: int, points: int, at: datetime, reference: str
 ) -> None:
     """Spend posted points oldest lot first; the caller has checked the balance covers them."""
-    _take(uow, take_oldest(_live_lots(uow, member_id), points))
+    live = _live_lots(uow, member_id)
+    _take(uow, {lot.id: lot.remaining for lot in live}, take_oldest(live, points))
     ledger.write(
         uow.conn,
         uow.env_id,

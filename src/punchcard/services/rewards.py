@@ -16,6 +16,7 @@ from punchcard.errors import (
     NotFound,
     RewardUnavailable,
 )
+from punchcard.lifecycle.machines import REWARD
 from punchcard.services import points
 from punchcard.services.context import load_member, version_at
 from punchcard.store.tables import rewards
@@ -144,19 +145,20 @@ def of_order(uow: UnitOfWork, order_id: int) -> list[Any]:
     )
 
 
-def set_state(
-    uow: UnitOfWork, rows: Sequence[Any], state: str, order_id: int | None, at: datetime
+EVENT_TYPES = {"reserved": "reward.reserved", "used": "reward.used", "available": "reward.released"}
+
+
+def move(
+    uow: UnitOfWork, rows: Sequence[Any], event: str, order_id: int | None, at: datetime
 ) -> None:
-    if not rows:
-        return
-    uow.conn.execute(
-        sa.update(rewards)
-        .where(rewards.c.id.in_([r.id for r in rows]))
-        .values(state=state, order_id=order_id)
-    )
+    """Move rewards through their lifecycle; a move the table does not list is invalid_state."""
     for row in rows:
+        state = REWARD.target(row.state, event, row.alias or row.reward_id)
+        uow.conn.execute(
+            sa.update(rewards).where(rewards.c.id == row.id).values(state=state, order_id=order_id)
+        )
         uow.record(
             Event(
-                f"reward.{state}", at, {"reward": row.reward_id, "alias": row.alias}, row.member_id
+                EVENT_TYPES[state], at, {"reward": row.reward_id, "alias": row.alias}, row.member_id
             )
         )
