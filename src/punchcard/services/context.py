@@ -32,16 +32,18 @@ def _parsed(source: str) -> Program:
 def version_at(uow: UnitOfWork, at: datetime) -> Version:
     """The version live at `at` (before the first version: the first one)."""
     cols = (program_versions.c.id, program_versions.c.version, program_versions.c.source)
-    base = sa.select(*cols).where(program_versions.c.env_id == uow.env_id)
+    base = sa.select(*cols).where(
+        program_versions.c.env_id == uow.env_id, program_versions.c.live_from.is_not(None)
+    )
     row = uow.conn.execute(
         base.where(program_versions.c.live_from <= at)
         .order_by(program_versions.c.live_from.desc(), program_versions.c.version.desc())
         .limit(1)
     ).first()
     if row is None:
-        row = uow.conn.execute(base.order_by(program_versions.c.version).limit(1)).first()
+        row = uow.conn.execute(base.order_by(program_versions.c.live_from).limit(1)).first()
     if row is None:
-        raise NotFound("no program has been published in this environment")
+        raise NotFound("no program version is live in this environment")
     return Version(row.id, row.version, _parsed(row.source))
 
 

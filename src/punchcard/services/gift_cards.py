@@ -21,6 +21,7 @@ from punchcard.errors import InsufficientFunds, InvalidInput, InvalidState, NotF
 from punchcard.ledger import store as ledger
 from punchcard.ledger.entries import ISSUED, SPENT, Entry, money_asset, transfer
 from punchcard.lifecycle.machines import HOLD
+from punchcard.services import cards
 from punchcard.services.context import version_at
 from punchcard.store.tables import gift_cards, holds
 from punchcard.store.uow import Event, UnitOfWork
@@ -89,9 +90,18 @@ def _changed(uow: UnitOfWork, card: Any, what: str, amount: int, at: datetime) -
     )
 
 
-def issue(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -> None:
+@dataclass(frozen=True)
+class IssuedCard:
+    card: str
+    number: str
+    pin: str  # shown once, stored only as a salted hash
+
+
+def issue(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -> IssuedCard:
     amount = _amount(data)
     assert amount is not None
+    if alias is None:
+        alias = f"gc_{uuid.uuid4().hex[:16]}"
     if not isinstance(alias, str) or not alias:
         raise InvalidInput("issue: a gift card alias is required")
     taken = uow.conn.execute(
@@ -102,9 +112,18 @@ def issue(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -
     if taken is not None:
         raise InvalidState(f"gift card {alias!r} exists already")
     currency = version_at(uow, now).program.currency
+    number, pin = cards.new_number(), cards.new_pin()
     card_id = uow.conn.execute(
         sa.insert(gift_cards)
-        .values(env_id=uow.env_id, external_id=alias, currency=currency, created_at=now)
+        .values(
+            env_id=uow.env_id,
+            external_id=alias,
+            currency=currency,
+            created_at=now,
+            number=number,
+            pin_hash=cards.hash_pin(pin),
+            pin_failures=0,
+        )
         .returning(gift_cards.c.id)
     ).scalar_one()
     card = uow.conn.execute(sa.select(gift_cards).where(gift_cards.c.id == card_id)).one()
@@ -114,6 +133,7 @@ def issue(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -
         now,
     )
     _changed(uow, card, "issued", amount, now)
+    return IssuedCard(alias, number, pin)
 
 
 def reload(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -> None:
@@ -284,3 +304,38 @@ def view(uow: UnitOfWork, alias: str) -> GiftCardView:
     if row is None:
         raise NotFound(f"no gift card {alias!r}")
     return GiftCardView(alias, row.currency, _balance(uow, row), row.last_approved)
+
+
+def inquire(uow: UnitOfWork, number: Any, pin: Any, now: datetime) -> GiftCardView:
+    """Balance by number and PIN. Unknown card, wrong PIN and locked card answer alike.
+
+    Five wrong PINs in a row lock the card for 30 minutes; the count is written even
+    though the answer is an error, so the caller commits it (see `record_inquiry`).
+    """
+    alike = NotFound("no gift card with that number and PIN")
+    if not isinstance(number, str) or not isinstance(pin, str) or not cards.luhn_valid(number):
+        raise alike
+    row = uow.conn.execute(
+        sa.select(gift_cards)
+        .where(gift_cards.c.env_id == uow.env_id, gift_cards.c.number == number)
+        .with_for_update()
+    ).first()
+    if row is None or row.pin_hash is None:
+        raise alike
+    if row.locked_until is not None and row.locked_until > now:
+        raise alike
+    if not cards.pin_matches(pin, row.pin_hash):
+        failures = row.pin_failures + 1
+        locked = now + cards.LOCKOUT if failures >= cards.MAX_PIN_FAILURES else None
+        uow.conn.execute(
+            sa.update(gift_cards)
+            .where(gift_cards.c.id == row.id)
+            .values(pin_failures=0 if locked else failures, locked_until=locked)
+        )
+        uow.commit()  # the failure must count even though the answer is an error
+        raise alike
+    if row.pin_failures:
+        uow.conn.execute(
+            sa.update(gift_cards).where(gift_cards.c.id == row.id).values(pin_failures=0)
+        )
+    return GiftCardView(row.external_id, row.currency, _balance(uow, row), row.last_approved)

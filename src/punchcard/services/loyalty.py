@@ -39,7 +39,7 @@ class Loyalty:
             return query(uow)
 
     def publish(self, source: str, now: datetime) -> int:
-        return self._write(lambda uow: programs.publish(uow, source, now))
+        return self._write(lambda uow: programs.publish(uow, source, now, live_from=now))
 
     def enroll(self, data: Mapping[str, Any], now: datetime) -> int:
         return self._write(lambda uow: members.enroll(uow, data, now))

@@ -13,7 +13,7 @@ from punchcard.engine.members import window_bounds
 from punchcard.errors import InvalidInput, InvalidState
 from punchcard.services import points
 from punchcard.services.context import load_member, record_tier, version_at
-from punchcard.store.tables import lots, members, orders, rewards
+from punchcard.store.tables import lots, members, orders, outbox, rewards
 from punchcard.store.uow import Event, UnitOfWork
 
 
@@ -28,6 +28,7 @@ def enroll(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> int:
     ).first()
     if exists is not None:
         raise InvalidState(f"member {external_id!r} is already enrolled")
+    profile = _profile(data)
     program = version_at(uow, now).program
     start, end = window_bounds(program, now)
     tier = program.tiers.levels[0].id
@@ -43,12 +44,43 @@ def enroll(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> int:
             punches={card.id: 0 for card in program.punch_cards},
             window_start=start,
             window_end=end,
+            **profile,
         )
         .returning(members.c.id)
     ).scalar_one()
     record_tier(uow, member_id, now, tier, "enrolled")
     uow.record(Event("member.enrolled", now, {"member": external_id, "tier": tier}, member_id))
     return int(member_id)
+
+
+_PROFILE_LIMITS = {"card_number": 64, "email": 320, "phone": 32}
+
+
+def _profile(data: Mapping[str, Any]) -> dict[str, str | None]:
+    """Optional contact fields; they are personal data, so they never reach logs or events."""
+    profile: dict[str, str | None] = {}
+    for key, limit in _PROFILE_LIMITS.items():
+        value = data.get(key)
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= limit):
+            raise InvalidInput(f"{key}: a text of at most {limit} characters")
+        profile[key] = value
+    email = profile["email"]
+    if email is not None and ("@" not in email or email.startswith("@") or email.endswith("@")):
+        raise InvalidInput("email: not an email address")
+    return profile
+
+
+def timeline(uow: UnitOfWork, external_id: str, after: int, limit: int) -> list[Any]:
+    """The member's events in their sequence, each with its explanation, a page at a time."""
+    row = load_member(uow, external_id, lock=False)
+    return list(
+        uow.conn.execute(
+            sa.select(outbox.c.member_seq, outbox.c.type, outbox.c.created_at, outbox.c.payload)
+            .where(outbox.c.member_id == row.id, outbox.c.member_seq > after)
+            .order_by(outbox.c.member_seq)
+            .limit(limit)
+        ).all()
+    )
 
 
 @dataclass(frozen=True)

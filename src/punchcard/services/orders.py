@@ -51,7 +51,7 @@ from punchcard.store.codec import (
     outcome_document,
     outcome_from_document,
 )
-from punchcard.store.tables import environments, lots, orders, promotion_uses
+from punchcard.store.tables import environments, lots, members, orders, promotion_uses
 from punchcard.store.uow import Event, UnitOfWork
 
 PLACE_KEYS = {"id", "member", "at", "status", *ORDER_PARTS, "rewards"}
@@ -519,3 +519,69 @@ def explanation(uow: UnitOfWork, external_id: str) -> list[str]:
     if row.outcome is None:
         return [f"Order {external_id} is {row.state}: it earns nothing until it closes."]
     return outcome_from_document(row.outcome).explain()
+
+
+def view(uow: UnitOfWork, external_id: str) -> dict[str, Any]:
+    """An order as the API shows it: its parts, state, outcome and when its effects post."""
+    row = _get(uow, {"order": external_id})
+    program = version_by_id(uow, row.version_id).program
+    member = uow.conn.execute(
+        sa.select(members.c.external_id).where(members.c.id == row.member_id)
+    ).scalar_one()
+    outcome = None if row.outcome is None else outcome_from_document(row.outcome)
+    return {
+        "id": row.external_id,
+        "member": member,
+        "state": row.state,
+        "placed_at": row.at,
+        "program_version": version_by_id(uow, row.version_id).number,
+        "tier_at_placement": row.tier,
+        "currency": program.currency,
+        "document": row.document,
+        "refunded": row.refunded,
+        "rewards": [r.alias or r.reward_id for r in rewards.of_order(uow, row.id)],
+        "outcome": outcome,
+        "posting": {
+            "state": row.post_state,
+            "due_at": row.due_at,
+            "posted_points": row.posted_points,
+        },
+    }
+
+
+def quote(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> tuple[Outcome, list[str]]:
+    """What an order would earn now, and which of the member's rewards would apply. Writes nothing."""
+    order, member_ref, _status, refs = _parse_new({**data, "status": "closed"}, now)
+    member = load_member(uow, member_ref, lock=False)
+    program = version_at(uow, order.at).program
+    chosen = rewards.resolve(uow, program, member.id, refs, now)
+    allocation = _allocate(program, order, rewards.definitions(program, chosen))
+    uses = {
+        str(promotion): int(count)
+        for promotion, count in uow.conn.execute(
+            sa.select(promotion_uses.c.promotion_id, sa.func.count())
+            .where(promotion_uses.c.member_id == member.id)
+            .group_by(promotion_uses.c.promotion_id)
+        ).all()
+    }
+    day = order.at.astimezone(program.zone).date().isoformat()
+    visits = uow.conn.execute(
+        sa.select(sa.func.count()).where(
+            orders.c.member_id == member.id,
+            orders.c.visit_day == day,
+            orders.c.visit.is_(True),
+            orders.c.state != "voided",
+        )
+    ).scalar_one()
+    standing = Standing(
+        tier=tier_at(uow, member.id, order.at), promotion_uses=uses, other_visits_that_day=visits
+    )
+    outcome = evaluate(program, order, allocation, standing)
+    applicable = []
+    for row in rewards.available(uow, member.id, now):
+        try:
+            allocate(program, order, rewards.definitions(program, [row]))
+        except (RewardMatchesNothing, InvalidInput):
+            continue
+        applicable.append(row.alias or row.reward_id)
+    return outcome, applicable

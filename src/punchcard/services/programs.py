@@ -12,7 +12,7 @@ import yaml
 
 from punchcard.engine.documents import load_document
 from punchcard.engine.programs import Program, ProgramError, program_from_data
-from punchcard.errors import InvalidInput
+from punchcard.errors import InvalidInput, InvalidState, NotFound
 from punchcard.store.tables import environments, members, program_versions
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -45,8 +45,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def publish(uow: UnitOfWork, source: str, now: datetime) -> int:
-    """Make a new version live from `now`; orders placed before keep their version."""
+def publish(uow: UnitOfWork, source: str, now: datetime, *, live_from: datetime | None) -> int:
+    """Upload a new version, live from `live_from` (None: uploaded, activated later).
+
+    Orders placed before a version goes live keep the version they were placed under.
+    """
+    if live_from is not None and live_from < now:
+        raise InvalidInput(
+            "a version can not go live in the past: orders already placed keep theirs"
+        )
     try:
         data, lines = load_document(source)
         program = program_from_data(data, lines)
@@ -69,7 +76,7 @@ def publish(uow: UnitOfWork, source: str, now: datetime) -> int:
             env_id=uow.env_id,
             program_id=program.program,
             version=number,
-            live_from=now,
+            live_from=live_from,
             document=_plain(data),
             source=source,
         )
@@ -93,3 +100,39 @@ def _reschedule_inactivity(uow: UnitOfWork, program: Program) -> None:
         uow.conn.execute(
             sa.update(members).where(members.c.id == row.id).values(inactivity_due_at=due)
         )
+
+
+def activate(uow: UnitOfWork, number: int, at: datetime, now: datetime) -> None:
+    """Make an uploaded version live from `at` (not in the past). Activation happens once."""
+    row = uow.conn.execute(
+        sa.select(program_versions.c.id, program_versions.c.live_from).where(
+            program_versions.c.env_id == uow.env_id, program_versions.c.version == number
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no program version {number}")
+    if row.live_from is not None:
+        raise InvalidState(f"version {number} is already live from {row.live_from.isoformat()}")
+    if at < now:
+        raise InvalidInput(
+            "a version can not go live in the past: orders already placed keep theirs"
+        )
+    uow.conn.execute(
+        sa.update(program_versions).where(program_versions.c.id == row.id).values(live_from=at)
+    )
+    uow.record(Event("program.activated", now, {"version": number, "live_from": at.isoformat()}))
+
+
+def versions(uow: UnitOfWork) -> list[Any]:
+    return list(
+        uow.conn.execute(
+            sa.select(
+                program_versions.c.version,
+                program_versions.c.program_id,
+                program_versions.c.live_from,
+                program_versions.c.document,
+            )
+            .where(program_versions.c.env_id == uow.env_id)
+            .order_by(program_versions.c.version)
+        ).all()
+    )

@@ -162,3 +162,25 @@ def move(
                 EVENT_TYPES[state], at, {"reward": row.reward_id, "alias": row.alias}, row.member_id
             )
         )
+
+
+def available(uow: UnitOfWork, member_id: int, now: datetime) -> list[Any]:
+    return list(
+        uow.conn.execute(
+            sa.select(rewards)
+            .where(
+                rewards.c.member_id == member_id,
+                rewards.c.state == "available",
+                rewards.c.expires_at > now,
+            )
+            .order_by(rewards.c.expires_at, rewards.c.id)
+        ).all()
+    )
+
+
+def held_by(uow: UnitOfWork, member_id: int) -> list[Any]:
+    return list(
+        uow.conn.execute(
+            sa.select(rewards).where(rewards.c.member_id == member_id).order_by(rewards.c.id)
+        ).all()
+    )

@@ -47,14 +47,60 @@ def _env() -> sa.Column[str]:
     return sa.Column("env_id", sa.String(64), sa.ForeignKey("environments.id"), nullable=False)
 
 
-environments = sa.Table(
-    "environments",
+tenants = sa.Table(
+    "tenants",
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.Column("clock", UtcDateTime, nullable=True),  # a sandbox's movable clock; live: None
+)
+
+environments = sa.Table(
+    "environments",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="sandbox"),  # live | sandbox
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("clock", UtcDateTime, nullable=True),  # a sandbox's movable clock; None: wall clock
     sa.Column("close_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # Due work is done through this time: a read that waits for a write waits for this.
+    sa.Column("processed_through", UtcDateTime, nullable=True),
+    # A worker's claim on the environment's due work (stalled claims expire).
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
+    sa.Column("deleted_at", UtcDateTime, nullable=True),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # also the key's visible prefix
+    _env(),
+    sa.Column("secret_hash", sa.String(64), nullable=False),  # sha256 of the whole key
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _env(),
+    sa.Column("api_key_id", sa.String(32), nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),  # method, path and body
+    sa.Column("state", sa.String(16), nullable=False),  # in_flight | done
+    sa.Column("locked_until", UtcDateTime, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("response", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("env_id", "api_key_id", "key"),
+    sa.Index(None, "expires_at"),
 )
 
 program_versions = sa.Table(
@@ -64,7 +110,7 @@ program_versions = sa.Table(
     _env(),
     sa.Column("program_id", sa.String(64), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("live_from", UtcDateTime, nullable=False),
+    sa.Column("live_from", UtcDateTime, nullable=True),  # None: uploaded, not yet activated
     sa.Column("document", sa.JSON, nullable=False),
     sa.Column("source", sa.Text, nullable=False),
     sa.UniqueConstraint("env_id", "version"),
@@ -77,6 +123,9 @@ members = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     _env(),
     sa.Column("external_id", sa.String(200), nullable=False),
+    sa.Column("card_number", sa.String(64), nullable=True),
+    sa.Column("email", sa.String(320), nullable=True),  # personal data: never logged
+    sa.Column("phone", sa.String(32), nullable=True),  # personal data: never logged
     sa.Column("enrolled_at", UtcDateTime, nullable=False),
     sa.Column("tier", sa.String(64), nullable=False),
     sa.Column("progress", sa.BigInteger, nullable=False),
@@ -188,7 +237,12 @@ gift_cards = sa.Table(
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("last_approved", sa.BigInteger, nullable=True),
+    sa.Column("number", sa.String(19), nullable=True),  # 16 digits, the last a Luhn check digit
+    sa.Column("pin_hash", sa.String(128), nullable=True),  # scrypt, salted
+    sa.Column("pin_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", UtcDateTime, nullable=True),
     sa.UniqueConstraint("env_id", "external_id"),
+    sa.UniqueConstraint("env_id", "number"),
 )
 
 holds = sa.Table(

@@ -1,0 +1,267 @@
+"""Per-request plumbing: who is calling, the environment's now, idempotency, consistency.
+
+Idempotency: every POST/PUT/PATCH carries `Idempotency-Key`. The key is claimed in a
+short transaction first (`in_flight`, with a lease so a crashed request frees it);
+the use case then runs in one unit of work that also stores the response under the
+key, so the effect and its stored response commit together or not at all. Keys are
+scoped to the environment and the API key, and kept for 72 hours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import Request
+from starlette.responses import Response
+
+from punchcard.api.problems import ApiProblem, from_domain
+from punchcard.errors import PunchcardError
+from punchcard.services.clock import Clock, environment_now
+from punchcard.services.tenants import Principal, authenticate
+from punchcard.store.tables import environments, idempotency_keys
+from punchcard.store.uow import UnitOfWork
+
+IDEMPOTENCY_TTL = timedelta(hours=72)
+IN_FLIGHT_LEASE = timedelta(seconds=60)
+MAX_WAIT_MS = 5000
+
+
+@dataclass
+class Call:
+    """One authenticated request: the caller, the database, the clock."""
+
+    principal: Principal
+    engine: sa.Engine
+    clock: Clock
+    request: Request
+    body: bytes
+
+    @property
+    def env_id(self) -> str:
+        return self.principal.env_id
+
+    def now(self) -> datetime:
+        with self.engine.connect() as conn:
+            return environment_now(conn, self.env_id, self.clock)
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.engine, self.env_id)
+
+    def require(self, scope: str) -> None:
+        if not self.principal.allows(scope):
+            raise ApiProblem(403, "forbidden", f"this key lacks the {scope} scope")
+
+
+def authenticated(request: Request, engine: sa.Engine, clock: Clock, body: bytes) -> Call:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        raise ApiProblem(
+            401,
+            "unauthenticated",
+            "send Authorization: Bearer <api key>",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    with engine.connect() as conn:
+        principal = authenticate(conn, key.strip())
+    if principal is None:
+        raise ApiProblem(
+            401, "unauthenticated", "unknown or revoked API key", {"WWW-Authenticate": "Bearer"}
+        )
+    return Call(principal, engine, clock, request, body)
+
+
+def consistency_token(env_id: str, at: datetime) -> str:
+    raw = json.dumps({"e": env_id, "t": at.isoformat()}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _token_time(call: Call, token: str) -> datetime:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        at = datetime.fromisoformat(raw["t"])
+        env = raw["e"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ApiProblem(
+            422, "invalid_input", "consistency_token is not a token this API gave"
+        ) from exc
+    if env != call.env_id:
+        raise ApiProblem(422, "invalid_input", "consistency_token belongs to another environment")
+    return at
+
+
+async def wait_consistent(call: Call) -> bool:
+    """Wait (up to wait_ms) until due work has been done through the token's write; say if it was."""
+    params, headers = call.request.query_params, call.request.headers
+    token = params.get("consistency_token") or headers.get("consistency-token")
+    if not token:
+        return True
+    try:
+        wait_ms = int(params.get("wait_ms", "0"))
+    except ValueError as exc:
+        raise ApiProblem(422, "invalid_input", "wait_ms is a whole number of milliseconds") from exc
+    if not 0 <= wait_ms <= MAX_WAIT_MS:
+        raise ApiProblem(422, "invalid_input", f"wait_ms is between 0 and {MAX_WAIT_MS}")
+    wanted = _token_time(call, token)
+    deadline = time.monotonic() + wait_ms / 1000
+    while True:
+        with call.engine.connect() as conn:
+            through = conn.execute(
+                sa.select(environments.c.processed_through).where(environments.c.id == call.env_id)
+            ).scalar()
+        if through is not None and through >= wanted:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+
+
+def _fingerprint(call: Call) -> str:
+    request = call.request
+    digest = hashlib.sha256()
+    for part in (
+        request.method.encode(),
+        request.url.path.encode(),
+        str(request.url.query).encode(),
+        call.body,
+    ):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
+
+
+def _replay(row: Any) -> Response:
+    return Response(
+        row.response,
+        status_code=row.status_code,
+        media_type="application/problem+json" if row.status_code >= 400 else "application/json",
+        headers={"Idempotent-Replayed": "true"},
+    )
+
+
+def _claim(call: Call, key: str, fingerprint: str) -> Response | int:
+    """Claim the key (returns its row id), or answer now: replay, 409 or 422."""
+    now = call.clock.now()
+    scope = (
+        idempotency_keys.c.env_id == call.env_id,
+        idempotency_keys.c.api_key_id == call.principal.key_id,
+        idempotency_keys.c.key == key,
+    )
+    for _ in range(3):
+        with call.engine.begin() as conn:
+            row = conn.execute(sa.select(idempotency_keys).where(*scope).with_for_update()).first()
+            if row is not None and row.expires_at <= now:
+                conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.id == row.id))
+                row = None
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        return int(
+                            conn.execute(
+                                sa.insert(idempotency_keys)
+                                .values(
+                                    env_id=call.env_id,
+                                    api_key_id=call.principal.key_id,
+                                    key=key,
+                                    fingerprint=fingerprint,
+                                    state="in_flight",
+                                    locked_until=now + IN_FLIGHT_LEASE,
+                                    created_at=now,
+                                    expires_at=now + IDEMPOTENCY_TTL,
+                                )
+                                .returning(idempotency_keys.c.id)
+                            ).scalar_one()
+                        )
+                except sa.exc.IntegrityError:
+                    continue  # another request claimed it between our read and insert
+            if row.fingerprint != fingerprint:
+                raise ApiProblem(
+                    422,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with another method, path or body",
+                )
+            if row.state == "done":
+                return _replay(row)
+            if row.locked_until > now:
+                raise ApiProblem(
+                    409,
+                    "idempotency_key_in_flight",
+                    "a request with this Idempotency-Key is still running",
+                    {"Retry-After": "1"},
+                )
+            conn.execute(  # the first request died: take its claim over
+                sa.update(idempotency_keys)
+                .where(idempotency_keys.c.id == row.id)
+                .values(locked_until=now + IN_FLIGHT_LEASE)
+            )
+            return int(row.id)
+    raise ApiProblem(
+        409, "idempotency_key_in_flight", "a request with this Idempotency-Key is still running"
+    )
+
+
+def _finish(conn: sa.Connection, claim_id: int, status: int, body: bytes) -> None:
+    conn.execute(
+        sa.update(idempotency_keys)
+        .where(idempotency_keys.c.id == claim_id)
+        .values(state="done", status_code=status, response=body)
+    )
+
+
+def write(
+    call: Call,
+    scope: str,
+    use_case: Callable[[UnitOfWork, datetime], Any],
+    render: Callable[[Any, UnitOfWork, datetime], dict[str, Any]],
+    status: int = 200,
+) -> Response:
+    """Run a mutating use case once per Idempotency-Key; store its response with its effect."""
+    call.require(scope)
+    key = call.request.headers.get("idempotency-key")
+    if not key:
+        raise ApiProblem(
+            400,
+            "idempotency_key_missing",
+            "every POST, PUT and PATCH needs an Idempotency-Key header",
+        )
+    if len(key) > 255:
+        raise ApiProblem(
+            400, "idempotency_key_too_long", "an Idempotency-Key is at most 255 characters"
+        )
+    claimed = _claim(call, key, _fingerprint(call))
+    if isinstance(claimed, Response):
+        return claimed
+    now = call.now()
+    try:
+        with call.uow() as uow:
+            result = use_case(uow, now)
+            payload = render(result, uow, now)
+            token = consistency_token(call.env_id, now)
+            body = json.dumps(
+                {**payload, "consistency_token": token}, separators=(",", ":")
+            ).encode()
+            _finish(uow.conn, claimed, status, body)
+            uow.commit()
+    except PunchcardError as error:
+        code, problem = from_domain(error)
+        with call.engine.begin() as conn:  # the effect rolled back; the answer is still the answer
+            _finish(conn, claimed, code, problem)
+        return Response(problem, status_code=code, media_type="application/problem+json")
+    except BaseException:
+        with call.engine.begin() as conn:  # nothing happened: let a retry run it again
+            conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.id == claimed))
+        raise
+    return Response(
+        body,
+        status_code=status,
+        media_type="application/json",
+        headers={"Consistency-Token": token},
+    )

@@ -1,0 +1,199 @@
+"""Tenants, their environments (live, sandbox, named sandboxes) and API keys.
+
+An API key belongs to one environment and carries scopes. It is shown once, when
+made; the database keeps its id (the visible prefix) and the SHA-256 of the whole
+key. Keys are 32 random bytes, so a fast hash is enough: there is nothing to guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from punchcard.errors import InvalidInput, InvalidState, NotFound
+from punchcard.store.tables import api_keys, environments, program_versions, tenants
+
+SCOPES = (
+    "admin",
+    "members:read",
+    "members:write",
+    "orders:read",
+    "orders:write",
+    "rewards:write",
+    "gift_cards:read",
+    "gift_cards:write",
+    "programs:read",
+    "programs:write",
+    "sandboxes:write",
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: one key of one environment of one tenant."""
+
+    key_id: str
+    env_id: str
+    tenant_id: str
+    env_kind: str  # live | sandbox
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(
+    conn: sa.Connection, env_id: str, scopes: list[str], name: str, now: datetime
+) -> str:
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise InvalidInput(
+            f"scopes: choose from {', '.join(SCOPES)}; unknown: {', '.join(unknown)}"
+        )
+    kind = conn.execute(sa.select(environments.c.kind).where(environments.c.id == env_id)).scalar()
+    if kind is None:
+        raise NotFound(f"no environment {env_id!r}")
+    key_id = f"pc_{kind[:4]}_{secrets.token_hex(6)}"
+    key = f"{key_id}_{secrets.token_urlsafe(32)}"
+    conn.execute(
+        sa.insert(api_keys).values(
+            id=key_id,
+            env_id=env_id,
+            secret_hash=_hash(key),
+            scopes=sorted(scopes),
+            name=name,
+            created_at=now,
+        )
+    )
+    return key
+
+
+def authenticate(conn: sa.Connection, key: str) -> Principal | None:
+    """The principal a key stands for, or None for an unknown, revoked or malformed key."""
+    key_id = key.rsplit("_", 1)[0] if key.count("_") >= 3 else ""
+    row = conn.execute(
+        sa.select(
+            api_keys, environments.c.tenant_id, environments.c.kind, environments.c.deleted_at
+        )
+        .join(environments, environments.c.id == api_keys.c.env_id)
+        .where(api_keys.c.id == key_id)
+    ).first()
+    if row is None or row.revoked_at is not None or row.deleted_at is not None:
+        return None
+    if not hmac.compare_digest(row.secret_hash, _hash(key)):
+        return None
+    return Principal(row.id, row.env_id, row.tenant_id, row.kind, frozenset(row.scopes))
+
+
+def _environment(
+    conn: sa.Connection, tenant_id: str, kind: str, name: str, now: datetime, clock: datetime | None
+) -> str:
+    env_id = uuid.uuid4().hex
+    conn.execute(
+        sa.insert(environments).values(
+            id=env_id,
+            tenant_id=tenant_id,
+            kind=kind,
+            name=name,
+            created_at=now,
+            clock=clock,
+            close_seq=0,
+        )
+    )
+    return env_id
+
+
+def create_tenant(engine: sa.Engine, name: str, now: datetime) -> dict[str, Any]:
+    """A tenant with a live and a sandbox environment, and an admin key for each."""
+    if not name.strip():
+        raise InvalidInput("a tenant needs a name")
+    with engine.begin() as conn:
+        tenant_id = uuid.uuid4().hex
+        conn.execute(sa.insert(tenants).values(id=tenant_id, name=name, created_at=now))
+        live = _environment(conn, tenant_id, "live", "live", now, None)
+        sandbox = _environment(conn, tenant_id, "sandbox", "sandbox", now, None)
+        return {
+            "tenant": tenant_id,
+            "name": name,
+            "live_environment": live,
+            "sandbox_environment": sandbox,
+            "live_key": create_key(conn, live, ["admin"], "admin", now),
+            "sandbox_key": create_key(conn, sandbox, ["admin"], "admin", now),
+        }
+
+
+def environment_of(conn: sa.Connection, tenant_id: str, name: str) -> str:
+    """A tenant's environment by name (live, sandbox, or a named sandbox's id)."""
+    row = conn.execute(
+        sa.select(environments.c.id).where(
+            environments.c.tenant_id == tenant_id,
+            environments.c.deleted_at.is_(None),
+            sa.or_(environments.c.name == name, environments.c.id == name),
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"tenant has no environment {name!r}")
+    return str(row.id)
+
+
+def create_sandbox(
+    conn: sa.Connection, principal: Principal, name: str, start: datetime, now: datetime
+) -> dict[str, str]:
+    """A named sandbox with its own data, clock and admin key, running the caller's program versions."""
+    env_id = _environment(conn, principal.tenant_id, "sandbox", name, now, start)
+    for row in conn.execute(
+        sa.select(program_versions)
+        .where(program_versions.c.env_id == principal.env_id)
+        .order_by(program_versions.c.version)
+    ).all():
+        conn.execute(
+            sa.insert(program_versions).values(
+                env_id=env_id,
+                program_id=row.program_id,
+                version=row.version,
+                # Versions already live are live from the sandbox's start.
+                live_from=None if row.live_from is None else min(row.live_from, start),
+                document=row.document,
+                source=row.source,
+            )
+        )
+    key = create_key(conn, env_id, ["admin"], f"sandbox {name}", now)
+    return {"id": env_id, "name": name, "key": key}
+
+
+def sandbox_row(conn: sa.Connection, principal: Principal, sandbox_id: str) -> Any:
+    row = conn.execute(
+        sa.select(environments).where(
+            environments.c.id == sandbox_id,
+            environments.c.tenant_id == principal.tenant_id,
+            environments.c.deleted_at.is_(None),
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no sandbox {sandbox_id!r}")
+    if row.kind != "sandbox":
+        raise InvalidState("live has no movable clock and can not be deleted here")
+    return row
+
+
+def delete_sandbox(
+    conn: sa.Connection, principal: Principal, sandbox_id: str, now: datetime
+) -> None:
+    row = sandbox_row(conn, principal, sandbox_id)
+    if row.name == "sandbox":
+        raise InvalidState("the tenant's default sandbox can not be deleted")
+    conn.execute(
+        sa.update(environments).where(environments.c.id == sandbox_id).values(deleted_at=now)
+    )
+    conn.execute(sa.update(api_keys).where(api_keys.c.env_id == sandbox_id).values(revoked_at=now))

@@ -1,0 +1,1 @@
+"""The worker: claims environments with due work and does it (postings, expiries, windows)."""

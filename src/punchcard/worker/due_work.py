@@ -1,0 +1,144 @@
+"""Claiming and doing an environment's due work, safely beside other workers.
+
+A worker claims environments by lease: `SELECT ... FOR UPDATE SKIP LOCKED` (on
+PostgreSQL) picks environments nobody holds, and `lease_until` marks them taken, so
+any number of workers share the work while one environment (and so one member) is
+only ever processed by one of them. A crashed worker's lease expires and another
+takes over; `run_due` re-checks every item, so nothing is done twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from punchcard.services.clock import Clock
+from punchcard.services.due import run_due
+from punchcard.store.tables import UtcDateTime, environments
+from punchcard.store.uow import UnitOfWork
+
+log = logging.getLogger("punchcard.worker")
+LEASE = timedelta(seconds=30)
+CLAIM_BATCH = 20
+
+
+def claim(engine: sa.Engine, owner: str, now: datetime, env_id: str | None = None) -> list[str]:
+    """Take the lease of environments that are free (or one named environment)."""
+    with engine.begin() as conn:
+        query = (
+            sa.select(environments.c.id)
+            .where(
+                environments.c.deleted_at.is_(None),
+                sa.or_(environments.c.lease_until.is_(None), environments.c.lease_until < now),
+            )
+            .order_by(
+                environments.c.processed_through.is_not(None), environments.c.processed_through
+            )
+            .limit(CLAIM_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        if env_id is not None:
+            query = query.where(environments.c.id == env_id)
+        ids = [str(i) for i in conn.execute(query).scalars().all()]
+        if ids:
+            conn.execute(
+                sa.update(environments)
+                .where(environments.c.id.in_(ids))
+                .values(lease_owner=owner, lease_until=now + LEASE)
+            )
+        return ids
+
+
+def release(engine: sa.Engine, env_id: str, owner: str, processed_through: datetime | None) -> None:
+    values: dict[str, object] = {"lease_owner": None, "lease_until": None}
+    if processed_through is not None:
+        # Only forward: a slower worker must not move the watermark back.
+        values["processed_through"] = sa.case(
+            (
+                sa.or_(
+                    environments.c.processed_through.is_(None),
+                    environments.c.processed_through < processed_through,
+                ),
+                sa.literal(processed_through, type_=UtcDateTime),
+            ),
+            else_=environments.c.processed_through,
+        )
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(environments)
+            .where(environments.c.id == env_id, environments.c.lease_owner == owner)
+            .values(**values)
+        )
+
+
+def process(engine: sa.Engine, env_id: str, clock: Clock, owner: str) -> int:
+    """Do one claimed environment's due work up to its now, then record how far it got."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(environments.c.clock).where(environments.c.id == env_id)).one()
+    now = row.clock if row.clock is not None else clock.now()
+    done = 0
+    try:
+        done = run_due(lambda: UnitOfWork(engine, env_id), now)
+    except Exception:
+        log.exception("due work failed in an environment; it will be retried")
+        release(engine, env_id, owner, None)
+        return done
+    release(engine, env_id, owner, now)
+    return done
+
+
+class Worker:
+    """A loop that claims environments and does their due work."""
+
+    def __init__(self, engine: sa.Engine, clock: Clock, interval_s: float = 0.2) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.interval_s = interval_s
+        self.owner = f"worker-{uuid.uuid4().hex[:12]}"
+        self.stopping = threading.Event()
+
+    def run_once(self) -> int:
+        done = 0
+        for env_id in claim(self.engine, self.owner, self.clock.now()):
+            done += process(self.engine, env_id, self.clock, self.owner)
+        return done
+
+    def run_forever(self) -> None:
+        log.info("worker %s started", self.owner)
+        while not self.stopping.is_set():
+            try:
+                self.run_once()
+            except sa.exc.OperationalError:
+                log.warning("database unavailable; retrying", exc_info=True)
+            self.stopping.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def move_clock(
+    engine: sa.Engine, env_id: str, to: datetime, clock: Clock, wait_s: float = 10.0
+) -> int:
+    """Move a sandbox's clock forward, doing the due work on the way (under the env's lease)."""
+    owner = f"clock-{uuid.uuid4().hex[:12]}"
+    deadline = time.monotonic() + wait_s
+    while not claim(engine, owner, clock.now(), env_id):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the sandbox is busy; try again")
+        time.sleep(0.02)
+    try:
+        done = run_due(lambda: UnitOfWork(engine, env_id), to)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(environments).where(environments.c.id == env_id).values(clock=to)
+            )
+    except BaseException:
+        release(engine, env_id, owner, None)
+        raise
+    release(engine, env_id, owner, to)
+    return done
