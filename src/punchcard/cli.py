@@ -127,6 +127,128 @@ def summary(program: Program) -> Table:
     return table
 
 
+DATABASE = typer.Option(envvar="PUNCHCARD_DATABASE_URL", help="Database URL.")
+DEFAULT_DATABASE = "sqlite:///punchcard.sqlite3"
+LOG_LEVEL = typer.Option(envvar="PUNCHCARD_LOG_LEVEL", help="debug, info, warning, error.")
+WORKER_INTERVAL = typer.Option(
+    envvar="PUNCHCARD_WORKER_INTERVAL_MS", help="Pause between due-work rounds, ms."
+)
+
+
+@app.command()
+def serve(
+    database: Annotated[str, DATABASE] = DEFAULT_DATABASE,
+    host: Annotated[
+        str, typer.Option(envvar="PUNCHCARD_HOST", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PUNCHCARD_PORT", help="Port to listen on.")] = 8000,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Run due work in this process.")
+    ] = True,
+    worker_interval_ms: Annotated[int, WORKER_INTERVAL] = 200,
+    inquiries_per_minute: Annotated[
+        int,
+        typer.Option(
+            envvar="PUNCHCARD_INQUIRIES_PER_MINUTE", help="Gift card balance inquiries per key."
+        ),
+    ] = 30,
+    log_level: Annotated[str, LOG_LEVEL] = "info",
+    demo: Annotated[
+        bool, typer.Option(help="Make the demo tenant and print a key and a curl line.")
+    ] = False,
+) -> None:
+    """Run the HTTP API (with an in-process worker unless --no-worker)."""
+    from punchcard.server import configure_logging, demo_tenant
+    from punchcard.server import serve as run_server
+
+    configure_logging(log_level)
+    engine = open_database(database)
+    if demo:
+        keys = demo_tenant(engine)
+        base = f"http://{host}:{port}"
+        console.print(f"Punchcard is starting at {base}  (API docs: {base}/docs)")
+        console.print(f"Demo tenant {keys['tenant']}")
+        console.print(f"  sandbox key: {keys['sandbox_key']}")
+        console.print(f"  live key:    {keys['live_key']}")
+        console.print("Try:")
+        console.print(
+            f"  curl -s -H 'Authorization: Bearer {keys['sandbox_key']}' {base}/v1/rewards"
+        )
+    run_server(
+        engine,
+        host,
+        port,
+        worker=worker,
+        worker_interval_s=worker_interval_ms / 1000,
+        inquiries_per_minute=inquiries_per_minute,
+        log_level=log_level,
+    )
+
+
+@app.command("worker")
+def worker_command(
+    database: Annotated[str, DATABASE] = DEFAULT_DATABASE,
+    worker_interval_ms: Annotated[int, WORKER_INTERVAL] = 200,
+    log_level: Annotated[str, LOG_LEVEL] = "info",
+) -> None:
+    """Run a worker process: several may share one PostgreSQL database."""
+    from punchcard.server import configure_logging, run_worker
+
+    configure_logging(log_level)
+    run_worker(open_database(database), worker_interval_ms / 1000)
+
+
+tenant_app = typer.Typer(no_args_is_help=True, help="Tenants (brands) and their environments.")
+key_app = typer.Typer(no_args_is_help=True, help="API keys.")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(key_app, name="key")
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: Annotated[str, typer.Argument(help="The brand's name.")],
+    database: Annotated[str, DATABASE] = DEFAULT_DATABASE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Make a tenant with live and sandbox environments and an admin key for each (shown once)."""
+    import json
+
+    from punchcard.services.clock import SystemClock
+    from punchcard.services.tenants import create_tenant
+
+    made = create_tenant(open_database(database), name, SystemClock().now())
+    shown = {k: made[k] for k in ("tenant", "sandbox_key", "live_key")}
+    if as_json:
+        print(json.dumps(shown))
+    else:
+        for key, value in shown.items():
+            console.print(f"{key}: {value}")
+
+
+@key_app.command("create")
+def key_create(
+    tenant: Annotated[str, typer.Option(help="The tenant id.")],
+    database: Annotated[str, DATABASE] = DEFAULT_DATABASE,
+    environment: Annotated[str, typer.Option(help="live, sandbox, or a sandbox's id.")] = "sandbox",
+    scope: Annotated[list[str] | None, typer.Option(help="A scope; repeat for more.")] = None,
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "",
+) -> None:
+    """Make a narrower API key (printed once; only its hash is kept)."""
+    from punchcard.errors import PunchcardError
+    from punchcard.services.clock import SystemClock
+    from punchcard.services.tenants import create_key, environment_of
+
+    engine = open_database(database)
+    try:
+        with engine.begin() as conn:
+            env_id = environment_of(conn, tenant, environment)
+            scopes = scope or ["members:read"]
+            print(create_key(conn, env_id, scopes, name or ",".join(scopes), SystemClock().now()))
+    except PunchcardError as exc:
+        console.print(f"[red]{exc.code}: {exc.message}[/]")
+        raise typer.Exit(1) from exc
+
+
 @app.command()
 def diagram(
     name: Annotated[str, typer.Argument(help="order, reward, hold, points_lot or tier")],

@@ -27,6 +27,7 @@ from punchcard.api.problems import ApiProblem, from_domain
 from punchcard.errors import PunchcardError
 from punchcard.services.clock import Clock, environment_now
 from punchcard.services.tenants import Principal, authenticate
+from punchcard.store.database import reading
 from punchcard.store.tables import environments, idempotency_keys
 from punchcard.store.uow import UnitOfWork
 
@@ -50,11 +51,11 @@ class Call:
         return self.principal.env_id
 
     def now(self) -> datetime:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return environment_now(conn, self.env_id, self.clock)
 
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.engine, self.env_id)
+    def uow(self, *, read_only: bool = False) -> UnitOfWork:
+        return UnitOfWork(self.engine, self.env_id, read_only=read_only)
 
     def require(self, scope: str) -> None:
         if not self.principal.allows(scope):
@@ -71,7 +72,7 @@ def authenticated(request: Request, engine: sa.Engine, clock: Clock, body: bytes
             "send Authorization: Bearer <api key>",
             {"WWW-Authenticate": "Bearer"},
         )
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         principal = authenticate(conn, key.strip())
     if principal is None:
         raise ApiProblem(
@@ -114,7 +115,7 @@ async def wait_consistent(call: Call) -> bool:
     wanted = _token_time(call, token)
     deadline = time.monotonic() + wait_ms / 1000
     while True:
-        with call.engine.connect() as conn:
+        with reading(call.engine) as conn:
             through = conn.execute(
                 sa.select(environments.c.processed_through).where(environments.c.id == call.env_id)
             ).scalar()
@@ -265,3 +266,35 @@ def write(
         media_type="application/json",
         headers={"Consistency-Token": token},
     )
+
+
+def idempotent(call: Call, scope: str, run: Callable[[], tuple[int, dict[str, Any]]]) -> Response:
+    """For operations that run their own transactions (moving a sandbox clock): claim the key,
+    run, store the answer. Each step of such an operation is idempotent by itself, so a crash
+    before the answer is stored is repaired by the retry."""
+    call.require(scope)
+    key = call.request.headers.get("idempotency-key")
+    if not key:
+        raise ApiProblem(
+            400,
+            "idempotency_key_missing",
+            "every POST, PUT and PATCH needs an Idempotency-Key header",
+        )
+    claimed = _claim(call, key, _fingerprint(call))
+    if isinstance(claimed, Response):
+        return claimed
+    try:
+        status, payload = run()
+    except PunchcardError as error:
+        code, problem = from_domain(error)
+        with call.engine.begin() as conn:
+            _finish(conn, claimed, code, problem)
+        return Response(problem, status_code=code, media_type="application/problem+json")
+    except BaseException:
+        with call.engine.begin() as conn:
+            conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.id == claimed))
+        raise
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    with call.engine.begin() as conn:
+        _finish(conn, claimed, status, body)
+    return Response(body, status_code=status, media_type="application/json")

@@ -10,6 +10,7 @@ and a crash between items loses nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -63,13 +64,13 @@ def run_due(new_uow: UowFactory, now: datetime) -> int:
     """Do all work due at or before `now`, in time order; returns how many items were done."""
     done = 0
     while True:
-        with new_uow() as uow:
+        with replace(new_uow(), read_only=True) as uow:
             moment = next_due(uow, now)
         if moment is None:
             return done
         for find, work in _KINDS:
             while True:
-                with new_uow() as uow:
+                with replace(new_uow(), read_only=True) as uow:
                     ids = find(uow, moment)
                 if not ids:
                     break

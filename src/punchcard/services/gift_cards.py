@@ -339,3 +339,31 @@ def inquire(uow: UnitOfWork, number: Any, pin: Any, now: datetime) -> GiftCardVi
             sa.update(gift_cards).where(gift_cards.c.id == row.id).values(pin_failures=0)
         )
     return GiftCardView(row.external_id, row.currency, _balance(uow, row), row.last_approved)
+
+
+def hold_view(uow: UnitOfWork, hold_alias: str) -> dict[str, Any]:
+    hold = _hold(uow, hold_alias, lock=False)
+    card = uow.conn.execute(sa.select(gift_cards).where(gift_cards.c.id == hold.card_id)).one()
+    return {
+        "id": hold.external_id,
+        "card": card.external_id,
+        "state": hold.state,
+        "amount": {"amount": format_money(hold.amount), "currency": card.currency},
+        "captured": None
+        if hold.captured is None
+        else {"amount": format_money(hold.captured), "currency": card.currency},
+        "expires_at": hold.expires_at.isoformat(),
+        "card_balance": {"amount": format_money(_balance(uow, card)), "currency": card.currency},
+    }
+
+
+def last_hold(uow: UnitOfWork, card_alias: str) -> dict[str, Any]:
+    """The hold just authorized on a card (the newest one)."""
+    alias = uow.conn.execute(
+        sa.select(holds.c.external_id)
+        .join(gift_cards, gift_cards.c.id == holds.c.card_id)
+        .where(gift_cards.c.env_id == uow.env_id, gift_cards.c.external_id == card_alias)
+        .order_by(holds.c.id.desc())
+        .limit(1)
+    ).scalar_one()
+    return hold_view(uow, alias)

@@ -35,7 +35,7 @@ class Loyalty:
             return result
 
     def _read(self, query: Callable[[UnitOfWork], T]) -> T:
-        with self.uow() as uow:
+        with UnitOfWork(self.engine, self.env_id, read_only=True) as uow:
             return query(uow)
 
     def publish(self, source: str, now: datetime) -> int:

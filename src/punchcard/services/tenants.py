@@ -81,7 +81,10 @@ def create_key(
 
 def authenticate(conn: sa.Connection, key: str) -> Principal | None:
     """The principal a key stands for, or None for an unknown, revoked or malformed key."""
-    key_id = key.rsplit("_", 1)[0] if key.count("_") >= 3 else ""
+    parts = key.split("_", 3)  # pc_<kind>_<id>_<secret>; the secret may hold "_" too
+    if len(parts) != 4:
+        return None
+    key_id = "_".join(parts[:3])
     row = conn.execute(
         sa.select(
             api_keys, environments.c.tenant_id, environments.c.kind, environments.c.deleted_at

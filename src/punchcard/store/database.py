@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+READ_ONLY = "punchcard_read_only"
 _MIGRATING = threading.Lock()  # Alembic's operation proxies are module globals: one at a time
 
 
@@ -30,7 +31,12 @@ def create_engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _begin_immediate(connection: sa.Connection) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front, so they queue instead of failing on upgrade;
+            # readers (see `reading`) take none and never wait behind a writer (WAL).
+            if connection.get_execution_options().get(READ_ONLY):
+                connection.exec_driver_sql("BEGIN")
+            else:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -49,3 +55,8 @@ def open_database(url: str) -> sa.Engine:
     engine = create_engine(url)
     migrate(engine)
     return engine
+
+
+def reading(engine: sa.Engine) -> sa.Connection:
+    """A connection for reads only: on SQLite it takes no write lock."""
+    return engine.connect().execution_options(**{READ_ONLY: True})

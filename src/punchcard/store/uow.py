@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from punchcard.store.database import reading
 from punchcard.store.tables import members, outbox
 
 
@@ -29,12 +30,13 @@ class Event:
 class UnitOfWork:
     engine: sa.Engine
     env_id: str
+    read_only: bool = False  # reads take no write lock on SQLite
     events: list[Event] = field(default_factory=list)
     _connection: sa.Connection | None = None
     _transaction: sa.RootTransaction | None = None
 
     def __enter__(self) -> UnitOfWork:
-        self._connection = self.engine.connect()
+        self._connection = reading(self.engine) if self.read_only else self.engine.connect()
         self._transaction = self._connection.begin()
         self.events = []
         return self

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from punchcard.services.clock import Clock
 from punchcard.services.due import run_due
+from punchcard.store.database import reading
 from punchcard.store.tables import UtcDateTime, environments
 from punchcard.store.uow import UnitOfWork
 
@@ -78,7 +79,7 @@ def release(engine: sa.Engine, env_id: str, owner: str, processed_through: datet
 
 def process(engine: sa.Engine, env_id: str, clock: Clock, owner: str) -> int:
     """Do one claimed environment's due work up to its now, then record how far it got."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         row = conn.execute(sa.select(environments.c.clock).where(environments.c.id == env_id)).one()
     now = row.clock if row.clock is not None else clock.now()
     done = 0

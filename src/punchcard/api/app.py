@@ -1,0 +1,56 @@
+"""The FastAPI application: routes, problem responses, and the state they share."""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.responses import Response
+
+from punchcard import __version__
+from punchcard.api.problems import ApiProblem, from_domain, problem
+from punchcard.api.routes import InquiryLimiter, health_router, router
+from punchcard.errors import PunchcardError
+from punchcard.services.clock import Clock
+
+log = logging.getLogger("punchcard.api")
+
+
+def create_app(engine: sa.Engine, clock: Clock, *, inquiries_per_minute: int = 30) -> FastAPI:
+    app = FastAPI(
+        title="Punchcard",
+        version=__version__,
+        summary="Loyalty and gift cards: idempotent, explicitly eventually consistent, multi-tenant.",
+    )
+    app.state.engine = engine
+    app.state.clock = clock
+    app.state.inquiries = InquiryLimiter(inquiries_per_minute)
+    app.include_router(router)
+    app.include_router(health_router(lambda: app.state.engine))
+
+    @app.exception_handler(PunchcardError)
+    async def _domain(_request: Request, error: PunchcardError) -> Response:
+        status, body = from_domain(error)
+        return Response(body, status_code=status, media_type="application/problem+json")
+
+    @app.exception_handler(ApiProblem)
+    async def _api(_request: Request, error: ApiProblem) -> Response:
+        return problem(error.status, error.code, error.detail, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, error: RequestValidationError) -> Response:
+        errors = [
+            {"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+            for e in error.errors()
+        ]
+        first = errors[0] if errors else {"path": "body", "message": "invalid"}
+        return problem(422, "invalid_input", f"{first['path']}: {first['message']}", errors=errors)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "internal", "something went wrong on our side; it has been logged")
+
+    return app

@@ -1,0 +1,539 @@
+"""The /v1 resources: members, orders, rewards, gift cards, programs, sandboxes and the clock."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from punchcard.api import views
+from punchcard.api.context import Call, authenticated, idempotent, wait_consistent, write
+from punchcard.api.problems import ApiProblem
+from punchcard.api.schemas import (
+    ActivateBody,
+    AmountBody,
+    CaptureBody,
+    ClockBody,
+    EnrollBody,
+    GiftCardBody,
+    HoldBody,
+    InquiryBody,
+    OrderBody,
+    OrderParts,
+    ProgramBody,
+    RedeemBody,
+    RefundBody,
+    SandboxBody,
+)
+from punchcard.engine.durations import parse_duration
+from punchcard.errors import InvalidInput, InvalidState
+from punchcard.lifecycle.machines import diagram
+from punchcard.services import gift_cards, members, orders, programs, rewards, tenants
+from punchcard.services.context import load_member, version_at
+from punchcard.store.database import reading
+from punchcard.store.uow import UnitOfWork
+from punchcard.worker.due_work import move_clock
+
+router = APIRouter(prefix="/v1")
+T = TypeVar("T")
+
+
+async def call(request: Request) -> Call:
+    body = await request.body()
+    state = request.app.state
+    return await run_in_threadpool(authenticated, request, state.engine, state.clock, body)
+
+
+def _read(c: Call, query: Callable[[UnitOfWork, datetime], T]) -> T:
+    now = c.now()
+    with c.uow(read_only=True) as uow:
+        return query(uow, now)
+
+
+async def read(
+    c: Call, scope: str, query: Callable[[UnitOfWork, datetime, bool], Any]
+) -> JSONResponse:
+    """A read: checks the scope, waits for a consistency token if given, then answers."""
+    c.require(scope)
+    consistent = await wait_consistent(c)
+    result = await run_in_threadpool(_read, c, lambda uow, now: query(uow, now, consistent))
+    return JSONResponse(result)
+
+
+def _cursor(value: str | None) -> int:
+    if not value:
+        return 0
+    try:
+        return int(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode())
+    except ValueError as exc:
+        raise ApiProblem(422, "invalid_input", "cursor is not one this API gave") from exc
+
+
+def _next_cursor(position: int | None) -> str | None:
+    return (
+        None
+        if position is None
+        else base64.urlsafe_b64encode(str(position).encode()).decode().rstrip("=")
+    )
+
+
+# Members ---------------------------------------------------------------------------------
+
+
+@router.post("/members", status_code=201, tags=["members"])
+def enroll(body: EnrollBody, c: Call = Depends(call)) -> Response:
+    data = {"member": body.id, **body.model_dump(exclude={"id"})}
+    return write(
+        c,
+        "members:write",
+        lambda uow, now: members.enroll(uow, data, now),
+        lambda _, uow, now: views.member(members.view(uow, body.id, now)),
+        status=201,
+    )
+
+
+@router.get("/members/{member_id}", tags=["members"])
+async def get_member(member_id: str, c: Call = Depends(call)) -> Response:
+    return await read(
+        c, "members:read", lambda uow, now, ok: views.member(members.view(uow, member_id, now), ok)
+    )
+
+
+@router.get("/members/{member_id}/balance", tags=["members"])
+async def get_balance(member_id: str, c: Call = Depends(call)) -> Response:
+    return await read(
+        c, "members:read", lambda uow, now, ok: views.balance(members.view(uow, member_id, now), ok)
+    )
+
+
+@router.get("/members/{member_id}/timeline", tags=["members"])
+async def get_timeline(
+    member_id: str,
+    c: Call = Depends(call),
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+) -> Response:
+    def page(uow: UnitOfWork, _now: datetime, ok: bool) -> dict[str, Any]:
+        rows = members.timeline(uow, member_id, _cursor(cursor), limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "events": [
+                {
+                    "seq": r.member_seq,
+                    "type": r.type,
+                    "at": views.when(r.created_at),
+                    "data": r.payload,
+                }
+                for r in rows
+            ],
+            "next_cursor": _next_cursor(rows[-1].member_seq) if more else None,
+            "consistent": ok,
+        }
+
+    return await read(c, "members:read", page)
+
+
+@router.get("/members/{member_id}/rewards", tags=["rewards"])
+async def member_rewards(member_id: str, c: Call = Depends(call)) -> Response:
+    def held(uow: UnitOfWork, _now: datetime, ok: bool) -> dict[str, Any]:
+        member = load_member(uow, member_id, lock=False)
+        return {
+            "rewards": [
+                {
+                    "reward": r.reward_id,
+                    "alias": r.alias,
+                    "state": r.state,
+                    "issued_at": views.when(r.issued_at),
+                    "expires_at": views.when(r.expires_at),
+                    "source": r.source,
+                }
+                for r in rewards.held_by(uow, member.id)
+            ],
+            "consistent": ok,
+        }
+
+    return await read(c, "members:read", held)
+
+
+@router.post("/members/{member_id}/rewards", status_code=201, tags=["rewards"])
+def redeem_reward(member_id: str, body: RedeemBody, c: Call = Depends(call)) -> Response:
+    data = {"member": member_id, "reward": body.reward, "as": body.alias}
+    return write(
+        c,
+        "rewards:write",
+        lambda uow, now: rewards.redeem(uow, data, now),
+        lambda _, uow, now: views.member(members.view(uow, member_id, now)),
+        status=201,
+    )
+
+
+@router.get("/rewards", tags=["rewards"])
+async def catalogue(c: Call = Depends(call)) -> Response:
+    def listing(uow: UnitOfWork, now: datetime, _ok: bool) -> dict[str, Any]:
+        program = version_at(uow, now).program
+        return {
+            "rewards": [
+                {
+                    "id": r.id,
+                    "cost": r.cost,
+                    "valid_days": r.valid_days,
+                    "discount": r.discount.model_dump(mode="json", exclude_none=True),
+                }
+                for r in program.rewards
+            ]
+        }
+
+    return await read(c, "members:read", listing)
+
+
+# Orders ----------------------------------------------------------------------------------
+
+
+def _order_data(body: OrderParts) -> dict[str, Any]:
+    return body.model_dump(exclude_none=True)
+
+
+@router.post("/orders/quote", tags=["orders"])
+def quote(body: OrderBody, c: Call = Depends(call)) -> Response:
+    """What the order would earn and which of the member's rewards apply; changes nothing."""
+    c.require("orders:read")
+
+    def run(uow: UnitOfWork, now: datetime) -> dict[str, Any]:
+        outcome, applicable = orders.quote(uow, _order_data(body), now)
+        currency = version_at(uow, now).program.currency
+        return {"outcome": views.outcome(outcome, currency), "applicable_rewards": applicable}
+
+    return JSONResponse(_read(c, run))
+
+
+@router.post("/orders", status_code=201, tags=["orders"])
+def place_order(body: OrderBody, c: Call = Depends(call)) -> Response:
+    return write(
+        c,
+        "orders:write",
+        lambda uow, now: orders.place(uow, _order_data(body), now),
+        lambda _, uow, now: views.order(orders.view(uow, body.id)),
+        status=201,
+    )
+
+
+@router.get("/orders/{order_id}", tags=["orders"])
+async def get_order(order_id: str, c: Call = Depends(call)) -> Response:
+    return await read(
+        c,
+        "orders:read",
+        lambda uow, now, ok: {**views.order(orders.view(uow, order_id)), "consistent": ok},
+    )
+
+
+def _order_write(
+    c: Call,
+    order_id: str,
+    use_case: Callable[[UnitOfWork, dict[str, Any], datetime], None],
+    data: dict[str, Any],
+    status: int = 200,
+) -> Response:
+    payload = {**data, "order": order_id}
+    return write(
+        c,
+        "orders:write",
+        lambda uow, now: use_case(uow, payload, now),
+        lambda _, uow, now: views.order(orders.view(uow, order_id)),
+        status=status,
+    )
+
+
+@router.post("/orders/{order_id}/close", tags=["orders"])
+def close_order(order_id: str, c: Call = Depends(call)) -> Response:
+    return _order_write(c, order_id, orders.close, {})
+
+
+@router.patch("/orders/{order_id}", tags=["orders"])
+def edit_order(order_id: str, body: OrderParts, c: Call = Depends(call)) -> Response:
+    return _order_write(c, order_id, orders.edit, _order_data(body))
+
+
+@router.post("/orders/{order_id}/refunds", status_code=201, tags=["orders"])
+def refund_order(order_id: str, body: RefundBody, c: Call = Depends(call)) -> Response:
+    data: dict[str, Any] = {"all": True} if body.all else {}
+    if body.lines is not None:
+        data["lines"] = [line.model_dump() for line in body.lines]
+    return _order_write(c, order_id, orders.refund, data, status=201)
+
+
+@router.post("/orders/{order_id}/void", tags=["orders"])
+def void_order(order_id: str, c: Call = Depends(call)) -> Response:
+    return _order_write(c, order_id, orders.void, {})
+
+
+# Gift cards ------------------------------------------------------------------------------
+
+
+class InquiryLimiter:
+    """Balance inquiries per API key: a token bucket, per server process."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.buckets: dict[str, tuple[float, float]] = {}
+        self.lock = threading.Lock()
+
+    def take(self, key_id: str) -> float:
+        """0 when allowed, else seconds to wait."""
+        now = time.monotonic()
+        rate = self.per_minute / 60
+        with self.lock:
+            tokens, last = self.buckets.get(key_id, (float(self.per_minute), now))
+            tokens = min(float(self.per_minute), tokens + (now - last) * rate)
+            if tokens >= 1:
+                self.buckets[key_id] = (tokens - 1, now)
+                return 0.0
+            self.buckets[key_id] = (tokens, now)
+            return (1 - tokens) / rate
+
+
+@router.post("/gift-cards", status_code=201, tags=["gift cards"])
+def issue_gift_card(body: GiftCardBody, c: Call = Depends(call)) -> Response:
+    def render(issued: gift_cards.IssuedCard, uow: UnitOfWork, _now: datetime) -> dict[str, Any]:
+        # The number and PIN are in this response only (and in its idempotent replay).
+        return {
+            **views.gift_card(gift_cards.view(uow, issued.card)),
+            "number": issued.number,
+            "pin": issued.pin,
+        }
+
+    return write(
+        c,
+        "gift_cards:write",
+        lambda uow, now: gift_cards.issue(uow, body.id, body.model_dump(), now),
+        render,
+        status=201,
+    )
+
+
+@router.post("/gift-cards/inquiries", tags=["gift cards"])
+def inquire(body: InquiryBody, request: Request, c: Call = Depends(call)) -> Response:
+    """Balance by number and PIN; unknown card and wrong PIN are answered alike."""
+    wait_s = request.app.state.inquiries.take(c.principal.key_id)
+    if wait_s:
+        raise ApiProblem(
+            429, "rate_limited", "too many balance inquiries", {"Retry-After": str(int(wait_s) + 1)}
+        )
+    return write(
+        c,
+        "gift_cards:read",
+        lambda uow, now: gift_cards.inquire(uow, body.number, body.pin, now),
+        lambda card, _uow, _now: views.gift_card(card),
+    )
+
+
+@router.get("/gift-cards/{card_id}", tags=["gift cards"])
+async def get_gift_card(card_id: str, c: Call = Depends(call)) -> Response:
+    return await read(
+        c,
+        "gift_cards:read",
+        lambda uow, _now, ok: {**views.gift_card(gift_cards.view(uow, card_id)), "consistent": ok},
+    )
+
+
+def _card_write(c: Call, card_id: str, use_case: Callable[[UnitOfWork, datetime], Any]) -> Response:
+    def render(approved: Any, uow: UnitOfWork, _now: datetime) -> dict[str, Any]:
+        view = gift_cards.view(uow, card_id)
+        out = views.gift_card(view)
+        if isinstance(approved, int):
+            out["approved"] = views.money(approved, view.currency)
+        return out
+
+    return write(c, "gift_cards:write", use_case, render)
+
+
+@router.post("/gift-cards/{card_id}/reload", tags=["gift cards"])
+def reload_gift_card(card_id: str, body: AmountBody, c: Call = Depends(call)) -> Response:
+    return _card_write(
+        c, card_id, lambda uow, now: gift_cards.reload(uow, card_id, body.model_dump(), now)
+    )
+
+
+@router.post("/gift-cards/{card_id}/redeem", tags=["gift cards"])
+def redeem_gift_card(card_id: str, body: AmountBody, c: Call = Depends(call)) -> Response:
+    return _card_write(
+        c, card_id, lambda uow, now: gift_cards.redeem(uow, card_id, body.model_dump(), now)
+    )
+
+
+@router.post("/gift-cards/{card_id}/holds", status_code=201, tags=["gift cards"])
+def authorize_gift_card(card_id: str, body: HoldBody, c: Call = Depends(call)) -> Response:
+    data = {"amount": body.amount, "partial": body.partial, "hold": body.id}
+
+    def render(approved: int, uow: UnitOfWork, _now: datetime) -> dict[str, Any]:
+        view = gift_cards.view(uow, card_id)
+        return {
+            **views.gift_card(view),
+            "approved": views.money(approved, view.currency),
+            "hold": gift_cards.last_hold(uow, card_id),
+        }
+
+    return write(
+        c,
+        "gift_cards:write",
+        lambda uow, now: gift_cards.authorize(uow, card_id, data, now),
+        render,
+        status=201,
+    )
+
+
+@router.post("/gift-cards/holds/{hold_id}/capture", tags=["gift cards"])
+def capture_hold(hold_id: str, body: CaptureBody, c: Call = Depends(call)) -> Response:
+    return write(
+        c,
+        "gift_cards:write",
+        lambda uow, now: gift_cards.capture(uow, hold_id, body.model_dump(), now),
+        lambda captured, uow, _now: gift_cards.hold_view(uow, hold_id),
+    )
+
+
+@router.post("/gift-cards/holds/{hold_id}/void", tags=["gift cards"])
+def void_hold(hold_id: str, c: Call = Depends(call)) -> Response:
+    return write(
+        c,
+        "gift_cards:write",
+        lambda uow, now: gift_cards.void(uow, hold_id, now),
+        lambda _, uow, _now: gift_cards.hold_view(uow, hold_id),
+    )
+
+
+# Programs --------------------------------------------------------------------------------
+
+
+@router.post("/programs/versions", status_code=201, tags=["programs"])
+def upload_program(body: ProgramBody, c: Call = Depends(call)) -> Response:
+    def use_case(uow: UnitOfWork, now: datetime) -> int:
+        live_from = (body.live_from or now) if body.activate else None
+        return programs.publish(uow, body.source, now, live_from=live_from)
+
+    return write(
+        c, "programs:write", use_case, lambda _, uow, _now: {"versions": _versions(uow)}, status=201
+    )
+
+
+def _versions(uow: UnitOfWork) -> list[dict[str, Any]]:
+    return [
+        {"version": v.version, "program": v.program_id, "live_from": views.when(v.live_from)}
+        for v in programs.versions(uow)
+    ]
+
+
+@router.get("/programs/versions", tags=["programs"])
+async def list_versions(c: Call = Depends(call)) -> Response:
+    return await read(c, "programs:read", lambda uow, _now, _ok: {"versions": _versions(uow)})
+
+
+@router.post("/programs/versions/{number}/activate", tags=["programs"])
+def activate_version(number: int, body: ActivateBody, c: Call = Depends(call)) -> Response:
+    return write(
+        c,
+        "programs:write",
+        lambda uow, now: programs.activate(uow, number, body.at or now, now),
+        lambda _, uow, _now: {"versions": _versions(uow)},
+    )
+
+
+@router.get("/programs/diagrams/{name}", tags=["programs"], response_class=PlainTextResponse)
+def get_diagram(name: str, c: Call = Depends(call)) -> Response:
+    c.require("programs:read")
+    program = _read(c, lambda uow, now: version_at(uow, now).program) if name == "tier" else None
+    try:
+        return PlainTextResponse(diagram(name, program))
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+# Sandboxes and the clock -----------------------------------------------------------------
+
+
+@router.post("/sandboxes", status_code=201, tags=["sandboxes"])
+def create_sandbox(body: SandboxBody, c: Call = Depends(call)) -> Response:
+    if body.start.tzinfo is None:
+        raise InvalidInput("start: give a UTC offset or Z")
+    return write(
+        c,
+        "sandboxes:write",
+        lambda uow, now: tenants.create_sandbox(uow.conn, c.principal, body.name, body.start, now),
+        lambda created, _uow, _now: {**created, "clock": body.start.isoformat()},
+        status=201,
+    )
+
+
+@router.delete("/sandboxes/{sandbox_id}", status_code=204, tags=["sandboxes"])
+def delete_sandbox(sandbox_id: str, c: Call = Depends(call)) -> Response:
+    c.require("sandboxes:write")
+    with c.engine.begin() as conn:
+        tenants.delete_sandbox(conn, c.principal, sandbox_id, c.clock.now())
+    return Response(status_code=204)
+
+
+def _move(c: Call, env_id: str, body: ClockBody) -> dict[str, Any]:
+    with reading(c.engine) as conn:
+        row = tenants.sandbox_row(conn, c.principal, env_id)
+    current = row.clock if row.clock is not None else c.clock.now()
+    if (body.to is None) == (body.advance is None):
+        raise InvalidInput("give to or advance")
+    if body.to is not None:
+        if body.to.tzinfo is None:
+            raise InvalidInput("to: give a UTC offset or Z")
+        target = body.to
+    else:
+        try:
+            target = current + parse_duration(body.advance or "")
+        except ValueError as exc:
+            raise InvalidInput(f"advance: {exc}") from exc
+    if target < current:
+        raise InvalidInput("the clock never moves back")
+    done = move_clock(c.engine, env_id, target, c.clock)
+    return {"id": env_id, "clock": target.isoformat(), "work_done": done}
+
+
+@router.post("/sandboxes/{sandbox_id}/clock", tags=["sandboxes"])
+def move_sandbox_clock(sandbox_id: str, body: ClockBody, c: Call = Depends(call)) -> Response:
+    """Move a sandbox's clock forward, doing all the due work on the way."""
+    return idempotent(c, "sandboxes:write", lambda: (200, _move(c, sandbox_id, body)))
+
+
+@router.post("/clock", tags=["sandboxes"])
+def move_own_clock(body: ClockBody, c: Call = Depends(call)) -> Response:
+    """Move this sandbox's own clock (a live key gets invalid_state: live has no movable clock)."""
+    if c.principal.env_kind == "live":
+        raise InvalidState("live has no movable clock")
+    return idempotent(c, "sandboxes:write", lambda: (200, _move(c, c.env_id, body)))
+
+
+@router.get("/clock", tags=["sandboxes"])
+def get_clock(c: Call = Depends(call)) -> Response:
+    return JSONResponse({"now": c.now().isoformat(), "movable": c.principal.env_kind == "sandbox"})
+
+
+def health_router(engine_getter: Callable[[], sa.Engine]) -> APIRouter:
+    health = APIRouter(tags=["health"])
+
+    @health.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @health.get("/readyz")
+    def readyz() -> Response:
+        try:
+            with engine_getter().connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except sa.exc.SQLAlchemyError:
+            return JSONResponse({"status": "database unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    return health

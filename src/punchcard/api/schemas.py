@@ -1,0 +1,129 @@
+"""Request bodies, for validation at the edge and for the published OpenAPI document.
+
+Money is a decimal string ("9.50"); numbers are accepted and read from their text.
+The service layer parses these again into its own values, so the rules live once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Money = str | int | float
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnrollBody(Body):
+    id: str = Field(min_length=1, max_length=200, description="Your id for the member")
+    card_number: str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+
+class ModifierBody(Body):
+    sku: str
+    category: str
+    qty: int = 1
+    unit_price: Money
+
+
+class LineBody(Body):
+    id: str
+    sku: str
+    category: str
+    qty: int
+    unit_price: Money
+    modifiers: list[ModifierBody] = []
+    kind: Literal["item", "gift_card"] = "item"
+
+
+class DiscountBody(Body):
+    amount: Money
+    line: str | None = None
+
+
+class TenderBody(Body):
+    type: str
+    amount: Money
+    gift_card: str | None = None
+
+
+class OrderParts(Body):
+    lines: list[LineBody] | None = None
+    discounts: list[DiscountBody] | None = None
+    tax: Money | None = None
+    tip: Money | None = None
+    fees: Money | None = None
+    tenders: list[TenderBody] | None = None
+    rewards: list[str] | None = Field(None, description="Reward aliases or reward ids to apply")
+
+
+class OrderBody(OrderParts):
+    id: str = Field(min_length=1, max_length=200)
+    member: str
+    at: datetime | None = Field(None, description="Placed time; default now")
+    status: Literal["open", "closed"] = "closed"
+    lines: list[LineBody]
+
+
+class RefundLine(Body):
+    line: str
+    qty: int
+
+
+class RefundBody(Body):
+    lines: list[RefundLine] | None = None
+    all: bool = False
+
+
+class RedeemBody(Body):
+    reward: str
+    alias: str | None = None
+
+
+class GiftCardBody(Body):
+    amount: Money
+    id: str | None = Field(None, description="Your id for the card; default: generated")
+
+
+class AmountBody(Body):
+    amount: Money
+    partial: bool = False
+
+
+class HoldBody(AmountBody):
+    id: str | None = Field(None, description="Your id for the hold; default: generated")
+
+
+class CaptureBody(Body):
+    amount: Money | None = None
+
+
+class InquiryBody(Body):
+    number: str
+    pin: str
+
+
+class ProgramBody(Body):
+    source: str = Field(description="The program document, YAML or JSON text")
+    live_from: datetime | None = Field(None, description="Default: now. Null with activate=false")
+    activate: bool = True
+
+
+class ActivateBody(Body):
+    at: datetime | None = None
+
+
+class SandboxBody(Body):
+    name: str = Field(min_length=1, max_length=200)
+    start: datetime
+
+
+class ClockBody(Body):
+    to: datetime | None = None
+    advance: str | None = Field(None, description="A duration: PT1H, P1D, 15m, 30d")

@@ -1,0 +1,101 @@
+"""Responses: domain values rendered as JSON, money as decimal strings with currency."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from punchcard.engine.evaluate import Outcome
+from punchcard.engine.money import format_money
+from punchcard.services.gift_cards import GiftCardView
+from punchcard.services.members import MemberView
+
+
+def money(cents: int | None, currency: str) -> dict[str, str] | None:
+    return None if cents is None else {"amount": format_money(cents), "currency": currency}
+
+
+def when(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def balance(view: MemberView, consistent: bool = True) -> dict[str, Any]:
+    return {
+        "member": view.member,
+        "posted": view.posted,
+        "pending": view.pending,
+        "available": view.available,
+        "pending_items": [
+            {"order": item.order, "points": item.points, "expected_at": when(item.due_at)}
+            for item in view.pending_items
+        ],
+        "consistent": consistent,
+    }
+
+
+def member(view: MemberView, consistent: bool = True) -> dict[str, Any]:
+    return {
+        "id": view.member,
+        "tier": view.tier,
+        "visits": view.visits,
+        "punch_cards": view.punch_cards,
+        "rewards": view.rewards,
+        "points": balance(view, consistent),
+        "consistent": consistent,
+    }
+
+
+def outcome(result: Outcome | None, currency: str) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return {
+        "points": result.points,
+        "qualifying_spend": money(result.qualifying_spend, currency),
+        "visit": result.visit,
+        "promotions": sorted(result.promotions),
+        "awards": [
+            {"rule": a.rule, "points": a.points, "explanation": a.explanation}
+            for a in result.awards
+        ],
+        "explanation": result.explain(),
+    }
+
+
+def order(data: dict[str, Any]) -> dict[str, Any]:
+    currency = data["currency"]
+    document = data["document"]
+    return {
+        "id": data["id"],
+        "member": data["member"],
+        "state": data["state"],
+        "placed_at": when(data["placed_at"]),
+        "program_version": data["program_version"],
+        "tier_at_placement": data["tier_at_placement"],
+        "lines": [
+            {
+                "id": line["id"],
+                "sku": line["sku"],
+                "category": line["category"],
+                "qty": line["qty"],
+                "refunded_qty": data["refunded"].get(line["id"], 0),
+                "unit_price": money(line["unit_price"], currency),
+                "kind": "gift_card" if line["gift_card"] else "item",
+            }
+            for line in document["lines"]
+        ],
+        "rewards": data["rewards"],
+        "outcome": outcome(data["outcome"], currency),
+        "posting": {
+            "state": data["posting"]["state"],
+            "expected_at": when(data["posting"]["due_at"]),
+            "posted_points": data["posting"]["posted_points"],
+        },
+    }
+
+
+def gift_card(view: GiftCardView) -> dict[str, Any]:
+    return {
+        "id": view.card,
+        "balance": money(view.balance, view.currency),
+        "last_approved": money(view.last_approved, view.currency),
+    }

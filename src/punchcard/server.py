@@ -1,0 +1,81 @@
+"""Running the API server and workers, and the demo tenant that `make run` starts with."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import uvicorn
+
+from punchcard.api.app import create_app
+from punchcard.services import tenants
+from punchcard.services.clock import SystemClock
+from punchcard.services.loyalty import Loyalty
+from punchcard.store.tables import tenants as tenants_table
+from punchcard.worker.due_work import Worker
+
+DEMO_PROGRAM = Path(__file__).parent / "demo" / "burrito-rewards.yaml"
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def demo_tenant(engine: sa.Engine) -> dict[str, Any]:
+    """The demo tenant (made on first run, the example program live in both environments),
+    with fresh keys: stored keys are hashed, so each run makes new ones to show."""
+    clock = SystemClock()
+    now = clock.now()
+    with engine.connect() as conn:
+        tenant_id = conn.execute(
+            sa.select(tenants_table.c.id).where(tenants_table.c.name == "demo")
+        ).scalar()
+    if tenant_id is None:
+        made = tenants.create_tenant(engine, "demo", now)
+        tenant_id = made["tenant"]
+        for env in (made["live_environment"], made["sandbox_environment"]):
+            Loyalty(engine, env).publish(DEMO_PROGRAM.read_text(), now)
+    with engine.begin() as conn:
+        sandbox = tenants.environment_of(conn, tenant_id, "sandbox")
+        live = tenants.environment_of(conn, tenant_id, "live")
+        return {
+            "tenant": tenant_id,
+            "sandbox_key": tenants.create_key(conn, sandbox, ["admin"], "make run", now),
+            "live_key": tenants.create_key(conn, live, ["admin"], "make run", now),
+        }
+
+
+def serve(
+    engine: sa.Engine,
+    host: str,
+    port: int,
+    *,
+    worker: bool,
+    worker_interval_s: float,
+    inquiries_per_minute: int,
+    log_level: str,
+) -> None:
+    clock = SystemClock()
+    app = create_app(engine, clock, inquiries_per_minute=inquiries_per_minute)
+    background = Worker(engine, clock, worker_interval_s) if worker else None
+    thread = None
+    if background is not None:
+        thread = threading.Thread(
+            target=background.run_forever, name="punchcard-worker", daemon=True
+        )
+        thread.start()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
+    finally:
+        if background is not None and thread is not None:
+            background.stop()
+            thread.join(timeout=5)
+
+
+def run_worker(engine: sa.Engine, interval_s: float) -> None:
+    Worker(engine, SystemClock(), interval_s).run_forever()
