@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -38,11 +39,30 @@ def scenario_run(
     database: Annotated[
         str | None, typer.Option(help="Database URL; default: a temporary SQLite file.")
     ] = None,
+    target_url: Annotated[
+        str | None, typer.Option("--target", help="Run over HTTP against this server instead.")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PUNCHCARD_API_KEY", help="With --target: a key that may make sandboxes."
+        ),
+    ] = None,
 ) -> None:
     """Run each scenario; print a line each and `N passed, M failed`."""
+    from punchcard.scenarios.over_http import OverHttp
+
+    if target_url is not None and not api_key:
+        console.print("[red]--target needs --api-key[/]")
+        raise typer.Exit(2)
     with tempfile.TemporaryDirectory(prefix="punchcard-") as tmp:
-        engine = open_database(database or f"sqlite:///{tmp}/scenarios.sqlite3")
-        target = InProcess(engine)
+        engine = None
+        target: InProcess | OverHttp
+        if target_url is not None and api_key:
+            target = OverHttp(target_url, api_key)
+        else:
+            engine = open_database(database or f"sqlite:///{tmp}/scenarios.sqlite3")
+            target = InProcess(engine)
         passed = failed = 0
         found = files.find_files(paths)
         with Progress(console=console, transient=True, disable=len(found) < 10) as progress:
@@ -53,14 +73,16 @@ def scenario_run(
                     ok, name, message = result.passed, result.scenario.name, result.message
                 except files.ScenarioFileError as exc:
                     ok, name, message = False, str(path), str(exc)
+                shown = escape(f"{path.name}: {name}")
                 if ok:
                     passed += 1
-                    progress.console.print(f"[green]PASS[/] {path.name}: {name}")
+                    progress.console.print(f"[green]PASS[/] {shown}")
                 else:
                     failed += 1
-                    progress.console.print(f"[red]FAIL[/] {path.name}: {name}\n     {message}")
+                    progress.console.print(f"[red]FAIL[/] {shown}\n     {escape(message)}")
                 progress.advance(task)
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
     print(f"{passed} passed, {failed} failed")
     if failed or not passed:
         raise typer.Exit(1)
@@ -76,7 +98,9 @@ def program_check(
     except ProgramError as exc:
         for problem in exc.problems:
             where = f"{file}:{problem.line}" if problem.line else str(file)
-            console.print(f"[red]{where}[/]: {problem.path}: {problem.message}")
+            console.print(
+                f"[red]{escape(where)}[/]: {escape(problem.path)}: {escape(problem.message)}"
+            )
         raise typer.Exit(1) from exc
     console.print(summary(program))
 

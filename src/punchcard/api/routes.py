@@ -466,7 +466,9 @@ def create_sandbox(body: SandboxBody, c: Call = Depends(call)) -> Response:
     return write(
         c,
         "sandboxes:write",
-        lambda uow, now: tenants.create_sandbox(uow.conn, c.principal, body.name, body.start, now),
+        lambda uow, now: tenants.create_sandbox(
+            uow.conn, c.principal, body.name, body.start, now, copy_programs=body.copy_programs
+        ),
         lambda created, _uow, _now: {**created, "clock": body.start.isoformat()},
         status=201,
     )

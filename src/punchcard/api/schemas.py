@@ -122,6 +122,7 @@ class ActivateBody(Body):
 class SandboxBody(Body):
     name: str = Field(min_length=1, max_length=200)
     start: datetime
+    copy_programs: bool = Field(True, description="Start with this environment's program versions")
 
 
 class ClockBody(Body):

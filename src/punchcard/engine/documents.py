@@ -28,11 +28,15 @@ class _TextNumberLoader(yaml.SafeLoader):
 
 
 def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
-    text = str(loader.construct_scalar(node)).replace("_", "")
-    try:
-        return Decimal(text)
-    except ArithmeticError:
+    return _decimal_or_text(str(loader.construct_scalar(node)))
+
+
+def _decimal_or_text(text: str) -> Any:
+    """Plain decimals become Decimal; exponents, infinities and NaN stay text (and fail
+    wherever a number is wanted): money and rates are written as plain decimals."""
+    if not text.lstrip("+-").replace(".", "", 1).isdigit():
         return text
+    return Decimal(text)
 
 
 def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
@@ -56,7 +60,7 @@ def load_document(text: str) -> tuple[Any, dict[Path, int]]:
     stripped = text.lstrip()
     if stripped.startswith("{") or stripped.startswith("["):
         try:
-            return json.loads(text, parse_float=Decimal), {}
+            return json.loads(text, parse_float=_decimal_or_text), {}
         except json.JSONDecodeError:
             pass  # flow-style YAML, or broken JSON: let YAML explain
     try:
@@ -104,3 +108,14 @@ def format_path(path: Path) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(document)"
+
+
+def plain(value: Any) -> Any:
+    """Loaded data with every Decimal back as its text: safe for JSON and YAML writers."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return value

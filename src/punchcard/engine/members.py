@@ -28,6 +28,9 @@ class Change:
     tier_to: str | None = None
     punches: tuple[tuple[str, int], ...] = ()
     rewards: tuple[str, ...] = ()  # catalogue reward ids to issue
+    # "program_change": the member's tier is not a level of the live version, so the member is
+    # placed by progress in that version's levels (no transition table can judge that move).
+    reason: str = "threshold"
 
 
 def progress_of(program: Program, points: int, visit: int, spend: int) -> int:
@@ -53,6 +56,9 @@ def add_progress(
             state.punches[card.id] = count
             punches.append((card.id, count))
     reached = program.level_for_progress(state.progress)
+    if state.tier not in program.levels_by_id:
+        old, state.tier = state.tier, reached
+        return Change(old, reached, tuple(punches), tuple(rewards), reason="program_change")
     if program.level_rank(reached) > program.level_rank(state.tier):
         old, state.tier = state.tier, reached
         return Change(old, reached, tuple(punches), tuple(rewards))
@@ -80,7 +86,10 @@ def roll_window(program: Program, state: MemberState) -> Change:
     new = program.level_for_progress(state.progress)
     old = state.tier
     state.tier, state.progress, state.visits = new, 0, 0
-    return Change(old, new) if new != old else Change()
+    if new == old:
+        return Change()
+    reason = "threshold" if old in program.levels_by_id else "program_change"
+    return Change(old, new, reason=reason)
 
 
 def window_bounds(program: Program, moment: datetime) -> tuple[datetime, datetime | None]:

@@ -17,7 +17,7 @@ from punchcard.engine.durations import parse_duration
 from punchcard.engine.money import MoneyFormatError, format_money, parse_money
 from punchcard.errors import CODES, InvalidInput, PunchcardError
 from punchcard.scenarios.files import Scenario
-from punchcard.services.times import parse_time
+from punchcard.services.inputs import parse_time
 
 VERBS = (
     "enroll",
@@ -90,13 +90,18 @@ def _run_step(
     if wanted_error is not None and wanted_error not in CODES:
         raise StepFailed(f"{where}: error {wanted_error!r} is not one of {', '.join(CODES)}")
     if verb == "expect":
+        if wanted_error is not None:
+            raise StepFailed(f"{where}: an expect checks state; it can not carry error")
         _expect(target, where, args, clock)
         return clock
-    if verb == "advance":
-        to = _advance_to(where, args, clock)
-        target.run_due(to)
-        return to
     try:
+        if verb == "advance":
+            to = _advance_to(args, clock)
+            target.run_due(to)
+            clock = to
+            if wanted_error is not None:
+                raise StepFailed(f"{where}: wanted error {wanted_error}, but the step succeeded")
+            return clock
         if not isinstance(args, dict):
             raise InvalidInput(f"{verb}: takes a mapping")
         if args.get("at") is not None:
@@ -122,18 +127,19 @@ def _run_step(
     return clock
 
 
-def _advance_to(where: str, args: Any, clock: datetime) -> datetime:
+def _advance_to(args: Any, clock: datetime) -> datetime:
+    """Where `advance` moves the clock; a bad duration or a time in the past is invalid_input."""
     if isinstance(args, dict) and set(args) == {"to"}:
         to = parse_time(args["to"], "advance.to")
         if to < clock:
-            raise StepFailed(
-                f"{where}: {to.isoformat()} is before the clock; the clock never moves back"
+            raise InvalidInput(
+                f"advance.to: {to.isoformat()} is before the clock; it never moves back"
             )
         return to
     try:
         return clock + parse_duration(args)
     except ValueError as exc:
-        raise StepFailed(f"{where}: {exc}") from exc
+        raise InvalidInput(f"advance: {exc}") from exc
 
 
 def _expect(target: Target, where: str, args: Any, clock: datetime) -> None:

@@ -98,11 +98,17 @@ def _roll_window(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
     member = member_by_id(uow, member_id)
     if member.window_end is None or member.window_end > moment:
         return
-    program = version_at(uow, member.window_end).program
+    boundary = member.window_end
+    program = version_at(uow, boundary).program
+    if program.tiers.window == "lifetime":  # a version switched to lifetime: no more rolls
+        uow.conn.execute(
+            sa.update(members).where(members.c.id == member.id).values(window_end=None)
+        )
+        return
     state = state_of(member)
     change = roll_window(program, state)
     save_state(uow, member.id, state)
-    start, end = window_bounds(program, member.window_end)
+    start, end = window_bounds(program, boundary)
     uow.conn.execute(
         sa.update(members)
         .where(members.c.id == member.id)
@@ -110,14 +116,14 @@ def _roll_window(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
     )
     if change.tier_to is not None:
         assert change.tier_from is not None
-        tier_machine(program).check(
-            change.tier_from, NEW_WINDOW, change.tier_to, member.external_id
-        )
-        record_tier(uow, member.id, member.window_end, change.tier_to, "window")
+        if change.reason == "threshold":
+            machine = tier_machine(program)
+            machine.check(change.tier_from, NEW_WINDOW, change.tier_to, member.external_id)
+        record_tier(uow, member.id, boundary, change.tier_to, "window")
         uow.record(
             Event(
                 "tier.changed",
-                member.window_end,
+                boundary,
                 {"from": change.tier_from, "to": change.tier_to},
                 member.id,
             )

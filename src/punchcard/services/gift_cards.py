@@ -23,6 +23,7 @@ from punchcard.ledger.entries import ISSUED, SPENT, Entry, money_asset, transfer
 from punchcard.lifecycle.machines import HOLD
 from punchcard.services import cards
 from punchcard.services.context import version_at
+from punchcard.services.inputs import as_name
 from punchcard.store.tables import gift_cards, holds
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -54,8 +55,7 @@ def _amount(data: Mapping[str, Any], required: bool = True) -> int | None:
 
 
 def _card(uow: UnitOfWork, alias: Any) -> Any:
-    if not isinstance(alias, str):
-        raise InvalidInput("a gift card alias is required")
+    alias = as_name(alias, "gift card")
     row = uow.conn.execute(
         sa.select(gift_cards)
         .where(gift_cards.c.env_id == uow.env_id, gift_cards.c.external_id == alias)
@@ -100,10 +100,7 @@ class IssuedCard:
 def issue(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -> IssuedCard:
     amount = _amount(data)
     assert amount is not None
-    if alias is None:
-        alias = f"gc_{uuid.uuid4().hex[:16]}"
-    if not isinstance(alias, str) or not alias:
-        raise InvalidInput("issue: a gift card alias is required")
+    alias = f"gc_{uuid.uuid4().hex[:16]}" if alias is None else as_name(alias, "gift card")
     taken = uow.conn.execute(
         sa.select(gift_cards.c.id).where(
             gift_cards.c.env_id == uow.env_id, gift_cards.c.external_id == alias
@@ -178,9 +175,7 @@ def authorize(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetim
     """Hold money on a card until it is captured, voided, or released after 7 days."""
     amount = _amount(data)
     assert amount is not None
-    hold_alias = data.get("hold")
-    if hold_alias is not None and not isinstance(hold_alias, str):
-        raise InvalidInput("hold: a hold alias is a text")
+    hold_alias = None if data.get("hold") is None else as_name(data["hold"], "hold")
     card = _card(uow, alias)
     if hold_alias is not None and _hold(uow, hold_alias, lock=False, missing_ok=True) is not None:
         raise InvalidState(f"hold {hold_alias!r} exists already")
@@ -276,8 +271,7 @@ def _resolve(
 
 
 def _hold(uow: UnitOfWork, alias: Any, *, lock: bool = True, missing_ok: bool = False) -> Any:
-    if not isinstance(alias, str):
-        raise InvalidInput("a hold alias is required")
+    alias = as_name(alias, "hold")
     query = sa.select(holds).where(holds.c.env_id == uow.env_id, holds.c.external_id == alias)
     row = uow.conn.execute(query.with_for_update() if lock else query).first()
     if row is None and not missing_ok:

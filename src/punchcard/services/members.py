@@ -13,14 +13,13 @@ from punchcard.engine.members import window_bounds
 from punchcard.errors import InvalidInput, InvalidState
 from punchcard.services import points
 from punchcard.services.context import load_member, record_tier, version_at
+from punchcard.services.inputs import as_name
 from punchcard.store.tables import lots, members, orders, outbox, rewards
 from punchcard.store.uow import Event, UnitOfWork
 
 
 def enroll(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> int:
-    external_id = data.get("member")
-    if not isinstance(external_id, str) or not external_id:
-        raise InvalidInput("enroll: member is required")
+    external_id = as_name(data.get("member"), "enroll.member")
     exists = uow.conn.execute(
         sa.select(members.c.id).where(
             members.c.env_id == uow.env_id, members.c.external_id == external_id

@@ -44,7 +44,7 @@ from punchcard.services.context import (
     version_at,
     version_by_id,
 )
-from punchcard.services.times import parse_time
+from punchcard.services.inputs import as_name, parse_time
 from punchcard.store.codec import (
     order_document,
     order_from_row,
@@ -61,9 +61,10 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     """Place an order, open or (the default) closed at once."""
     order, member_ref, status, refs = _parse_new(data, now)
     member = load_member(uow, member_ref)
+    version = version_at(uow, order.at)
+    rewards.check_names(uow, version.program, member.id, refs)
     if _find(uow, order.id) is not None:
         raise InvalidState(f"order id {order.id!r} is taken")
-    version = version_at(uow, order.at)
     chosen = rewards.resolve(uow, version.program, member.id, refs, now)
     _allocate(version.program, order, rewards.definitions(version.program, chosen))
     order_pk = uow.conn.execute(
@@ -161,28 +162,34 @@ def edit(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     refs = _reward_refs(data) if "rewards" in data else None
     row = _get(uow, data)
     member = _lock_member(uow, row)
-    ORDER.target(row.state, "edit", row.external_id)
-    if refs is not None and row.state != "open":
-        raise InvalidState(f"order {row.external_id} is closed: its rewards can no longer change")
     order = order_from_row(row).with_parts(**parts)
     try:
         check_discount_lines(order, "edit")
     except OrderFormatError as exc:
         raise InvalidInput(str(exc)) from exc
+    program = version_by_id(uow, row.version_id).program
+    if refs is not None:
+        rewards.check_names(uow, program, member.id, refs)
+    ORDER.target(row.state, "edit", row.external_id)
+    if refs is not None and row.state != "open":
+        raise InvalidState(f"order {row.external_id} is closed: its rewards can no longer change")
     refunded = dict(row.refunded)
     for line_id, qty in refunded.items():
         line = order.line_index.get(line_id)
         if line is None or line.qty < qty:
             raise InvalidInput(f"edit: line {line_id} can not go below its {qty} refunded units")
-    version = version_by_id(uow, row.version_id)
-    program = version.program
-    document = {**order_document(order)}
+    document = order_document(order)
     if row.state == "open":
         held = rewards.of_order(uow, row.id)
         if refs is not None:
-            rewards.move(uow, held, "release", None, now)
-            held = rewards.resolve(uow, program, member.id, refs, now)
-            rewards.move(uow, held, "apply to an open order", row.id, now)
+            wanted = rewards.resolve(uow, program, member.id, refs, now, order_id=row.id)
+            kept = {r.id for r in wanted}
+            rewards.move(uow, [r for r in held if r.id not in kept], "release", None, now)
+            taken = {r.id for r in held}
+            rewards.move(
+                uow, [r for r in wanted if r.id not in taken], "apply to an open order", row.id, now
+            )
+            held = wanted
         _allocate(program, order, rewards.definitions(program, held))
         uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(document=document))
         return
@@ -374,8 +381,11 @@ def _after_change(
         rewards.issue(uow, program, member.id, reward_id, at, f"punch_card:{row.external_id}")
     if change.tier_to is not None:
         assert change.tier_from is not None
-        tier_machine(program).check(change.tier_from, THRESHOLD, change.tier_to, member.external_id)
-        record_tier(uow, member.id, at, change.tier_to, "threshold")
+        if change.reason == "threshold":
+            tier_machine(program).check(
+                change.tier_from, THRESHOLD, change.tier_to, member.external_id
+            )
+        record_tier(uow, member.id, at, change.tier_to, change.reason)
         uow.record(
             Event("tier.changed", at, {"from": change.tier_from, "to": change.tier_to}, member.id)
         )
@@ -472,9 +482,7 @@ def _find(uow: UnitOfWork, external_id: str) -> Any:
 
 
 def _get(uow: UnitOfWork, data: Mapping[str, Any]) -> Any:
-    ref = data.get("order")
-    if not isinstance(ref, str):
-        raise InvalidInput("order: an order id is required")
+    ref = as_name(data.get("order"), "order")
     row = _find(uow, ref)
     if row is None:
         raise NotFound(f"no order {ref!r}")
@@ -483,20 +491,17 @@ def _get(uow: UnitOfWork, data: Mapping[str, Any]) -> Any:
 
 def _reward_refs(data: Mapping[str, Any]) -> list[str]:
     refs = data.get("rewards") or []
-    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+    if not isinstance(refs, list):
         raise InvalidInput("rewards: a list of reward aliases or ids")
-    return list(refs)
+    return [as_name(ref, f"rewards[{i}]") for i, ref in enumerate(refs)]
 
 
 def _parse_new(data: Mapping[str, Any], now: datetime) -> tuple[Order, str, str, list[str]]:
     unknown = sorted(set(data) - PLACE_KEYS)
     if unknown:
         raise InvalidInput(f"order.{unknown[0]}: unknown key")
-    order_id, member = data.get("id"), data.get("member")
-    if not isinstance(order_id, str) or not order_id:
-        raise InvalidInput("order.id: an order id is required")
-    if not isinstance(member, str) or not member:
-        raise InvalidInput("order.member: a member is required")
+    order_id = as_name(data.get("id"), "order.id")
+    member = as_name(data.get("member"), "order.member")
     at = parse_time(data["at"], "order.at") if data.get("at") is not None else now
     if at > now:
         raise InvalidInput("order.at: an order can not be placed in the future")

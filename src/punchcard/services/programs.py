@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 import yaml
 
-from punchcard.engine.documents import load_document
+from punchcard.engine.documents import load_document, plain
+from punchcard.engine.members import window_bounds
 from punchcard.engine.programs import Program, ProgramError, program_from_data
 from punchcard.errors import InvalidInput, InvalidState, NotFound
 from punchcard.store.tables import environments, members, program_versions
@@ -32,17 +32,7 @@ def create_environment(
 
 def program_text(data: Any) -> str:
     """An inline program (already loaded data) as YAML text, numbers kept as their text."""
-    return yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    return value
+    return yaml.safe_dump(plain(data), sort_keys=False, allow_unicode=True)
 
 
 def publish(uow: UnitOfWork, source: str, now: datetime, *, live_from: datetime | None) -> int:
@@ -77,14 +67,29 @@ def publish(uow: UnitOfWork, source: str, now: datetime, *, live_from: datetime 
             program_id=program.program,
             version=number,
             live_from=live_from,
-            document=_plain(data),
+            document=plain(data),
             source=source,
         )
         .returning(program_versions.c.id)
     ).scalar_one()
     _reschedule_inactivity(uow, program)
+    if live_from is not None:
+        _replan_windows(uow, program, live_from)
     uow.record(Event("program.published", now, {"program": program.program, "version": number}))
     return int(version_id)
+
+
+def _replan_windows(uow: UnitOfWork, program: Program, live_from: datetime) -> None:
+    """Tier windows follow the version live when they apply. From `live_from` a lifetime
+    version never rolls; a calendar-year version ends the current window at the next
+    1 January in its time zone. Progress so far stays in the current window."""
+    if program.tiers.window == "lifetime":
+        end = None
+    else:
+        _, end = window_bounds(program, live_from)
+    uow.conn.execute(
+        sa.update(members).where(members.c.env_id == uow.env_id).values(window_end=end)
+    )
 
 
 def _reschedule_inactivity(uow: UnitOfWork, program: Program) -> None:

@@ -19,6 +19,7 @@ from punchcard.errors import (
 from punchcard.lifecycle.machines import REWARD
 from punchcard.services import points
 from punchcard.services.context import load_member, version_at
+from punchcard.services.inputs import as_name
 from punchcard.store.tables import rewards
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -57,11 +58,9 @@ def issue(
 
 def redeem(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> int:
     """Spend a catalogue reward's cost in posted points and issue the reward."""
-    member_ref, reward_id, alias = data.get("member"), data.get("reward"), data.get("as")
-    if not isinstance(member_ref, str) or not isinstance(reward_id, str):
-        raise InvalidInput("redeem needs member and reward")
-    if alias is not None and not isinstance(alias, str):
-        raise InvalidInput("as: a reward alias is a text")
+    member_ref = as_name(data.get("member"), "redeem.member")
+    reward_id = as_name(data.get("reward"), "redeem.reward")
+    alias = None if data.get("as") is None else as_name(data["as"], "redeem.as")
     member = load_member(uow, member_ref)
     program = version_at(uow, now).program
     definition = program.rewards_by_id.get(reward_id)
@@ -89,42 +88,63 @@ def _by_alias(uow: UnitOfWork, alias: str) -> Any:
     ).first()
 
 
-def resolve(
-    uow: UnitOfWork, program: Program, member_id: int, refs: Sequence[str], now: datetime
-) -> list[Any]:
-    """Reward rows for an order's references: an alias, or an id (the available one expiring first)."""
-    chosen: list[Any] = []
+def check_names(uow: UnitOfWork, program: Program, member_id: int, refs: Sequence[str]) -> None:
+    """Every reference names something: an alias this member holds, or a catalogue reward id.
+
+    Checked before any state, so that `not_found` wins over the errors after it.
+    """
     for ref in refs:
         row = _by_alias(uow, ref)
         if row is not None:
             if row.member_id != member_id:
                 raise NotFound(f"member holds no reward {ref!r}")
-            if (
-                row.state != "available"
-                or row.expires_at <= now
-                or row.id in {r.id for r in chosen}
-            ):
-                raise RewardUnavailable(f"reward {ref} is {row.state}")
+        elif ref not in program.rewards_by_id:
+            raise NotFound(f"no reward {ref!r}")
+
+
+def resolve(
+    uow: UnitOfWork,
+    program: Program,
+    member_id: int,
+    refs: Sequence[str],
+    now: datetime,
+    order_id: int | None = None,
+) -> list[Any]:
+    """Reward rows for an order's references: an alias, or an id (the available one expiring
+    first). Rewards this order already holds stay usable (they are honoured even if expired)."""
+    check_names(uow, program, member_id, refs)
+    chosen: list[Any] = []
+
+    def usable(row: Any) -> bool:
+        if row.id in {r.id for r in chosen}:
+            return False
+        if order_id is not None and row.order_id == order_id and row.state == "reserved":
+            return True
+        return bool(row.state == "available" and row.expires_at > now)
+
+    for ref in refs:
+        row = _by_alias(uow, ref)
+        if row is not None:
+            if not usable(row):
+                state = "expired" if row.state == "available" else row.state
+                raise RewardUnavailable(f"reward {ref} is {state}")
             chosen.append(row)
             continue
-        if ref not in program.rewards_by_id:
-            raise NotFound(f"no reward {ref!r}")
-        row = uow.conn.execute(
+        candidates = uow.conn.execute(
             sa.select(rewards)
             .where(
                 rewards.c.member_id == member_id,
                 rewards.c.reward_id == ref,
-                rewards.c.state == "available",
-                rewards.c.expires_at > now,
-                rewards.c.id.not_in([r.id for r in chosen]),
+                rewards.c.state.in_(["available", "reserved"]),
             )
             .order_by(rewards.c.expires_at, rewards.c.id)
-            .limit(1)
-        ).first()
-        if row is None:
+        ).all()
+        found = next((c for c in candidates if usable(c)), None)
+        if found is None:
             raise RewardUnavailable(f"member holds no available {ref}")
-        chosen.append(row)
-    return chosen
+        chosen.append(found)
+    # One order for free items everywhere (placement, edit, close): the order they were issued in.
+    return sorted(chosen, key=lambda row: row.id)
 
 
 def definitions(program: Program, rows: Sequence[Any]) -> list[Reward]:

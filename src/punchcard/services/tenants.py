@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -151,15 +152,25 @@ def environment_of(conn: sa.Connection, tenant_id: str, name: str) -> str:
 
 
 def create_sandbox(
-    conn: sa.Connection, principal: Principal, name: str, start: datetime, now: datetime
+    conn: sa.Connection,
+    principal: Principal,
+    name: str,
+    start: datetime,
+    now: datetime,
+    *,
+    copy_programs: bool = True,
 ) -> dict[str, str]:
-    """A named sandbox with its own data, clock and admin key, running the caller's program versions."""
+    """A named sandbox with its own data, clock and admin key, running the caller's program
+    versions (or none, for a caller that brings its own program)."""
     env_id = _environment(conn, principal.tenant_id, "sandbox", name, now, start)
-    for row in conn.execute(
-        sa.select(program_versions)
-        .where(program_versions.c.env_id == principal.env_id)
-        .order_by(program_versions.c.version)
-    ).all():
+    copied: Sequence[Any] = ()
+    if copy_programs:
+        copied = conn.execute(
+            sa.select(program_versions)
+            .where(program_versions.c.env_id == principal.env_id)
+            .order_by(program_versions.c.version)
+        ).all()
+    for row in copied:
         conn.execute(
             sa.insert(program_versions).values(
                 env_id=env_id,

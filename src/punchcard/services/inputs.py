@@ -1,4 +1,4 @@
-"""Times at the edges: ISO-8601 with an offset, always timezone-aware."""
+"""Values at the edges: times (ISO-8601 with an offset, always aware) and names (ids, aliases)."""
 
 from __future__ import annotations
 
@@ -23,3 +23,10 @@ def parse_time(value: Any, where: str) -> datetime:
     if parsed.tzinfo is None:
         raise InvalidInput(f"{where}: {value!r} needs a UTC offset or Z")
     return parsed
+
+
+def as_name(value: Any, where: str) -> str:
+    """An id or alias: a non-empty text, or a whole number written without quotes (YAML `id: 1001`)."""
+    if isinstance(value, bool) or not isinstance(value, str | int) or str(value) == "":
+        raise InvalidInput(f"{where}: a name (text or whole number) is required")
+    return str(value)

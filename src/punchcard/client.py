@@ -1,0 +1,243 @@
+"""A Python client for the Punchcard API.
+
+Each method is one logical operation: it makes one Idempotency-Key and reuses it on
+every retry, so retrying can never apply an operation twice. Network errors, 409
+(a request with the same key still running), 429 and 5xx are retried with
+exponential backoff and jitter; other problems raise the domain error of their
+`code` (`punchcard.errors`), or `ApiError`.
+
+    client = Client("http://127.0.0.1:8000", api_key)
+    token = client.place_order({...})["consistency_token"]
+    client.balance("alice", consistency_token=token, wait_ms=2000)
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from punchcard.errors import (
+    InsufficientFunds,
+    InsufficientPoints,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    PunchcardError,
+    RewardUnavailable,
+)
+
+DOMAIN_ERRORS: dict[str, type[PunchcardError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidInput,
+        NotFound,
+        InvalidState,
+        RewardUnavailable,
+        InsufficientPoints,
+        InsufficientFunds,
+    )
+}
+RETRY_STATUSES = {409, 429, 500, 502, 503, 504}
+
+
+class ApiError(Exception):
+    """A problem response that is not a domain error (auth, idempotency misuse, ...)."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"{status} {body.get('code')}: {body.get('detail')}")
+        self.status, self.code, self.body = status, body.get("code"), body
+
+
+class Client:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 5,
+        backoff_s: float = 0.1,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout_s,
+            transport=transport,
+        )
+        self.retries = retries
+        self.backoff_s = backoff_s
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # The transport ------------------------------------------------------------------------
+
+    def request(
+        self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        headers = {}
+        if method in ("POST", "PUT", "PATCH"):
+            headers["Idempotency-Key"] = uuid.uuid4().hex  # one per logical operation
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.http.request(
+                    method, path, json=body, params=params, headers=headers
+                )
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+                self._sleep(attempt)
+                continue
+            if (
+                response.status_code in RETRY_STATUSES
+                and attempt < self.retries
+                and self._retryable(response)
+            ):
+                self._sleep(attempt, response.headers.get("retry-after"))
+                continue
+            return self._answer(response)
+        raise AssertionError("unreachable")
+
+    def _retryable(self, response: httpx.Response) -> bool:
+        if response.status_code != 409:
+            return True
+        return _problem(response).get("code") == "idempotency_key_in_flight"
+
+    def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
+        delay = self.backoff_s * 2**attempt * (0.5 + random.random())
+        if retry_after and retry_after.isdigit():
+            delay = max(delay, float(retry_after))
+        time.sleep(delay)
+
+    def _answer(self, response: httpx.Response) -> Any:
+        if response.status_code < 400:
+            if response.headers.get("content-type", "").startswith("application/json"):
+                return response.json()
+            return response.text or None
+        problem = _problem(response)
+        error = DOMAIN_ERRORS.get(str(problem.get("code")))
+        if error is not None:
+            raise error(str(problem.get("detail")))
+        raise ApiError(response.status_code, problem)
+
+    # Members and rewards -------------------------------------------------------------------
+
+    def enroll(self, member: str, **profile: Any) -> Any:
+        return self.request("POST", "/v1/members", {"id": member, **profile})
+
+    def member(self, member: str, **consistency: Any) -> Any:
+        return self.request("GET", f"/v1/members/{member}", params=consistency or None)
+
+    def balance(self, member: str, **consistency: Any) -> Any:
+        return self.request("GET", f"/v1/members/{member}/balance", params=consistency or None)
+
+    def timeline(self, member: str, cursor: str | None = None, limit: int = 50) -> Any:
+        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return self.request("GET", f"/v1/members/{member}/timeline", params=params)
+
+    def rewards_of(self, member: str) -> Any:
+        return self.request("GET", f"/v1/members/{member}/rewards")
+
+    def redeem(self, member: str, reward: str, alias: str | None = None) -> Any:
+        return self.request(
+            "POST", f"/v1/members/{member}/rewards", {"reward": reward, "alias": alias}
+        )
+
+    def catalogue(self) -> Any:
+        return self.request("GET", "/v1/rewards")
+
+    # Orders ----------------------------------------------------------------------------------
+
+    def quote(self, order: dict[str, Any]) -> Any:
+        return self.request("POST", "/v1/orders/quote", order)
+
+    def place_order(self, order: dict[str, Any]) -> Any:
+        return self.request("POST", "/v1/orders", order)
+
+    def order(self, order_id: str) -> Any:
+        return self.request("GET", f"/v1/orders/{order_id}")
+
+    def close_order(self, order_id: str) -> Any:
+        return self.request("POST", f"/v1/orders/{order_id}/close")
+
+    def edit_order(self, order_id: str, parts: dict[str, Any]) -> Any:
+        return self.request("PATCH", f"/v1/orders/{order_id}", parts)
+
+    def refund(
+        self, order_id: str, lines: list[dict[str, Any]] | None = None, *, all: bool = False
+    ) -> Any:
+        return self.request("POST", f"/v1/orders/{order_id}/refunds", {"lines": lines, "all": all})
+
+    def void_order(self, order_id: str) -> Any:
+        return self.request("POST", f"/v1/orders/{order_id}/void")
+
+    # Gift cards ------------------------------------------------------------------------------
+
+    def issue_gift_card(self, amount: str, card_id: str | None = None) -> Any:
+        return self.request("POST", "/v1/gift-cards", {"amount": amount, "id": card_id})
+
+    def gift_card(self, card_id: str) -> Any:
+        return self.request("GET", f"/v1/gift-cards/{card_id}")
+
+    def inquire(self, number: str, pin: str) -> Any:
+        return self.request("POST", "/v1/gift-cards/inquiries", {"number": number, "pin": pin})
+
+    def reload_gift_card(self, card_id: str, amount: str) -> Any:
+        return self.request("POST", f"/v1/gift-cards/{card_id}/reload", {"amount": amount})
+
+    def redeem_gift_card(self, card_id: str, amount: str, partial: bool = False) -> Any:
+        return self.request(
+            "POST", f"/v1/gift-cards/{card_id}/redeem", {"amount": amount, "partial": partial}
+        )
+
+    def authorize(
+        self, card_id: str, amount: str, *, partial: bool = False, hold: str | None = None
+    ) -> Any:
+        body = {"amount": amount, "partial": partial, "id": hold}
+        return self.request("POST", f"/v1/gift-cards/{card_id}/holds", body)
+
+    def capture(self, hold: str, amount: str | None = None) -> Any:
+        return self.request("POST", f"/v1/gift-cards/holds/{hold}/capture", {"amount": amount})
+
+    def void_hold(self, hold: str) -> Any:
+        return self.request("POST", f"/v1/gift-cards/holds/{hold}/void")
+
+    # Programs, sandboxes, the clock ---------------------------------------------------------
+
+    def upload_program(
+        self, source: str, *, live_from: str | None = None, activate: bool = True
+    ) -> Any:
+        body = {"source": source, "live_from": live_from, "activate": activate}
+        return self.request("POST", "/v1/programs/versions", body)
+
+    def versions(self) -> Any:
+        return self.request("GET", "/v1/programs/versions")
+
+    def create_sandbox(self, name: str, start: str, *, copy_programs: bool = True) -> Any:
+        body = {"name": name, "start": start, "copy_programs": copy_programs}
+        return self.request("POST", "/v1/sandboxes", body)
+
+    def delete_sandbox(self, sandbox_id: str) -> Any:
+        return self.request("DELETE", f"/v1/sandboxes/{sandbox_id}")
+
+    def move_clock(self, to: str | None = None, advance: str | None = None) -> Any:
+        return self.request("POST", "/v1/clock", {"to": to, "advance": advance})
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {"code": "http_error", "detail": response.text[:200]}
+    return body if isinstance(body, dict) else {"code": "http_error", "detail": str(body)[:200]}
