@@ -82,6 +82,8 @@ def parse_order_parts(data: Mapping[str, Any], where: str = "order") -> dict[str
     parts: dict[str, Any] = {}
     if "lines" in data:
         lines = _list(data["lines"], f"{where}.lines")
+        if not lines:
+            raise OrderFormatError(f"{where}.lines", "an order has at least one line")
         parsed = tuple(_line(item, f"{where}.lines[{i}]") for i, item in enumerate(lines))
         ids = [line.id for line in parsed]
         if len(set(ids)) != len(ids):

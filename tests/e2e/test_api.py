@@ -1,0 +1,301 @@
+"""The HTTP API through a real server process: idempotency, consistency, problems, gift cards."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import sqlalchemy as sa
+
+from punchcard.store.tables import idempotency_keys
+
+from .conftest import Server
+
+BURRITO = {"id": "l1", "sku": "BURR", "category": "burrito", "qty": 2, "unit_price": "9.50"}
+
+
+def _key() -> dict[str, str]:
+    return {"Idempotency-Key": uuid.uuid4().hex}
+
+
+def _sandbox(server: Server, key: str, start: str = "2026-03-03T12:00:00-06:00") -> tuple[str, str]:
+    """A fresh named sandbox (id, key) with the tenant's program, at a fixed time."""
+    with server.client(key) as http:
+        made = http.post(
+            "/v1/sandboxes",
+            json={"name": f"t-{uuid.uuid4().hex[:6]}", "start": start},
+            headers=_key(),
+        )
+        assert made.status_code == 201, made.text
+        return made.json()["id"], made.json()["key"]
+
+
+def test_health_openapi_and_docs_are_served(server: Server) -> None:
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{server.url}/readyz").json() == {"status": "ready"}
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    assert "/v1/orders/{order_id}/refunds" in spec["paths"]
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+
+
+def test_a_write_without_idempotency_key_is_400_and_changes_nothing(server: Server) -> None:
+    _, key = _sandbox(server, server.a["sandbox_key"])
+    with server.client(key) as http:
+        answer = http.post("/v1/members", json={"id": "ann"})
+        assert answer.status_code == 400
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["code"] == "idempotency_key_missing"
+        assert http.get("/v1/members/ann").json()["code"] == "not_found"
+
+
+def test_the_same_key_replays_the_first_response_byte_for_byte(server: Server) -> None:
+    _, key = _sandbox(server, server.a["sandbox_key"])
+    with server.client(key) as http:
+        http.post("/v1/members", json={"id": "ann"}, headers=_key())
+        order = {"id": "o1", "member": "ann", "lines": [BURRITO]}
+        headers = _key()
+        first = http.post("/v1/orders", json=order, headers=headers)
+        again = http.post("/v1/orders", json=order, headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert again.content == first.content
+        assert again.headers["idempotent-replayed"] == "true"
+        assert "idempotent-replayed" not in first.headers
+        assert (
+            http.get("/v1/members/ann").json()["points"]["pending"]
+            + http.get("/v1/members/ann").json()["points"]["posted"]
+            == 190
+        )
+
+
+def test_the_same_key_with_another_body_is_422(server: Server) -> None:
+    _, key = _sandbox(server, server.a["sandbox_key"])
+    with server.client(key) as http:
+        headers = _key()
+        assert http.post("/v1/members", json={"id": "ann"}, headers=headers).status_code == 201
+        other = http.post("/v1/members", json={"id": "bob"}, headers=headers)
+        assert other.status_code == 422
+        assert other.json()["code"] == "idempotency_key_reused"
+        other_path = http.post(
+            "/v1/gift-cards", json={"id": "ann", "amount": "1.00"}, headers=headers
+        )
+        assert other_path.json()["code"] == "idempotency_key_reused"
+        assert http.get("/v1/members/bob").status_code == 404
+
+
+def test_the_same_key_while_the_first_is_running_is_409(server: Server) -> None:
+    env_id, key = _sandbox(server, server.a["sandbox_key"])
+    key_id = "_".join(key.split("_", 3)[:3])
+    body = json.dumps({"id": "ann"}).encode()
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (b"POST", b"/v1/members", b"", body):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    now = datetime.now(UTC)
+    engine = sa.create_engine(server.database)
+    with engine.begin() as conn:  # a first request that is still running
+        conn.execute(
+            sa.insert(idempotency_keys).values(
+                env_id=env_id,
+                api_key_id=key_id,
+                key="running",
+                fingerprint=digest.hexdigest(),
+                state="in_flight",
+                locked_until=now + timedelta(seconds=60),
+                created_at=now,
+                expires_at=now + timedelta(hours=72),
+            )
+        )
+    engine.dispose()
+    with server.client(key) as http:
+        answer = http.post(
+            "/v1/members",
+            content=body,
+            headers={"Idempotency-Key": "running", "content-type": "application/json"},
+        )
+        assert answer.status_code == 409
+        assert answer.json()["code"] == "idempotency_key_in_flight"
+        assert answer.headers["retry-after"] == "1"
+
+
+def test_fifty_concurrent_requests_with_one_key_make_one_effect(server: Server) -> None:
+    _, key = _sandbox(server, server.a["sandbox_key"])
+    with server.client(key) as http:
+        assert (
+            http.post(
+                "/v1/gift-cards", json={"id": "g1", "amount": "100.00"}, headers=_key()
+            ).status_code
+            == 201
+        )
+    headers = {"Idempotency-Key": "one-redemption", "Authorization": f"Bearer {key}"}
+
+    def redeem(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/v1/gift-cards/g1/redeem",
+            json={"amount": "10.00"},
+            headers=headers,
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(redeem, range(50)))
+    statuses = sorted({a.status_code for a in answers})
+    assert set(statuses) <= {200, 409}
+    successes = [a for a in answers if a.status_code == 200]
+    assert len({a.content for a in successes}) == 1  # every success is the same response
+    assert sum("idempotent-replayed" not in a.headers for a in successes) <= 1
+    with server.client(key) as http:
+        assert http.get("/v1/gift-cards/g1").json()["balance"] == {
+            "amount": "90.00",
+            "currency": "USD",
+        }
+
+
+def test_errors_are_problems_with_stable_codes(server: Server) -> None:
+    _, key = _sandbox(server, server.a["sandbox_key"])
+    with server.client(key) as http:
+        bad = http.post(
+            "/v1/orders",
+            json={"id": "o1", "member": "ann", "lines": [{**BURRITO, "qty": "two"}]},
+            headers=_key(),
+        )
+        assert bad.status_code == 422
+        assert bad.json()["code"] == "invalid_input"
+        assert bad.json()["detail"].startswith("body.lines.0.qty")
+        missing = http.post(
+            "/v1/orders", json={"id": "o1", "member": "nobody", "lines": [BURRITO]}, headers=_key()
+        )
+        assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+        http.post("/v1/gift-cards", json={"id": "g1", "amount": "5.00"}, headers=_key())
+        poor = http.post("/v1/gift-cards/g1/redeem", json={"amount": "6.00"}, headers=_key())
+        assert (poor.status_code, poor.json()["code"]) == (402, "insufficient_funds")
+        unauthenticated = httpx.get(f"{server.url}/v1/members/ann")
+        assert (unauthenticated.status_code, unauthenticated.json()["code"]) == (
+            401,
+            "unauthenticated",
+        )
+
+
+def test_a_narrow_key_is_refused_outside_its_scopes(server: Server) -> None:
+    from .conftest import cli
+
+    narrow = cli(
+        "key",
+        "create",
+        "--tenant",
+        server.a["tenant"],
+        "--environment",
+        "live",
+        "--scope",
+        "members:read",
+        "--database",
+        server.database,
+    ).strip()
+    with server.client(narrow) as http:
+        assert http.get("/v1/rewards").status_code == 200
+        refused = http.post("/v1/members", json={"id": "zed"}, headers=_key())
+        assert (refused.status_code, refused.json()["code"]) == (403, "forbidden")
+
+
+def test_a_read_with_a_consistency_token_waits_for_the_posting(server: Server) -> None:
+    with server.client(server.a["live_key"]) as http:
+        member = f"m-{uuid.uuid4().hex[:8]}"
+        http.post("/v1/members", json={"id": member}, headers=_key())
+        placed = http.post(
+            "/v1/orders",
+            json={"id": f"o-{member}", "member": member, "lines": [BURRITO]},
+            headers=_key(),
+        )
+        token = placed.headers["consistency-token"]
+        assert placed.json()["consistency_token"] == token
+        assert placed.json()["posting"]["state"] == "pending"
+        balance = http.get(
+            f"/v1/members/{member}/balance", params={"consistency_token": token, "wait_ms": 5000}
+        )
+        assert balance.json()["consistent"] is True
+        assert (balance.json()["posted"], balance.json()["pending"]) == (190, 0)
+        too_long = http.get(
+            f"/v1/members/{member}/balance", params={"consistency_token": token, "wait_ms": 5001}
+        )
+        assert too_long.json()["code"] == "invalid_input"
+
+
+def test_a_frozen_sandbox_shows_pending_with_its_time_until_the_clock_moves(server: Server) -> None:
+    program = (
+        "program: burrito-rewards\nname: B\ncurrency: USD\ntimezone: America/Chicago\n"
+        "earn: {points_per_unit: 10, accrual_delay: PT2H}\n"
+    )
+    _, key = _sandbox(server, server.a["sandbox_key"])
+    with server.client(key) as http:
+        http.post("/v1/programs/versions", json={"source": program}, headers=_key())
+        http.post("/v1/members", json={"id": "ann"}, headers=_key())
+        placed = http.post(
+            "/v1/orders", json={"id": "o1", "member": "ann", "lines": [BURRITO]}, headers=_key()
+        )
+        token = placed.json()["consistency_token"]
+        balance = http.get(
+            "/v1/members/ann/balance", params={"consistency_token": token, "wait_ms": 3000}
+        ).json()
+        assert (balance["posted"], balance["pending"]) == (0, 190)
+        assert balance["pending_items"] == [
+            {"order": "o1", "points": 190, "expected_at": "2026-03-03T20:00:00+00:00"}
+        ]
+        moved = http.post("/v1/clock", json={"advance": "PT2H"}, headers=_key())
+        assert moved.json()["clock"] == "2026-03-03T20:00:00+00:00"
+        after = http.get("/v1/members/ann/balance").json()
+        assert (after["posted"], after["pending"], after["pending_items"]) == (190, 0, [])
+        with server.client(server.a["live_key"]) as live:
+            refused = live.post("/v1/clock", json={"advance": "PT1H"}, headers=_key())
+            assert (refused.status_code, refused.json()["code"]) == (409, "invalid_state")
+
+
+def test_wrong_pins_lock_the_card_and_are_answered_like_unknown_cards(server: Server) -> None:
+    _, key = _sandbox(server, server.a["sandbox_key"])
+    with server.client(key) as http:
+        card = http.post(
+            "/v1/gift-cards", json={"id": "g1", "amount": "25.00"}, headers=_key()
+        ).json()
+        number, pin = card["number"], card["pin"]
+        assert len(number) == 16 and len(pin) == 4
+        wrong = f"{(int(pin) + 1) % 10000:04d}"
+        ok = http.post(
+            "/v1/gift-cards/inquiries", json={"number": number, "pin": pin}, headers=_key()
+        )
+        assert ok.json()["balance"] == {"amount": "25.00", "currency": "USD"}
+        unknown = http.post(
+            "/v1/gift-cards/inquiries",
+            json={"number": "6000000000000000", "pin": pin},
+            headers=_key(),
+        )
+        answers = [
+            http.post(
+                "/v1/gift-cards/inquiries", json={"number": number, "pin": wrong}, headers=_key()
+            )
+            for _ in range(5)
+        ]
+        locked = http.post(
+            "/v1/gift-cards/inquiries", json={"number": number, "pin": pin}, headers=_key()
+        )
+        for answer in [*answers, locked]:
+            assert answer.status_code == unknown.status_code == 404
+            assert answer.json() == unknown.json()
+
+
+def test_balance_inquiries_are_rate_limited_per_key(server: Server) -> None:
+    _, key = _sandbox(server, server.b["sandbox_key"])
+    with server.client(key) as http:
+        answers = [
+            http.post(
+                "/v1/gift-cards/inquiries",
+                json={"number": "6000000000000000", "pin": "0000"},
+                headers=_key(),
+            )
+            for _ in range(21)
+        ]
+    assert [a.status_code for a in answers[:20]] == [404] * 20
+    assert answers[20].status_code == 429
+    assert answers[20].json()["code"] == "rate_limited"
+    assert int(answers[20].headers["retry-after"]) >= 1
