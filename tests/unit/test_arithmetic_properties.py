@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from fractions import Fraction
+from functools import lru_cache
 from math import floor
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import assume, given
@@ -31,6 +33,7 @@ from punchcard.engine.money import (
     parse_money,
     round_half_up,
     round_points,
+    round_ratio,
 )
 from punchcard.engine.orders import Discount, Line, Modifier, Order
 from punchcard.engine.programs import Program, Reward, parse_program
@@ -154,6 +157,26 @@ def test_round_half_up_on_exact_halves_goes_away_from_zero(whole: int) -> None:
     assert round_half_up(-half) == -(whole + 1)
     assert round_points(half, "half_up") == whole + 1
     assert round_points(-half, "half_up") == -(whole + 1)
+
+
+@given(
+    numerator=st.integers(min_value=-(10**15), max_value=10**15),
+    denominator=st.integers(min_value=1, max_value=10**6),
+    mode=st.sampled_from(sorted(DECIMAL_MODES)),
+)
+def test_round_ratio_agrees_with_round_points(numerator: int, denominator: int, mode: str) -> None:
+    """The integer-only hot path rounds numerator/denominator exactly as the Fraction path does."""
+    assert round_ratio(numerator, denominator, mode) == round_points(
+        Fraction(numerator, denominator), mode
+    )
+
+
+@given(value=decimals_st, mode=st.sampled_from(sorted(DECIMAL_MODES)))
+def test_round_ratio_matches_decimal_quantize(value: Decimal, mode: str) -> None:
+    """round_ratio on a decimal's integer ratio agrees with Decimal.quantize (halves away from 0)."""
+    numerator, denominator = value.as_integer_ratio()
+    expected = int(value.quantize(Decimal(1), rounding=DECIMAL_MODES[mode]))
+    assert round_ratio(numerator, denominator, mode) == expected
 
 
 # --------------------------------------------------------------------------- money
@@ -369,7 +392,7 @@ def _rewards(draw_five_off: int) -> list[Reward]:
 
 
 def _excluded(line: Line) -> bool:
-    return PROGRAM.earn.exclude.matches(line.sku, line.category)
+    return bool(PROGRAM.earn.exclude.matches(line.sku, line.category))
 
 
 @given(order=orders_st(), five_off=st.integers(min_value=0, max_value=2))
@@ -466,7 +489,7 @@ def test_refunding_more_never_raises_spend_or_base_points(
 
 
 def _base(outcome: Outcome) -> int:
-    return sum(award.points for award in outcome.awards if award.rule == "base")
+    return sum(int(award.points) for award in outcome.awards if award.rule == "base")
 
 
 @given(order=orders_st(), offset=st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1))
@@ -480,3 +503,89 @@ def test_evaluation_does_not_depend_on_the_offset_the_time_is_written_in(
     assert evaluate(PROGRAM, order, allocation, MEMBER) == evaluate(
         PROGRAM, moved, allocation, MEMBER
     )
+
+
+CHICAGO = ZoneInfo("America/Chicago")
+RATES = ["10", "1", "2.5", "0.1", "7.25", "1.333", "0.01"]
+
+
+@lru_cache(maxsize=64)
+def _variant(points_per_unit: str, rounding: str) -> Program:
+    """burrito-rewards with another earn rate and rounding mode."""
+    text = EXAMPLE_PROGRAM.read_text()
+    text = text.replace("points_per_unit: 10", f'points_per_unit: "{points_per_unit}"', 1)
+    text = text.replace("rounding: floor", f"rounding: {rounding}", 1)
+    program = parse_program(text)
+    assert program.earn.points_per_unit == Decimal(points_per_unit)
+    return program
+
+
+@given(
+    order=orders_st(),
+    rate=st.sampled_from(RATES),
+    mode=st.sampled_from(sorted(DECIMAL_MODES)),
+)
+def test_base_points_follow_the_rate_and_rounding_exactly(
+    order: Order, rate: str, mode: str
+) -> None:
+    """Rule 2 for any exact rate: base = rounding(spend/100 x points_per_unit), no float anywhere."""
+    program = _variant(rate, mode)
+    outcome = evaluate(program, order, allocate(program, order), MEMBER)
+    exact = Decimal(outcome.qualifying_spend) / 100 * Decimal(rate)
+    assert _base(outcome) == int(exact.quantize(Decimal(1), rounding=DECIMAL_MODES[mode]))
+
+
+@given(order=orders_st(), tier=st.sampled_from(["member", "gold", "platinum"]))
+def test_tier_bonus_is_rounded_base_times_multiplier_minus_one(order: Order, tier: str) -> None:
+    """Rule 3: the tier bonus is floor(base x (multiplier - 1)); member (x1) gets no tier award."""
+    outcome = evaluate(PROGRAM, order, allocate(PROGRAM, order), Standing(tier=tier))
+    base = _base(outcome)
+    bonus = [award.points for award in outcome.awards if award.rule == "tier"]
+    multiplier = PROGRAM.levels_by_id[tier].multiplier
+    if multiplier == 1:
+        assert bonus == []
+    else:
+        assert bonus == [floor(base * (Fraction(multiplier) - 1))]
+
+
+# Tuesdays of March 2026 (double-tuesday: 14:00-17:00 local, gold and platinum, x2).
+promo_times = st.builds(
+    lambda day, minute: datetime(2026, 3, day, 14, 0, tzinfo=CHICAGO) + timedelta(minutes=minute),
+    st.sampled_from([3, 10, 17, 24, 31]),
+    st.integers(min_value=0, max_value=3 * 60 - 1),
+)
+
+
+@given(
+    order=orders_st(),
+    at=promo_times,
+    tier=st.sampled_from(["member", "gold", "platinum"]),
+    uses=st.integers(min_value=0, max_value=6),
+)
+def test_double_tuesday_adds_base_once_and_does_not_compound(
+    order: Order, at: datetime, tier: str, uses: int
+) -> None:
+    """Rules 3-4: inside its window, for gold/platinum under its limit, double-tuesday gives a
+    bonus of base x (2 - 1) = base, next to (not on top of) the tier bonus; otherwise none."""
+    placed = order.with_parts(at=at.astimezone(UTC))
+    standing = Standing(tier=tier, promotion_uses={"double-tuesday": uses})
+    outcome = evaluate(PROGRAM, placed, allocate(PROGRAM, placed), standing)
+    base = _base(outcome)
+    promo = [award.points for award in outcome.awards if award.rule == "promotion:double-tuesday"]
+    applies = tier != "member" and uses < 4 and base > 0
+    assert promo == ([base] if applies else [])
+    assert outcome.promotions == (frozenset({"double-tuesday"}) if applies else frozenset())
+    tier_bonus = sum(award.points for award in outcome.awards if award.rule == "tier")
+    item_bonus = sum(award.points for award in outcome.awards if award.rule.startswith("item"))
+    assert outcome.points == base + tier_bonus + sum(promo) + item_bonus
+
+
+@given(order=orders_st(), minute=st.integers(min_value=0, max_value=24 * 60 - 1))
+def test_double_tuesday_never_applies_outside_its_hours(order: Order, minute: int) -> None:
+    """Outside 14:00-17:00 local on a March Tuesday, no promotion bonus even for platinum."""
+    local = datetime(2026, 3, 10, 0, 0, tzinfo=CHICAGO) + timedelta(minutes=minute)
+    placed = order.with_parts(at=local.astimezone(UTC))
+    outcome = evaluate(PROGRAM, placed, allocate(PROGRAM, placed), Standing(tier="platinum"))
+    inside = 14 * 60 <= minute < 17 * 60
+    if not inside:
+        assert outcome.promotions == frozenset()

@@ -13,4 +13,6 @@ def test_architecture_doc_shows_the_diagrams_the_code_renders() -> None:
     program = parse_program(EXAMPLE_PROGRAM.read_text())
     for name in ("order", "reward", "hold", "points_lot", "tier"):
         rendered = diagram(name, program if name == "tier" else None)
-        assert f"```mermaid\n{rendered}\n```" in text, f"docs/architecture.md: {name} diagram drifted"
+        assert f"```mermaid\n{rendered}\n```" in text, (
+            f"docs/architecture.md: {name} diagram drifted"
+        )

@@ -55,7 +55,9 @@ def test_diagrams_are_rendered_from_the_tables() -> None:
     assert len([line for line in text.splitlines() if "-->" in line]) == len(ORDER.transitions) + 2
     assert "    reserved --> used: order closes" in diagram("reward")
     assert len(REWARD.transitions) == 5
-    assert "    reserved --> available: open order voided, or its rewards edited" in diagram("reward")
+    assert "    reserved --> available: open order voided, or its rewards edited" in diagram(
+        "reward"
+    )
 
 
 def test_the_tier_diagram_shows_the_programs_levels_and_thresholds() -> None:

@@ -95,7 +95,9 @@ class LotsMachine(RuleBasedStateMachine):
             return  # the caller refuses: insufficient points; nothing changes
         assert taken == amount, "when the balance covers it, the lots do too"
         # oldest first: every lot before the last one touched is emptied completely
-        live = sorted((lot for lot in self.lots if lot.remaining > 0), key=lambda lot: lot.posted_seq)
+        live = sorted(
+            (lot for lot in self.lots if lot.remaining > 0), key=lambda lot: lot.posted_seq
+        )
         assert [lot_id for lot_id, _ in parts] == [lot.id for lot in live[: len(parts)]]
         for lot, (_, part) in zip(live, parts[:-1], strict=False):
             assert part == lot.remaining
@@ -137,8 +139,9 @@ class LotsMachine(RuleBasedStateMachine):
     def claw_back_an_existing_order(self, data: st.DataObject) -> None:
         """Same as claw_back, aimed at an order that still has a lot with something left."""
         order = data.draw(
-            st.sampled_from(sorted({lot.order_id for lot in self.lots if lot.remaining and lot.order_id})
-                            or [1]),
+            st.sampled_from(
+                sorted({lot.order_id for lot in self.lots if lot.remaining and lot.order_id}) or [1]
+            ),
             label="order",
         )
         self.claw_back(data.draw(POINTS, label="amount"), order)
@@ -258,7 +261,9 @@ def _exists(wall: datetime, zone: ZoneInfo) -> bool:
 
 
 @given(year=st.integers(min_value=1990, max_value=2100), at=local_times, zone=zones)
-def test_january_31_plus_one_month_is_the_end_of_february(year: int, at: time, zone: ZoneInfo) -> None:
+def test_january_31_plus_one_month_is_the_end_of_february(
+    year: int, at: time, zone: ZoneInfo
+) -> None:
     """Jan 31 + 1 month is Feb 28, or Feb 29 in a leap year, at the same local wall time."""
     moment = _moment(date(year, 1, 31), at, zone)
     wall = moment.astimezone(zone)
@@ -274,7 +279,9 @@ def test_january_31_plus_one_month_is_the_end_of_february(year: int, at: time, z
     months=st.integers(min_value=0, max_value=240),
     zone=zones,
 )
-def test_add_months_keeps_the_local_time_of_day(day: date, at: time, months: int, zone: ZoneInfo) -> None:
+def test_add_months_keeps_the_local_time_of_day(
+    day: date, at: time, months: int, zone: ZoneInfo
+) -> None:
     """The result is at the same local wall time, and is that very time whenever it exists."""
     moment = _moment(day, at, zone)
     wall = moment.astimezone(zone)
@@ -313,9 +320,21 @@ def test_twelve_months_is_the_same_day_next_year(day: date, at: time, zone: Zone
     zone=zones,
 )
 def test_zero_months_is_the_same_instant(day: date, at: time, zone: ZoneInfo) -> None:
-    """Adding no months gives back the same instant."""
+    """Adding no months gives back the same instant (also in the repeated hour of a DST change).
+
+    Compared in UTC: Python's == between datetimes of different tzinfo is always False when
+    one of them is an ambiguous wall time (PEP 495), even for the same instant.
+    """
     moment = _moment(day, at, zone)
-    assert add_months(moment, 0, zone) == moment
+    assert add_months(moment, 0, zone).astimezone(UTC) == moment
+
+
+def test_add_months_keeps_the_second_occurrence_of_a_repeated_hour() -> None:
+    """01:30 CST (the second 01:30 of 2026-11-01 in Chicago) + 0 months is that same instant."""
+    chicago = ZoneInfo("America/Chicago")
+    second = datetime(2026, 11, 1, 7, 30, tzinfo=UTC)  # 01:30 CST, after the clocks went back
+    assert second.astimezone(chicago).fold == 1
+    assert add_months(second, 0, chicago).astimezone(UTC) == second
 
 
 def test_add_months_across_a_dst_change_keeps_the_wall_clock() -> None:

@@ -7,11 +7,19 @@ The service layer parses these again into its own values, so the rules live once
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Money = str | int | float
+
+
+def _name(value: Any) -> Any:
+    # Ids written as whole numbers (a POS's order 1001) mean the same as their text, as in process.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Name = Annotated[str, BeforeValidator(_name)]
 
 
 class Body(BaseModel):
@@ -19,23 +27,23 @@ class Body(BaseModel):
 
 
 class EnrollBody(Body):
-    id: str = Field(min_length=1, max_length=200, description="Your id for the member")
+    id: Name = Field(min_length=1, max_length=200, description="Your id for the member")
     card_number: str | None = None
     email: str | None = None
     phone: str | None = None
 
 
 class ModifierBody(Body):
-    sku: str
-    category: str
+    sku: Name
+    category: Name
     qty: int = 1
     unit_price: Money
 
 
 class LineBody(Body):
-    id: str
-    sku: str
-    category: str
+    id: Name
+    sku: Name
+    category: Name
     qty: int
     unit_price: Money
     modifiers: list[ModifierBody] = []
@@ -44,13 +52,13 @@ class LineBody(Body):
 
 class DiscountBody(Body):
     amount: Money
-    line: str | None = None
+    line: Name | None = None
 
 
 class TenderBody(Body):
-    type: str
+    type: Name
     amount: Money
-    gift_card: str | None = None
+    gift_card: Name | None = None
 
 
 class OrderParts(Body):
@@ -60,19 +68,19 @@ class OrderParts(Body):
     tip: Money | None = None
     fees: Money | None = None
     tenders: list[TenderBody] | None = None
-    rewards: list[str] | None = Field(None, description="Reward aliases or reward ids to apply")
+    rewards: list[Name] | None = Field(None, description="Reward aliases or reward ids to apply")
 
 
 class OrderBody(OrderParts):
-    id: str = Field(min_length=1, max_length=200)
-    member: str
+    id: Name = Field(min_length=1, max_length=200)
+    member: Name
     at: datetime | None = Field(None, description="Placed time; default now")
     status: Literal["open", "closed"] = "closed"
     lines: list[LineBody]
 
 
 class RefundLine(Body):
-    line: str
+    line: Name
     qty: int
 
 
@@ -82,13 +90,13 @@ class RefundBody(Body):
 
 
 class RedeemBody(Body):
-    reward: str
-    alias: str | None = None
+    reward: Name
+    alias: Name | None = None
 
 
 class GiftCardBody(Body):
     amount: Money
-    id: str | None = Field(None, description="Your id for the card; default: generated")
+    id: Name | None = Field(None, description="Your id for the card; default: generated")
 
 
 class AmountBody(Body):
@@ -97,7 +105,7 @@ class AmountBody(Body):
 
 
 class HoldBody(AmountBody):
-    id: str | None = Field(None, description="Your id for the hold; default: generated")
+    id: Name | None = Field(None, description="Your id for the hold; default: generated")
 
 
 class CaptureBody(Body):

@@ -6,8 +6,8 @@ import re
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
 
-_MONEY_RE = re.compile(r"^-?\d+(\.\d{1,2})?$")
-_DECIMAL_RE = re.compile(r"^-?\d+(\.\d+)?$")
+_MONEY_RE = re.compile(r"^-?[0-9]+(\.[0-9]{1,2})?$")  # ASCII digits only
+_DECIMAL_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
 
 class MoneyFormatError(ValueError):

@@ -27,7 +27,11 @@ class Entry:
             raise UnbalancedTransaction(
                 f"{self.kind} {self.reference}: postings do not sum to zero"
             )
-        if any(not isinstance(a, int) or a == 0 for _, a in self.postings):
+        if len(self.postings) < 2:
+            raise UnbalancedTransaction(
+                f"{self.kind} {self.reference}: a transaction moves between accounts"
+            )
+        if any(type(a) is not int or a == 0 for _, a in self.postings):
             raise UnbalancedTransaction(
                 f"{self.kind} {self.reference}: zero or non-integer posting"
             )

@@ -18,6 +18,7 @@ from punchcard.engine.money import parse_money
 from punchcard.errors import InvalidInput
 from punchcard.scenarios.files import ScenarioFileError, resolve_program
 from punchcard.scenarios.in_process import GIFT_CARD_VERBS
+from punchcard.services.inputs import as_name
 
 ORDER_KEYS = ("lines", "discounts", "tax", "tip", "fees", "tenders", "rewards")
 
@@ -126,9 +127,7 @@ class OverHttp:
 
 
 def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{value!r}: a name is a text")
-    return value
+    return as_name(value, "name")
 
 
 def _amount(value: str | None) -> str:
