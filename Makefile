@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck scenarios bench clean
+.PHONY: run test lint typecheck scenarios demo bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/punchcard demo
+	$(BIN)/punchcard serve --demo
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest -n 2 -q
@@ -28,6 +28,9 @@ typecheck: $(STAMP)
 
 scenarios: $(STAMP)
 	$(BIN)/punchcard scenario run ../shared/examples/scenarios scenarios
+
+demo: $(STAMP)
+	$(BIN)/punchcard demo
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

@@ -205,14 +205,15 @@ def _order_data(body: OrderParts) -> dict[str, Any]:
 @router.post("/orders/quote", tags=["orders"])
 def quote(body: OrderBody, c: Call = Depends(call)) -> Response:
     """What the order would earn and which of the member's rewards apply; changes nothing."""
-    c.require("orders:read")
 
-    def run(uow: UnitOfWork, now: datetime) -> dict[str, Any]:
-        outcome, applicable = orders.quote(uow, _order_data(body), now)
+    def render(result: Any, uow: UnitOfWork, now: datetime) -> dict[str, Any]:
+        outcome, applicable = result
         currency = version_at(uow, now).program.currency
         return {"outcome": views.outcome(outcome, currency), "applicable_rewards": applicable}
 
-    return JSONResponse(_read(c, run))
+    return write(
+        c, "orders:read", lambda uow, now: orders.quote(uow, _order_data(body), now), render
+    )
 
 
 @router.post("/orders", status_code=201, tags=["orders"])
