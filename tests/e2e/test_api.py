@@ -299,3 +299,33 @@ def test_balance_inquiries_are_rate_limited_per_key(server: Server) -> None:
     assert answers[20].status_code == 429
     assert answers[20].json()["code"] == "rate_limited"
     assert int(answers[20].headers["retry-after"]) >= 1
+
+
+def test_lists_page_with_a_cursor(server: Server) -> None:
+    _, key = _sandbox(server, server.a["sandbox_key"])
+    with server.client(key) as http:
+        http.post("/v1/members", json={"id": "ann"}, headers=_key())
+        for n in range(3):
+            http.post(
+                "/v1/orders",
+                json={"id": f"o{n}", "member": "ann", "lines": [BURRITO]},
+                headers=_key(),
+            )
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = http.get("/v1/members/ann/timeline", params=params).json()
+            assert len(page["events"]) <= 2
+            seen += [event["seq"] for event in page["events"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == list(range(1, len(seen) + 1))
+        assert len(seen) >= 7  # enrolled, then evaluated + pending (+ posted ...) per order
+        versions = http.get("/v1/programs/versions", params={"limit": 1}).json()
+        assert [v["version"] for v in versions["versions"]] == [1]
+        assert (
+            http.get("/v1/members/ann/rewards", params={"limit": 1}).json()["next_cursor"] is None
+        )
+        bad = http.get("/v1/members/ann/timeline", params={"cursor": "not-a-cursor!"})
+        assert (bad.status_code, bad.json()["code"]) == (422, "invalid_input")

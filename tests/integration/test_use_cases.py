@@ -139,3 +139,33 @@ def test_postgres_refuses_an_unbalanced_transaction(postgres_url: str) -> None:
             )
         )
     engine.dispose()
+
+
+def test_the_worker_forgets_idempotency_keys_after_72_hours(engine: sa.Engine) -> None:
+    from datetime import UTC, datetime
+
+    from punchcard.store.tables import idempotency_keys
+    from punchcard.worker.due_work import purge_idempotency_keys
+
+    app = new_app(engine)
+    now = datetime(2026, 3, 10, tzinfo=UTC)
+    with engine.begin() as conn:
+        for key, expires in (
+            ("old", now - timedelta(seconds=1)),
+            ("fresh", now + timedelta(hours=1)),
+        ):
+            conn.execute(
+                sa.insert(idempotency_keys).values(
+                    env_id=app.env_id,
+                    api_key_id="k",
+                    key=key,
+                    fingerprint="f",
+                    state="done",
+                    locked_until=now,
+                    created_at=now - timedelta(hours=72),
+                    expires_at=expires,
+                )
+            )
+    assert purge_idempotency_keys(engine, now) == 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(idempotency_keys.c.key)).scalars().all() == ["fresh"]

@@ -143,9 +143,16 @@ async def get_timeline(
 
 
 @router.get("/members/{member_id}/rewards", tags=["rewards"])
-async def member_rewards(member_id: str, c: Call = Depends(call)) -> Response:
+async def member_rewards(
+    member_id: str,
+    c: Call = Depends(call),
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+) -> Response:
     def held(uow: UnitOfWork, _now: datetime, ok: bool) -> dict[str, Any]:
         member = load_member(uow, member_id, lock=False)
+        rows = rewards.held_by(uow, member.id, after=_cursor(cursor), limit=limit + 1)
+        page = rows[:limit]
         return {
             "rewards": [
                 {
@@ -156,8 +163,9 @@ async def member_rewards(member_id: str, c: Call = Depends(call)) -> Response:
                     "expires_at": views.when(r.expires_at),
                     "source": r.source,
                 }
-                for r in rewards.held_by(uow, member.id)
+                for r in page
             ],
+            "next_cursor": _next_cursor(page[-1].id) if len(rows) > limit else None,
             "consistent": ok,
         }
 
@@ -425,16 +433,27 @@ def upload_program(body: ProgramBody, c: Call = Depends(call)) -> Response:
     )
 
 
-def _versions(uow: UnitOfWork) -> list[dict[str, Any]]:
+def _versions(uow: UnitOfWork, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
     return [
         {"version": v.version, "program": v.program_id, "live_from": views.when(v.live_from)}
-        for v in programs.versions(uow)
+        for v in programs.versions(uow, after=after, limit=limit)
     ]
 
 
 @router.get("/programs/versions", tags=["programs"])
-async def list_versions(c: Call = Depends(call)) -> Response:
-    return await read(c, "programs:read", lambda uow, _now, _ok: {"versions": _versions(uow)})
+async def list_versions(
+    c: Call = Depends(call), cursor: str | None = None, limit: int = Query(50, ge=1, le=500)
+) -> Response:
+    def page(uow: UnitOfWork, _now: datetime, _ok: bool) -> dict[str, Any]:
+        rows = _versions(uow, after=_cursor(cursor), limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "versions": rows,
+            "next_cursor": _next_cursor(rows[-1]["version"]) if more else None,
+        }
+
+    return await read(c, "programs:read", page)
 
 
 @router.post("/programs/versions/{number}/activate", tags=["programs"])

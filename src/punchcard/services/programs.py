@@ -128,7 +128,7 @@ def activate(uow: UnitOfWork, number: int, at: datetime, now: datetime) -> None:
     uow.record(Event("program.activated", now, {"version": number, "live_from": at.isoformat()}))
 
 
-def versions(uow: UnitOfWork) -> list[Any]:
+def versions(uow: UnitOfWork, *, after: int = 0, limit: int = 500) -> list[Any]:
     return list(
         uow.conn.execute(
             sa.select(
@@ -137,7 +137,8 @@ def versions(uow: UnitOfWork) -> list[Any]:
                 program_versions.c.live_from,
                 program_versions.c.document,
             )
-            .where(program_versions.c.env_id == uow.env_id)
+            .where(program_versions.c.env_id == uow.env_id, program_versions.c.version > after)
             .order_by(program_versions.c.version)
+            .limit(limit)
         ).all()
     )

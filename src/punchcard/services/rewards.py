@@ -198,9 +198,13 @@ def available(uow: UnitOfWork, member_id: int, now: datetime) -> list[Any]:
     )
 
 
-def held_by(uow: UnitOfWork, member_id: int) -> list[Any]:
+def held_by(uow: UnitOfWork, member_id: int, *, after: int = 0, limit: int = 500) -> list[Any]:
+    """A member's rewards in issue order, a page at a time (after a reward's row id)."""
     return list(
         uow.conn.execute(
-            sa.select(rewards).where(rewards.c.member_id == member_id).order_by(rewards.c.id)
+            sa.select(rewards)
+            .where(rewards.c.member_id == member_id, rewards.c.id > after)
+            .order_by(rewards.c.id)
+            .limit(limit)
         ).all()
     )

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from punchcard.services.clock import Clock
 from punchcard.services.due import run_due
 from punchcard.store.database import reading
-from punchcard.store.tables import UtcDateTime, environments
+from punchcard.store.tables import UtcDateTime, environments, idempotency_keys
 from punchcard.store.uow import UnitOfWork
 
 log = logging.getLogger("punchcard.worker")
@@ -105,8 +105,10 @@ class Worker:
 
     def run_once(self) -> int:
         done = 0
-        for env_id in claim(self.engine, self.owner, self.clock.now()):
+        now = self.clock.now()
+        for env_id in claim(self.engine, self.owner, now):
             done += process(self.engine, env_id, self.clock, self.owner)
+        purge_idempotency_keys(self.engine, now)
         return done
 
     def run_forever(self) -> None:
@@ -143,3 +145,13 @@ def move_clock(
         raise
     release(engine, env_id, owner, to)
     return done
+
+
+def purge_idempotency_keys(engine: sa.Engine, now: datetime) -> int:
+    """Forget idempotency keys past their 72 hours (indexed on expires_at)."""
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                sa.delete(idempotency_keys).where(idempotency_keys.c.expires_at < now)
+            ).rowcount
+        )
