@@ -20,27 +20,8 @@ from typing import Any
 
 import httpx
 
-from punchcard.errors import (
-    InsufficientFunds,
-    InsufficientPoints,
-    InvalidInput,
-    InvalidState,
-    NotFound,
-    PunchcardError,
-    RewardUnavailable,
-)
+from punchcard.errors import BY_CODE
 
-DOMAIN_ERRORS: dict[str, type[PunchcardError]] = {
-    cls.code: cls
-    for cls in (
-        InvalidInput,
-        NotFound,
-        InvalidState,
-        RewardUnavailable,
-        InsufficientPoints,
-        InsufficientFunds,
-    )
-}
 RETRY_STATUSES = {409, 429, 500, 502, 503, 504}
 
 
@@ -126,7 +107,7 @@ class Client:
                 return response.json()
             return response.text or None
         problem = _problem(response)
-        error = DOMAIN_ERRORS.get(str(problem.get("code")))
+        error = BY_CODE.get(str(problem.get("code")))
         if error is not None:
             raise error(str(problem.get("detail")))
         raise ApiError(response.status_code, problem)

@@ -47,8 +47,8 @@ class InsufficientFunds(PunchcardError):
     code = "insufficient_funds"
 
 
-CODES = tuple(
-    cls.code
+BY_CODE: dict[str, type[PunchcardError]] = {
+    cls.code: cls
     for cls in (
         InvalidInput,
         NotFound,
@@ -57,4 +57,5 @@ CODES = tuple(
         InsufficientPoints,
         InsufficientFunds,
     )
-)
+}
+CODES = tuple(BY_CODE)

@@ -217,6 +217,20 @@ def _finish(conn: sa.Connection, claim_id: int, status: int, body: bytes) -> Non
     )
 
 
+def _answer_error(call: Call, claimed: int, error: PunchcardError) -> Response:
+    """The effect rolled back, but the answer is still the answer: store it under the key."""
+    code, problem = from_domain(error)
+    with call.engine.begin() as conn:
+        _finish(conn, claimed, code, problem)
+    return Response(problem, status_code=code, media_type="application/problem+json")
+
+
+def _release(call: Call, claimed: int) -> None:
+    """Nothing happened (a crash, not an answer): let a retry run it again."""
+    with call.engine.begin() as conn:
+        conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.id == claimed))
+
+
 def write(
     call: Call,
     scope: str,
@@ -252,13 +266,9 @@ def write(
             _finish(uow.conn, claimed, status, body)
             uow.commit()
     except PunchcardError as error:
-        code, problem = from_domain(error)
-        with call.engine.begin() as conn:  # the effect rolled back; the answer is still the answer
-            _finish(conn, claimed, code, problem)
-        return Response(problem, status_code=code, media_type="application/problem+json")
+        return _answer_error(call, claimed, error)
     except BaseException:
-        with call.engine.begin() as conn:  # nothing happened: let a retry run it again
-            conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.id == claimed))
+        _release(call, claimed)
         raise
     return Response(
         body,
@@ -286,13 +296,9 @@ def idempotent(call: Call, scope: str, run: Callable[[], tuple[int, dict[str, An
     try:
         status, payload = run()
     except PunchcardError as error:
-        code, problem = from_domain(error)
-        with call.engine.begin() as conn:
-            _finish(conn, claimed, code, problem)
-        return Response(problem, status_code=code, media_type="application/problem+json")
+        return _answer_error(call, claimed, error)
     except BaseException:
-        with call.engine.begin() as conn:
-            conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.id == claimed))
+        _release(call, claimed)
         raise
     body = json.dumps(payload, separators=(",", ":")).encode()
     with call.engine.begin() as conn:

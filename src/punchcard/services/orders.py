@@ -400,24 +400,7 @@ def _standing(
     held_visit: bool,
     gains: bool,
 ) -> Standing:
-    uses = {
-        str(promotion): int(count)
-        for promotion, count in uow.conn.execute(
-            sa.select(promotion_uses.c.promotion_id, sa.func.count())
-            .where(promotion_uses.c.member_id == row.member_id, promotion_uses.c.order_id != row.id)
-            .group_by(promotion_uses.c.promotion_id)
-        ).all()
-    }
-    day = row.at.astimezone(program.zone).date().isoformat()
-    visits = uow.conn.execute(
-        sa.select(sa.func.count()).where(
-            orders.c.member_id == row.member_id,
-            orders.c.visit_day == day,
-            orders.c.visit.is_(True),
-            orders.c.state != "voided",
-            orders.c.id != row.id,
-        )
-    ).scalar_one()
+    uses, visits = _history(uow, program, row.member_id, row.at, other_than=row.id)
     return Standing(
         tier=row.tier,
         promotion_uses=uses,
@@ -426,6 +409,32 @@ def _standing(
         held_visit=held_visit,
         gains=gains,
     )
+
+
+def _history(
+    uow: UnitOfWork, program: Program, member_id: int, at: datetime, *, other_than: int | None
+) -> tuple[dict[str, int], int]:
+    """The member's promotion uses, and visits on the local day of `at`, by other orders."""
+    use_filter = [promotion_uses.c.member_id == member_id]
+    visit_filter = [
+        orders.c.member_id == member_id,
+        orders.c.visit_day == at.astimezone(program.zone).date().isoformat(),
+        orders.c.visit.is_(True),
+        orders.c.state != "voided",
+    ]
+    if other_than is not None:
+        use_filter.append(promotion_uses.c.order_id != other_than)
+        visit_filter.append(orders.c.id != other_than)
+    uses = {
+        str(promotion): int(count)
+        for promotion, count in uow.conn.execute(
+            sa.select(promotion_uses.c.promotion_id, sa.func.count())
+            .where(*use_filter)
+            .group_by(promotion_uses.c.promotion_id)
+        ).all()
+    }
+    visits = uow.conn.execute(sa.select(sa.func.count()).where(*visit_filter)).scalar_one()
+    return uses, int(visits)
 
 
 def _sync_promotions(uow: UnitOfWork, row: Any, outcome: Outcome) -> None:
@@ -561,23 +570,7 @@ def quote(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> tuple[Outc
     program = version_at(uow, order.at).program
     chosen = rewards.resolve(uow, program, member.id, refs, now)
     allocation = _allocate(program, order, rewards.definitions(program, chosen))
-    uses = {
-        str(promotion): int(count)
-        for promotion, count in uow.conn.execute(
-            sa.select(promotion_uses.c.promotion_id, sa.func.count())
-            .where(promotion_uses.c.member_id == member.id)
-            .group_by(promotion_uses.c.promotion_id)
-        ).all()
-    }
-    day = order.at.astimezone(program.zone).date().isoformat()
-    visits = uow.conn.execute(
-        sa.select(sa.func.count()).where(
-            orders.c.member_id == member.id,
-            orders.c.visit_day == day,
-            orders.c.visit.is_(True),
-            orders.c.state != "voided",
-        )
-    ).scalar_one()
+    uses, visits = _history(uow, program, member.id, order.at, other_than=None)
     standing = Standing(
         tier=tier_at(uow, member.id, order.at), promotion_uses=uses, other_visits_that_day=visits
     )
