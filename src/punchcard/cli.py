@@ -154,6 +154,11 @@ def summary(program: Program) -> Table:
 DATABASE = typer.Option(envvar="PUNCHCARD_DATABASE_URL", help="Database URL.")
 DEFAULT_DATABASE = "sqlite:///punchcard.sqlite3"
 LOG_LEVEL = typer.Option(envvar="PUNCHCARD_LOG_LEVEL", help="debug, info, warning, error.")
+ALLOW_PRIVATE = typer.Option(
+    "--webhook-allow-private/--no-webhook-allow-private",
+    envvar="PUNCHCARD_WEBHOOK_ALLOW_PRIVATE",
+    help="Let live webhooks go to loopback and private addresses (tests only).",
+)
 WORKER_INTERVAL = typer.Option(
     envvar="PUNCHCARD_WORKER_INTERVAL_MS", help="Pause between due-work rounds, ms."
 )
@@ -177,6 +182,7 @@ def serve(
         ),
     ] = 30,
     log_level: Annotated[str, LOG_LEVEL] = "info",
+    webhook_allow_private: Annotated[bool, ALLOW_PRIVATE] = False,
     demo: Annotated[
         bool, typer.Option(help="Make the demo tenant and print a key and a curl line.")
     ] = False,
@@ -205,6 +211,7 @@ def serve(
         worker=worker,
         worker_interval_s=worker_interval_ms / 1000,
         inquiries_per_minute=inquiries_per_minute,
+        webhook_allow_private=webhook_allow_private,
         log_level=log_level,
     )
 
@@ -214,12 +221,17 @@ def worker_command(
     database: Annotated[str, DATABASE] = DEFAULT_DATABASE,
     worker_interval_ms: Annotated[int, WORKER_INTERVAL] = 200,
     log_level: Annotated[str, LOG_LEVEL] = "info",
+    webhook_allow_private: Annotated[bool, ALLOW_PRIVATE] = False,
 ) -> None:
-    """Run a worker process: several may share one PostgreSQL database."""
+    """Run a worker process (due work and webhook delivery): several may share one PostgreSQL."""
     from punchcard.server import configure_logging, run_worker
 
     configure_logging(log_level)
-    run_worker(open_database(database), worker_interval_ms / 1000)
+    run_worker(
+        open_database(database),
+        worker_interval_ms / 1000,
+        webhook_allow_private=webhook_allow_private,
+    )
 
 
 tenant_app = typer.Typer(no_args_is_help=True, help="Tenants (brands) and their environments.")

@@ -15,6 +15,7 @@ from punchcard.services import tenants
 from punchcard.services.clock import SystemClock
 from punchcard.services.loyalty import Loyalty
 from punchcard.store.tables import tenants as tenants_table
+from punchcard.worker.delivery import Deliverer
 from punchcard.worker.due_work import Worker
 
 DEMO_PROGRAM = Path(__file__).parent / "demo" / "burrito-rewards.yaml"
@@ -58,24 +59,40 @@ def serve(
     worker: bool,
     worker_interval_s: float,
     inquiries_per_minute: int,
+    webhook_allow_private: bool,
     log_level: str,
 ) -> None:
     clock = SystemClock()
-    app = create_app(engine, clock, inquiries_per_minute=inquiries_per_minute)
-    background = Worker(engine, clock, worker_interval_s) if worker else None
-    thread = None
-    if background is not None:
-        thread = threading.Thread(
-            target=background.run_forever, name="punchcard-worker", daemon=True
-        )
+    app = create_app(
+        engine,
+        clock,
+        inquiries_per_minute=inquiries_per_minute,
+        webhook_allow_private=webhook_allow_private,
+    )
+    loops: list[Worker | Deliverer] = []
+    if worker:
+        loops = [
+            Worker(engine, clock, worker_interval_s),
+            Deliverer(engine, clock, allow_private=webhook_allow_private),
+        ]
+    threads = [
+        threading.Thread(target=loop.run_forever, name=type(loop).__name__, daemon=True)
+        for loop in loops
+    ]
+    for thread in threads:
         thread.start()
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
     finally:
-        if background is not None and thread is not None:
-            background.stop()
+        for loop in loops:
+            loop.stop()
+        for thread in threads:
             thread.join(timeout=5)
 
 
-def run_worker(engine: sa.Engine, interval_s: float) -> None:
-    Worker(engine, SystemClock(), interval_s).run_forever()
+def run_worker(engine: sa.Engine, interval_s: float, *, webhook_allow_private: bool) -> None:
+    """Due work and webhook delivery, each in its own loop, until the process is stopped."""
+    clock = SystemClock()
+    deliverer = Deliverer(engine, clock, allow_private=webhook_allow_private)
+    threading.Thread(target=deliverer.run_forever, name="Deliverer", daemon=True).start()
+    Worker(engine, clock, interval_s).run_forever()

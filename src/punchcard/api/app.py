@@ -12,13 +12,20 @@ from starlette.responses import Response
 from punchcard import __version__
 from punchcard.api.problems import ApiProblem, from_domain, problem
 from punchcard.api.routes import InquiryLimiter, health_router, router
+from punchcard.api.webhook_routes import router as webhook_router
 from punchcard.errors import PunchcardError
 from punchcard.services.clock import Clock
 
 log = logging.getLogger("punchcard.api")
 
 
-def create_app(engine: sa.Engine, clock: Clock, *, inquiries_per_minute: int = 30) -> FastAPI:
+def create_app(
+    engine: sa.Engine,
+    clock: Clock,
+    *,
+    inquiries_per_minute: int = 30,
+    webhook_allow_private: bool = False,
+) -> FastAPI:
     app = FastAPI(
         title="Punchcard",
         version=__version__,
@@ -27,7 +34,9 @@ def create_app(engine: sa.Engine, clock: Clock, *, inquiries_per_minute: int = 3
     app.state.engine = engine
     app.state.clock = clock
     app.state.inquiries = InquiryLimiter(inquiries_per_minute)
+    app.state.webhook_allow_private = webhook_allow_private
     app.include_router(router)
+    app.include_router(webhook_router)
     app.include_router(health_router(lambda: app.state.engine))
 
     @app.exception_handler(PunchcardError)

@@ -136,3 +136,18 @@ class SandboxBody(Body):
 class ClockBody(Body):
     to: datetime | None = None
     advance: str | None = Field(None, description="A duration: PT1H, P1D, 15m, 30d")
+
+
+class EndpointBody(Body):
+    url: str
+    event_types: list[str] | None = Field(None, description="Event types to send; none: every type")
+
+
+class EndpointPatch(Body):
+    url: str | None = None
+    event_types: list[str] | None = None
+    enabled: bool | None = None
+
+
+class RecoverBody(Body):
+    since: datetime

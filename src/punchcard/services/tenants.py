@@ -33,6 +33,9 @@ SCOPES = (
     "programs:read",
     "programs:write",
     "sandboxes:write",
+    "webhooks:read",
+    "webhooks:write",
+    "inbound:write",
 )
 
 

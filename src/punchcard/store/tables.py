@@ -312,3 +312,85 @@ outbox = sa.Table(
     sa.Column("published_at", UtcDateTime, nullable=True),
     sa.Index(None, "env_id", "published_at"),
 )
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    _env(),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("event_types", sa.JSON, nullable=False),  # [] means every type
+    sa.Column("secrets", sa.JSON, nullable=False),  # [{"secret", "expires_at"|None}], newest first
+    sa.Column("state", sa.String(16), nullable=False),  # enabled | disabled
+    sa.Column("disabled_reason", sa.String(200), nullable=True),
+    sa.Column("failing_since", UtcDateTime, nullable=True),
+    sa.Column("locked_until", UtcDateTime, nullable=True),  # a deliverer is sending to it
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("deleted_at", UtcDateTime, nullable=True),
+    sa.Index(None, "env_id", "state"),
+)
+
+webhook_messages = sa.Table(
+    "webhook_messages",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # the webhook-id receivers dedupe on
+    _env(),
+    sa.Column("outbox_id", sa.Integer, sa.ForeignKey("outbox.id"), nullable=False, unique=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # the exact JSON that is signed and sent
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("message_id", sa.String(40), sa.ForeignKey("webhook_messages.id"), nullable=False),
+    sa.Column("endpoint_id", sa.String(40), sa.ForeignKey("webhook_endpoints.id"), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | delivered | dead
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=True),
+    sa.Column("delivered_at", UtcDateTime, nullable=True),
+    sa.Column("dead_at", UtcDateTime, nullable=True),
+    sa.UniqueConstraint("message_id", "endpoint_id"),
+    sa.Index(None, "endpoint_id", "state", "next_attempt_at"),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("delivery_id", sa.Integer, sa.ForeignKey("webhook_deliveries.id"), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("latency_ms", sa.Integer, nullable=False),
+    sa.Column("response_excerpt", sa.String(500), nullable=True),
+    sa.Column("error", sa.String(500), nullable=True),
+    sa.Index(None, "delivery_id"),
+)
+
+inbound_sources = sa.Table(
+    "inbound_sources",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # the {source} of /v1/inbound/{source}
+    _env(),
+    sa.Column("mapping", sa.String(64), nullable=False),  # which mapping module reads its events
+    sa.Column("secret", sa.String(200), nullable=False),  # shared HMAC secret
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+inbound_events = sa.Table(
+    "inbound_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("source_id", sa.String(40), sa.ForeignKey("inbound_sources.id"), nullable=False),
+    sa.Column("event_id", sa.String(200), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | done | failed
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+    sa.Column("outcome", sa.String(500), nullable=True),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("source_id", "event_id"),
+    sa.Index(None, "state", "next_attempt_at"),
+)

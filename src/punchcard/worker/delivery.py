@@ -1,0 +1,271 @@
+"""Webhook delivery: signed (Standard Webhooks), retried on a schedule, never lost.
+
+A deliverer claims one endpoint at a time (`FOR UPDATE SKIP LOCKED`, then a lease),
+so each endpoint gets one sender: a slow receiver slows only its own endpoint, and
+the API never waits for any of it. A delivery is marked delivered only after a 2xx;
+a sender killed mid-delivery leaves it pending, its lease expires, and it is sent
+again (at least once: receivers dedupe on `webhook-id`).
+
+Schedule after each failed attempt: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
+10 h (a longer `Retry-After` wins); after the last, the message is dead-lettered.
+A 410 disables the endpoint; so does failing for 5 days.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from standardwebhooks import Webhook
+
+from punchcard.errors import InvalidInput
+from punchcard.services.clock import Clock, SystemClock
+from punchcard.services.webhooks import check_url, signing_secrets
+from punchcard.store.tables import (
+    environments,
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_messages,
+)
+
+log = logging.getLogger("punchcard.webhooks")
+RETRY_DELAYS_S = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)  # before attempts 1..8
+DISABLE_AFTER = timedelta(days=5)
+ENDPOINT_LEASE = timedelta(seconds=120)
+PER_ROUND = 50  # deliveries one endpoint sends per claim
+EXCERPT = 300
+
+
+def claim_endpoints(engine: sa.Engine, now: datetime, limit: int) -> list[Any]:
+    """Endpoints with due deliveries that no other sender holds, leased to the caller."""
+    due = (
+        sa.select(webhook_deliveries.c.endpoint_id)
+        .where(webhook_deliveries.c.state == "pending", webhook_deliveries.c.next_attempt_at <= now)
+        .distinct()
+    )
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(webhook_endpoints)
+            .where(
+                webhook_endpoints.c.id.in_(due),
+                webhook_endpoints.c.state == "enabled",
+                sa.or_(
+                    webhook_endpoints.c.locked_until.is_(None),
+                    webhook_endpoints.c.locked_until < now,
+                ),
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if rows:
+            conn.execute(
+                sa.update(webhook_endpoints)
+                .where(webhook_endpoints.c.id.in_([r.id for r in rows]))
+                .values(locked_until=now + ENDPOINT_LEASE)
+            )
+        return list(rows)
+
+
+def next_delay(attempts: int, retry_after_s: float | None) -> float | None:
+    """Seconds until the next attempt after `attempts` failures; None when they are used up."""
+    if attempts >= len(RETRY_DELAYS_S):
+        return None
+    delay = float(RETRY_DELAYS_S[attempts])
+    return max(delay, retry_after_s) if retry_after_s is not None else delay
+
+
+def _retry_after(response: httpx.Response | None, now: datetime) -> float | None:
+    value = None if response is None else response.headers.get("retry-after")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - now).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+class Deliverer:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        clock: Clock,
+        *,
+        allow_private: bool = False,
+        threads: int = 8,
+        timeout_s: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        signing_clock: Clock | None = None,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock  # schedules attempts (a test may drive it)
+        # Signatures carry the real send time: receivers check it against their own clocks.
+        self.signing_clock = signing_clock or SystemClock()
+        self.allow_private = allow_private
+        self.threads = threads
+        self.http = httpx.Client(timeout=timeout_s, transport=transport, follow_redirects=False)
+        self.stopping = threading.Event()
+
+    def run_once(self) -> int:
+        """Claim endpoints with due deliveries and send them; returns the attempts made."""
+        endpoints = claim_endpoints(self.engine, self.clock.now(), max(1, self.threads))
+        if self.threads <= 1:
+            return sum(self.send_endpoint(endpoint) for endpoint in endpoints)
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            return sum(pool.map(self.send_endpoint, endpoints))
+
+    def run_forever(self, interval_s: float = 0.2) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.run_once()
+            except sa.exc.OperationalError:
+                log.warning("database unavailable; retrying", exc_info=True)
+            self.stopping.wait(interval_s)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def send_endpoint(self, endpoint: Any) -> int:
+        sent = 0
+        try:
+            with self.engine.connect() as conn:
+                due = conn.execute(
+                    sa.select(webhook_deliveries, webhook_messages.c.body)
+                    .join(
+                        webhook_messages, webhook_messages.c.id == webhook_deliveries.c.message_id
+                    )
+                    .where(
+                        webhook_deliveries.c.endpoint_id == endpoint.id,
+                        webhook_deliveries.c.state == "pending",
+                        webhook_deliveries.c.next_attempt_at <= self.clock.now(),
+                    )
+                    .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
+                    .limit(PER_ROUND)
+                ).all()
+            for delivery in due:
+                if not self.attempt(endpoint, delivery):
+                    break  # the endpoint was disabled
+                sent += 1
+        finally:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.update(webhook_endpoints)
+                    .where(webhook_endpoints.c.id == endpoint.id)
+                    .values(locked_until=None)
+                )
+        return sent
+
+    def _live(self, env_id: str) -> bool:
+        with self.engine.connect() as conn:
+            kind = conn.execute(
+                sa.select(environments.c.kind).where(environments.c.id == env_id)
+            ).scalar()
+        return kind == "live"
+
+    def attempt(self, endpoint: Any, delivery: Any) -> bool:
+        """One signed POST; records the attempt and schedules what comes next. False: endpoint off."""
+        now = self.clock.now()
+        response: httpx.Response | None = None
+        error = None
+        started = time.monotonic()
+        try:
+            check_url(
+                endpoint.url, allow_private=self.allow_private or not self._live(endpoint.env_id)
+            )
+            headers = self._headers(endpoint, delivery.message_id, delivery.body, now)
+            response = self.http.post(endpoint.url, content=delivery.body.encode(), headers=headers)
+        except InvalidInput as exc:
+            error = f"refused: {exc.message}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:EXCERPT]
+        latency_ms = int((time.monotonic() - started) * 1000)
+        status = None if response is None else response.status_code
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(webhook_attempts).values(
+                    delivery_id=delivery.id,
+                    at=now,
+                    status_code=status,
+                    latency_ms=latency_ms,
+                    response_excerpt=None if response is None else response.text[:EXCERPT],
+                    error=error,
+                )
+            )
+            if status is not None and 200 <= status < 300:
+                conn.execute(
+                    sa.update(webhook_deliveries)
+                    .where(webhook_deliveries.c.id == delivery.id)
+                    .values(
+                        state="delivered",
+                        attempts=delivery.attempts + 1,
+                        delivered_at=now,
+                        next_attempt_at=None,
+                    )
+                )
+                conn.execute(
+                    sa.update(webhook_endpoints)
+                    .where(webhook_endpoints.c.id == endpoint.id)
+                    .values(failing_since=None)
+                )
+                return True
+            attempts = delivery.attempts + 1
+            delay = next_delay(attempts, _retry_after(response, now))
+            values: dict[str, Any] = {"attempts": attempts}
+            if delay is None:
+                values.update(state="dead", dead_at=now, next_attempt_at=None)
+            else:
+                values["next_attempt_at"] = now + timedelta(seconds=delay)
+            conn.execute(
+                sa.update(webhook_deliveries)
+                .where(webhook_deliveries.c.id == delivery.id)
+                .values(**values)
+            )
+            failing_since = (
+                conn.execute(
+                    sa.select(webhook_endpoints.c.failing_since).where(
+                        webhook_endpoints.c.id == endpoint.id
+                    )
+                ).scalar()
+                or now
+            )
+            disable = None
+            if status == 410:
+                disable = "the endpoint answered 410 Gone"
+            elif now - failing_since >= DISABLE_AFTER:
+                disable = "failing for 5 days"
+            conn.execute(
+                sa.update(webhook_endpoints)
+                .where(webhook_endpoints.c.id == endpoint.id)
+                .values(
+                    failing_since=failing_since,
+                    **({"state": "disabled", "disabled_reason": disable} if disable else {}),
+                )
+            )
+        if disable:
+            log.warning("webhook endpoint %s disabled: %s", endpoint.id, disable)
+            return False
+        return True
+
+    def _headers(self, endpoint: Any, message_id: str, body: str, now: datetime) -> dict[str, str]:
+        # Every secret valid now signs, space-separated, so a rotation never breaks a receiver.
+        sent_at = self.signing_clock.now()
+        signatures = [
+            Webhook(s["secret"]).sign(message_id, sent_at, body)
+            for s in signing_secrets(endpoint, now)
+        ]
+        return {
+            "content-type": "application/json",
+            "user-agent": "punchcard-webhooks/1",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(sent_at.timestamp())),
+            "webhook-signature": " ".join(signatures),
+        }

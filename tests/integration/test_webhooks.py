@@ -1,0 +1,277 @@
+"""Outbound webhooks to a real receiver on loopback: signed, retried on schedule, never lost."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from standardwebhooks import Webhook
+
+from punchcard.errors import InvalidInput
+from punchcard.services import webhooks
+from punchcard.services.loyalty import Loyalty
+from punchcard.services.tenants import create_tenant
+from punchcard.store.tables import webhook_deliveries, webhook_endpoints
+from punchcard.worker.delivery import RETRY_DELAYS_S, Deliverer
+
+from .helpers import burritos, new_app
+from .receiver import Reply, receiving
+
+T0 = datetime(2026, 3, 3, 15, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.at = now
+
+    def now(self) -> datetime:
+        return self.at
+
+
+def _endpoint(
+    engine: sa.Engine, app: Loyalty, url: str, types: list[str] | None = None
+) -> dict[str, object]:
+    with engine.begin() as conn:
+        return webhooks.create_endpoint(
+            conn, app.env_id, {"url": url, "event_types": types}, T0, allow_private=True
+        )
+
+
+def _publish(engine: sa.Engine, app: Loyalty, now: datetime) -> None:
+    with engine.begin() as conn:
+        while webhooks.fan_out(conn, app.env_id, now):
+            pass
+
+
+def _story(engine: sa.Engine) -> Loyalty:
+    app = new_app(engine, start=T0)
+    app.enroll({"member": "ann"}, T0)
+    app.place_order(burritos("o1", "ann", qty=2), T0)
+    app.run_due(T0)
+    return app
+
+
+def _deliveries(engine: sa.Engine) -> list[sa.Row[tuple[object, ...]]]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(sa.select(webhook_deliveries).order_by(webhook_deliveries.c.id)).all()
+        )
+
+
+def test_every_event_is_delivered_signed_and_in_member_order(engine: sa.Engine) -> None:
+    with receiving() as receiver:
+        app = new_app(engine, start=T0)
+        made = _endpoint(engine, app, receiver.url)
+        app.enroll({"member": "ann"}, T0)
+        app.place_order(burritos("o1", "ann", qty=2), T0)
+        app.run_due(T0)
+        _publish(engine, app, T0)
+        assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 6
+        events = []
+        for got in receiver.received:
+            verified = Webhook(str(made["secret"])).verify(got.body, got.headers)
+            events.append((verified["type"], verified["data"].get("member_seq")))
+        assert events == [
+            ("program.published", None),
+            ("member.enrolled", 1),
+            ("order.evaluated", 2),
+            ("points.pending", 3),
+            ("points.posted", 4),
+            ("punch_card.progressed", 5),
+        ]
+        assert json.loads(receiver.received[4].body)["data"]["points"] == 200  # 2 x 10.00
+        assert len(set(receiver.ids())) == 6
+        assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 0  # nothing twice
+
+
+def test_an_endpoint_gets_only_its_event_types(engine: sa.Engine) -> None:
+    with receiving() as receiver:
+        app = new_app(engine, start=T0)
+        _endpoint(engine, app, receiver.url, ["points.posted"])
+        app.enroll({"member": "ann"}, T0)
+        app.place_order(burritos("o1", "ann"), T0)
+        app.run_due(T0)
+        _publish(engine, app, T0)
+        Deliverer(engine, FakeClock(T0), threads=1).run_once()
+        assert [json.loads(r.body)["type"] for r in receiver.received] == ["points.posted"]
+
+
+def test_failures_follow_the_schedule_then_dead_letter(engine: sa.Engine) -> None:
+    with receiving(Reply(500)) as receiver:
+        app = new_app(engine, start=T0)
+        made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        app.enroll({"member": "ann"}, T0)
+        _publish(engine, app, T0)
+        clock = FakeClock(T0)
+        deliverer = Deliverer(engine, clock, threads=1)
+        expected = T0
+        for attempt, delay_s in enumerate(RETRY_DELAYS_S, start=1):
+            expected += timedelta(seconds=delay_s)
+            clock.at = expected - timedelta(seconds=1)
+            if delay_s:
+                assert deliverer.run_once() == 0, f"attempt {attempt} came early"
+            clock.at = expected
+            assert deliverer.run_once() == 1
+            assert len(receiver.received) == attempt
+        [delivery] = _deliveries(engine)
+        assert (delivery.state, delivery.attempts, delivery.dead_at) == ("dead", 8, expected)
+        assert expected - T0 == timedelta(hours=27, minutes=35, seconds=5)
+        with engine.connect() as conn:
+            dead = webhooks.dead_letters(conn, app.env_id, str(made["id"]))
+            log = webhooks.attempts(conn, app.env_id, str(made["id"]), 0, 100)
+        assert [d["attempts"] for d in dead] == [8]
+        assert [a.status_code for a in log] == [500] * 8
+        assert all(a.response_excerpt == "ok" for a in log)
+
+
+def test_retry_after_is_honoured(engine: sa.Engine) -> None:
+    with receiving() as receiver:
+        receiver.script = [Reply(503, headers={"Retry-After": "120"})]
+        app = new_app(engine, start=T0)
+        _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        app.enroll({"member": "ann"}, T0)
+        _publish(engine, app, T0)
+        clock = FakeClock(T0)
+        deliverer = Deliverer(engine, clock, threads=1)
+        deliverer.run_once()
+        assert _deliveries(engine)[0].next_attempt_at == T0 + timedelta(seconds=120)
+        clock.at = T0 + timedelta(seconds=119)
+        assert deliverer.run_once() == 0
+        clock.at = T0 + timedelta(seconds=120)
+        assert deliverer.run_once() == 1
+        assert _deliveries(engine)[0].state == "delivered"
+
+
+def test_timeouts_and_errors_then_success_deliver_every_event(engine: sa.Engine) -> None:
+    with receiving() as receiver:
+        receiver.script = [Reply(500), Reply(200, delay_s=1.5), Reply(502)]
+        app = _story(engine)
+        _endpoint(engine, app, receiver.url)
+        _publish(engine, app, T0)
+        clock = FakeClock(T0)
+        deliverer = Deliverer(engine, clock, threads=1, timeout_s=0.5)
+        for step in range(6):
+            deliverer.run_once()
+            clock.at += timedelta(seconds=RETRY_DELAYS_S[min(step + 1, 7)])
+        assert {d.state for d in _deliveries(engine)} == {"delivered"}
+        assert len(set(receiver.ids())) == 6  # every message arrived; some more than once
+        assert len(receiver.received) > 6
+
+
+def test_a_410_disables_the_endpoint(engine: sa.Engine) -> None:
+    with receiving(Reply(410)) as receiver:
+        app = _story(engine)
+        made = _endpoint(engine, app, receiver.url)
+        _publish(engine, app, T0)
+        assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 0
+        assert len(receiver.received) == 1
+        with engine.connect() as conn:
+            row = webhooks.endpoint_row(conn, app.env_id, str(made["id"]))
+        assert (row.state, row.disabled_reason) == ("disabled", "the endpoint answered 410 Gone")
+        assert Deliverer(engine, FakeClock(T0 + timedelta(days=1)), threads=1).run_once() == 0
+
+
+def test_an_endpoint_failing_for_five_days_is_disabled(engine: sa.Engine) -> None:
+    with receiving(Reply(500)) as receiver:
+        app = new_app(engine, start=T0)
+        made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        clock = FakeClock(T0)
+        deliverer = Deliverer(engine, clock, threads=1)
+        for day in range(6):
+            clock.at = T0 + timedelta(days=day)
+            app.enroll({"member": f"m{day}"}, clock.at)
+            _publish(engine, app, clock.at)
+            deliverer.run_once()
+        with engine.connect() as conn:
+            row = webhooks.endpoint_row(conn, app.env_id, str(made["id"]))
+        assert (row.state, row.disabled_reason, row.failing_since) == (
+            "disabled",
+            "failing for 5 days",
+            T0,
+        )
+        sent = len(receiver.received)
+        clock.at = T0 + timedelta(days=7)
+        assert deliverer.run_once() == 0  # disabled: nothing more is sent
+        assert len(receiver.received) == sent
+
+
+def test_after_rotation_both_secrets_sign_for_a_day(engine: sa.Engine) -> None:
+    with receiving() as receiver:
+        app = new_app(engine, start=T0)
+        made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        with engine.begin() as conn:
+            rotated = webhooks.rotate_secret(conn, app.env_id, str(made["id"]), T0)
+        app.enroll({"member": "ann"}, T0)
+        _publish(engine, app, T0)
+        Deliverer(engine, FakeClock(T0), threads=1).run_once()
+        got = receiver.received[0]
+        assert len(got.headers["webhook-signature"].split(" ")) == 2
+        for secret in (made["secret"], rotated["secret"]):
+            assert Webhook(str(secret)).verify(got.body, got.headers)["type"] == "member.enrolled"
+        app.enroll({"member": "bob"}, T0 + timedelta(hours=25))
+        _publish(engine, app, T0 + timedelta(hours=25))
+        Deliverer(engine, FakeClock(T0 + timedelta(hours=25)), threads=1).run_once()
+        later = receiver.received[1]
+        assert len(later.headers["webhook-signature"].split(" ")) == 1
+        with pytest.raises(Exception):  # noqa: B017 - the package raises its own verification error
+            Webhook(str(made["secret"])).verify(later.body, later.headers)
+
+
+def test_a_slow_receiver_slows_only_its_own_endpoint(engine: sa.Engine) -> None:
+    with receiving(Reply(200, delay_s=2.0)) as slow, receiving() as fast:
+        app = new_app(engine, start=T0)
+        _endpoint(engine, app, slow.url, ["member.enrolled"])
+        _endpoint(engine, app, fast.url, ["member.enrolled"])
+        for n in range(3):
+            app.enroll({"member": f"m{n}"}, T0)
+        _publish(engine, app, T0)
+        started = time.monotonic()
+        Deliverer(engine, FakeClock(T0), threads=4).run_once()
+        assert len(fast.received) == 3 and len(slow.received) == 3
+        assert max(r.at for r in fast.received) - started < 1.0  # not behind the slow one's 6 s
+        assert max(r.at for r in slow.received) - started >= 4.0
+
+
+def test_live_refuses_loopback_and_private_urls(engine: sa.Engine) -> None:
+    tenant = create_tenant(engine, "Live", T0)
+    for url in (
+        "http://127.0.0.1:9/x",
+        "http://10.1.2.3/x",
+        "http://[::1]/x",
+        "ftp://example.com/x",
+        "not a url",
+    ):
+        with pytest.raises(InvalidInput), engine.begin() as conn:
+            webhooks.create_endpoint(
+                conn, tenant["live_environment"], {"url": url}, T0, allow_private=False
+            )
+    with engine.connect() as conn:
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(webhook_endpoints)).scalar_one()
+            == 0
+        )
+
+
+def test_resend_and_recover_send_dead_letters_again(engine: sa.Engine) -> None:
+    with receiving(Reply(500)) as receiver:
+        app = new_app(engine, start=T0)
+        made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        app.enroll({"member": "ann"}, T0)
+        _publish(engine, app, T0)
+        with engine.begin() as conn:
+            conn.execute(sa.update(webhook_deliveries).values(state="dead", attempts=8, dead_at=T0))
+        receiver.default = Reply(200)
+        with engine.begin() as conn:
+            assert (
+                webhooks.recover(conn, app.env_id, str(made["id"]), T0 - timedelta(hours=1), T0)
+                == 1
+            )
+        assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 1
+        message = receiver.ids()[-1]
+        with engine.begin() as conn:
+            assert webhooks.resend(conn, app.env_id, message, T0) == 1
+        Deliverer(engine, FakeClock(T0), threads=1).run_once()
+        assert receiver.ids()[-2:] == [message, message]
