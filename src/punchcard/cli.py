@@ -222,6 +222,10 @@ def worker_command(
     worker_interval_ms: Annotated[int, WORKER_INTERVAL] = 200,
     log_level: Annotated[str, LOG_LEVEL] = "info",
     webhook_allow_private: Annotated[bool, ALLOW_PRIVATE] = False,
+    lease_s: Annotated[
+        float | None,
+        typer.Option(envvar="PUNCHCARD_LEASE_S", help="How long a claim outlives a crashed worker."),
+    ] = None,
 ) -> None:
     """Run a worker process (due work and webhook delivery): several may share one PostgreSQL."""
     from punchcard.server import configure_logging, run_worker
@@ -231,6 +235,7 @@ def worker_command(
         open_database(database),
         worker_interval_ms / 1000,
         webhook_allow_private=webhook_allow_private,
+        lease_s=lease_s,
     )
 
 

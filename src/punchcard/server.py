@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +91,17 @@ def serve(
             thread.join(timeout=5)
 
 
-def run_worker(engine: sa.Engine, interval_s: float, *, webhook_allow_private: bool) -> None:
-    """Due work and webhook delivery, each in its own loop, until the process is stopped."""
+def run_worker(
+    engine: sa.Engine, interval_s: float, *, webhook_allow_private: bool, lease_s: float | None = None
+) -> None:
+    """Due work and webhook delivery, each in its own loop, until the process is stopped.
+
+    `lease_s` bounds how long a crashed worker's claims block others (defaults: 30 s for an
+    environment's due work, 120 s for an endpoint's deliveries)."""
     clock = SystemClock()
     deliverer = Deliverer(engine, clock, allow_private=webhook_allow_private)
+    worker = Worker(engine, clock, interval_s)
+    if lease_s is not None:
+        deliverer.lease = worker.lease = timedelta(seconds=lease_s)
     threading.Thread(target=deliverer.run_forever, name="Deliverer", daemon=True).start()
-    Worker(engine, clock, interval_s).run_forever()
+    worker.run_forever()

@@ -40,6 +40,14 @@ CASES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/v1/gift-cards/inquiries", {"number": "{number}", "pin": "{pin}"}),
     ("DELETE", "/v1/sandboxes/{sandbox}", None),
     ("POST", "/v1/sandboxes/{sandbox}/clock", {"advance": "PT1H"}),
+    ("GET", "/v1/webhooks/endpoints/{endpoint}", None),
+    ("PATCH", "/v1/webhooks/endpoints/{endpoint}", {"enabled": False}),
+    ("DELETE", "/v1/webhooks/endpoints/{endpoint}", None),
+    ("POST", "/v1/webhooks/endpoints/{endpoint}/rotate-secret", None),
+    ("GET", "/v1/webhooks/endpoints/{endpoint}/attempts", None),
+    ("GET", "/v1/webhooks/endpoints/{endpoint}/dead-letters", None),
+    ("POST", "/v1/webhooks/endpoints/{endpoint}/recover", {"since": "2026-01-01T00:00:00Z"}),
+    ("POST", "/v1/webhooks/messages/{message}/resend", None),
 ]
 # Endpoints that name nothing of another environment: what they show is the caller's own.
 OWN_ONLY = {
@@ -53,6 +61,8 @@ OWN_ONLY = {
     ("POST", "/v1/sandboxes"),
     ("POST", "/v1/clock"),
     ("GET", "/v1/clock"),
+    ("GET", "/v1/webhooks/endpoints"),
+    ("POST", "/v1/webhooks/endpoints"),
 }
 
 
@@ -94,6 +104,8 @@ def alpha(server: Server) -> dict[str, str]:
         ids["hold"] = post("/v1/gift-cards/g-alpha/holds", {"amount": "5.00", "id": "h-alpha"})[
             "hold"
         ]["id"]
+        ids["endpoint"] = post("/v1/webhooks/endpoints", {"url": "http://127.0.0.1:9/hooks"})["id"]
+        ids["message"] = "msg_alpha"  # a message id of another environment names nothing either
         ids["key"] = made["key"]
     return ids
 
@@ -162,7 +174,9 @@ def test_every_endpoint_is_covered_here(server: Server) -> None:
             .replace("{order}", "{order_id}")
             .replace("{card}", "{card_id}")
             .replace("{hold}", "{hold_id}")
-            .replace("{sandbox}", "{sandbox_id}"),
+            .replace("{sandbox}", "{sandbox_id}")
+            .replace("{endpoint}", "{endpoint_id}")
+            .replace("{message}", "{message_id}"),
         )
         for m, p, _ in CASES
     }

@@ -44,7 +44,9 @@ PER_ROUND = 50  # deliveries one endpoint sends per claim
 EXCERPT = 300
 
 
-def claim_endpoints(engine: sa.Engine, now: datetime, limit: int) -> list[Any]:
+def claim_endpoints(
+    engine: sa.Engine, now: datetime, limit: int, lease: timedelta = ENDPOINT_LEASE
+) -> list[Any]:
     """Endpoints with due deliveries that no other sender holds, leased to the caller."""
     due = (
         sa.select(webhook_deliveries.c.endpoint_id)
@@ -69,7 +71,7 @@ def claim_endpoints(engine: sa.Engine, now: datetime, limit: int) -> list[Any]:
             conn.execute(
                 sa.update(webhook_endpoints)
                 .where(webhook_endpoints.c.id.in_([r.id for r in rows]))
-                .values(locked_until=now + ENDPOINT_LEASE)
+                .values(locked_until=now + lease)
             )
         return list(rows)
 
@@ -105,7 +107,9 @@ class Deliverer:
         timeout_s: float = 10.0,
         transport: httpx.BaseTransport | None = None,
         signing_clock: Clock | None = None,
+        lease: timedelta = ENDPOINT_LEASE,
     ) -> None:
+        self.lease = lease
         self.engine = engine
         self.clock = clock  # schedules attempts (a test may drive it)
         # Signatures carry the real send time: receivers check it against their own clocks.
@@ -117,7 +121,7 @@ class Deliverer:
 
     def run_once(self) -> int:
         """Claim endpoints with due deliveries and send them; returns the attempts made."""
-        endpoints = claim_endpoints(self.engine, self.clock.now(), max(1, self.threads))
+        endpoints = claim_endpoints(self.engine, self.clock.now(), max(1, self.threads), self.lease)
         if self.threads <= 1:
             return sum(self.send_endpoint(endpoint) for endpoint in endpoints)
         with ThreadPoolExecutor(max_workers=self.threads) as pool:

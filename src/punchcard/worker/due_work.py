@@ -29,7 +29,9 @@ LEASE = timedelta(seconds=30)
 CLAIM_BATCH = 20
 
 
-def claim(engine: sa.Engine, owner: str, now: datetime, env_id: str | None = None) -> list[str]:
+def claim(
+    engine: sa.Engine, owner: str, now: datetime, env_id: str | None = None, lease: timedelta = LEASE
+) -> list[str]:
     """Take the lease of environments that are free (or one named environment)."""
     with engine.begin() as conn:
         query = (
@@ -51,7 +53,7 @@ def claim(engine: sa.Engine, owner: str, now: datetime, env_id: str | None = Non
             conn.execute(
                 sa.update(environments)
                 .where(environments.c.id.in_(ids))
-                .values(lease_owner=owner, lease_until=now + LEASE)
+                .values(lease_owner=owner, lease_until=now + lease)
             )
         return ids
 
@@ -101,17 +103,20 @@ def process(engine: sa.Engine, env_id: str, clock: Clock, owner: str) -> int:
 class Worker:
     """A loop that claims environments and does their due work."""
 
-    def __init__(self, engine: sa.Engine, clock: Clock, interval_s: float = 0.2) -> None:
+    def __init__(
+        self, engine: sa.Engine, clock: Clock, interval_s: float = 0.2, lease: timedelta = LEASE
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.interval_s = interval_s
+        self.lease = lease
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self.stopping = threading.Event()
 
     def run_once(self) -> int:
         done = 0
         now = self.clock.now()
-        for env_id in claim(self.engine, self.owner, now):
+        for env_id in claim(self.engine, self.owner, now, lease=self.lease):
             done += process(self.engine, env_id, self.clock, self.owner)
         purge_idempotency_keys(self.engine, now)
         return done
