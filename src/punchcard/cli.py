@@ -224,7 +224,9 @@ def worker_command(
     webhook_allow_private: Annotated[bool, ALLOW_PRIVATE] = False,
     lease_s: Annotated[
         float | None,
-        typer.Option(envvar="PUNCHCARD_LEASE_S", help="How long a claim outlives a crashed worker."),
+        typer.Option(
+            envvar="PUNCHCARD_LEASE_S", help="How long a claim outlives a crashed worker."
+        ),
     ] = None,
 ) -> None:
     """Run a worker process (due work and webhook delivery): several may share one PostgreSQL."""

@@ -92,7 +92,11 @@ def serve(
 
 
 def run_worker(
-    engine: sa.Engine, interval_s: float, *, webhook_allow_private: bool, lease_s: float | None = None
+    engine: sa.Engine,
+    interval_s: float,
+    *,
+    webhook_allow_private: bool,
+    lease_s: float | None = None,
 ) -> None:
     """Due work and webhook delivery, each in its own loop, until the process is stopped.
 

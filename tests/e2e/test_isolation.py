@@ -48,6 +48,7 @@ CASES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/v1/webhooks/endpoints/{endpoint}/dead-letters", None),
     ("POST", "/v1/webhooks/endpoints/{endpoint}/recover", {"since": "2026-01-01T00:00:00Z"}),
     ("POST", "/v1/webhooks/messages/{message}/resend", None),
+    ("GET", "/v1/inbound/sources/{source}/events", None),
 ]
 # Endpoints that name nothing of another environment: what they show is the caller's own.
 OWN_ONLY = {
@@ -63,6 +64,9 @@ OWN_ONLY = {
     ("GET", "/v1/clock"),
     ("GET", "/v1/webhooks/endpoints"),
     ("POST", "/v1/webhooks/endpoints"),
+    ("POST", "/v1/inbound/sources"),
+    # Authenticated by the source's signature, not by a key: see tests/e2e/test_inbound.py.
+    ("POST", "/v1/inbound/{source_id}"),
 }
 
 
@@ -106,6 +110,7 @@ def alpha(server: Server) -> dict[str, str]:
         ]["id"]
         ids["endpoint"] = post("/v1/webhooks/endpoints", {"url": "http://127.0.0.1:9/hooks"})["id"]
         ids["message"] = "msg_alpha"  # a message id of another environment names nothing either
+        ids["source"] = post("/v1/inbound/sources", {"mapping": "generic"})["id"]
         ids["key"] = made["key"]
     return ids
 
@@ -176,7 +181,8 @@ def test_every_endpoint_is_covered_here(server: Server) -> None:
             .replace("{hold}", "{hold_id}")
             .replace("{sandbox}", "{sandbox_id}")
             .replace("{endpoint}", "{endpoint_id}")
-            .replace("{message}", "{message_id}"),
+            .replace("{message}", "{message_id}")
+            .replace("{source}/events", "{source_id}/events"),
         )
         for m, p, _ in CASES
     }

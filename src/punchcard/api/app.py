@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
 from punchcard import __version__
+from punchcard.api.inbound_routes import router as inbound_router
 from punchcard.api.problems import ApiProblem, from_domain, problem
 from punchcard.api.routes import InquiryLimiter, health_router, router
 from punchcard.api.webhook_routes import router as webhook_router
@@ -37,6 +38,7 @@ def create_app(
     app.state.webhook_allow_private = webhook_allow_private
     app.include_router(router)
     app.include_router(webhook_router)
+    app.include_router(inbound_router)
     app.include_router(health_router(lambda: app.state.engine))
 
     @app.exception_handler(PunchcardError)

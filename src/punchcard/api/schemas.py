@@ -151,3 +151,7 @@ class EndpointPatch(Body):
 
 class RecoverBody(Body):
     since: datetime
+
+
+class SourceBody(Body):
+    mapping: str = Field("generic", description="The source's event format")

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from punchcard.services.clock import Clock
 from punchcard.services.due import run_due
+from punchcard.services.inbound import process_due as process_inbound
 from punchcard.services.webhooks import fan_out
 from punchcard.store.database import reading
 from punchcard.store.tables import UtcDateTime, environments, idempotency_keys
@@ -30,7 +31,11 @@ CLAIM_BATCH = 20
 
 
 def claim(
-    engine: sa.Engine, owner: str, now: datetime, env_id: str | None = None, lease: timedelta = LEASE
+    engine: sa.Engine,
+    owner: str,
+    now: datetime,
+    env_id: str | None = None,
+    lease: timedelta = LEASE,
 ) -> list[str]:
     """Take the lease of environments that are free (or one named environment)."""
     with engine.begin() as conn:
@@ -118,6 +123,7 @@ class Worker:
         now = self.clock.now()
         for env_id in claim(self.engine, self.owner, now, lease=self.lease):
             done += process(self.engine, env_id, self.clock, self.owner)
+        done += process_inbound(self.engine, self.clock)
         purge_idempotency_keys(self.engine, now)
         return done
 

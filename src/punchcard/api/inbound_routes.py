@@ -1,0 +1,55 @@
+"""/v1/inbound: ordering platforms push order events here, signed with a shared secret."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from punchcard.api.context import Call, write
+from punchcard.api.problems import ApiProblem
+from punchcard.api.routes import call, read
+from punchcard.api.schemas import SourceBody
+from punchcard.services import inbound
+
+router = APIRouter(prefix="/v1/inbound", tags=["inbound"])
+
+
+@router.post("/sources", status_code=201)
+def create_source(body: SourceBody, c: Call = Depends(call)) -> Response:
+    """A source and its signing secret (in this answer only); events go to its `url`."""
+    return write(
+        c,
+        "inbound:write",
+        lambda uow, now: inbound.create_source(uow.conn, c.env_id, body.mapping, now),
+        lambda made, _uow, _now: made,
+        status=201,
+    )
+
+
+@router.get("/sources/{source_id}/events")
+async def list_events(source_id: str, c: Call = Depends(call)) -> Response:
+    """What became of each event: pending (waiting for its order), done, or failed and why."""
+    return await read(
+        c,
+        "inbound:write",
+        lambda uow, _now, _ok: {"events": inbound.events(uow.conn, c.env_id, source_id)},
+    )
+
+
+@router.post("/{source_id}", status_code=202)
+async def receive(source_id: str, request: Request) -> Response:
+    """Verify the signature on the raw bytes, store the event once, answer at once.
+
+    Needs no API key and no Idempotency-Key: the signature authenticates, the event id dedupes.
+    """
+    body = await request.body()
+    state = request.app.state
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        new = await run_in_threadpool(
+            inbound.receive, state.engine, source_id, body, headers, state.clock.now()
+        )
+    except inbound.BadSignature as exc:
+        raise ApiProblem(401, "bad_signature", str(exc)) from exc
+    return JSONResponse({"received": True, "duplicate": not new}, status_code=202 if new else 200)

@@ -1,0 +1,209 @@
+"""Inbound events: verified on the raw bytes, stored once per event id, processed later.
+
+Receiving only verifies, deduplicates and stores, so the source gets its 2xx at once.
+The worker then applies each event as one use case. An event that arrives before its
+order (a refund before the order it refunds) is tried again with backoff until the
+order exists; an event that can never apply is kept as `failed` with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from punchcard.errors import InvalidInput, NotFound, PunchcardError
+from punchcard.inbound import MAPPINGS
+from punchcard.services import orders
+from punchcard.services.clock import Clock, environment_now
+from punchcard.store.tables import inbound_events, inbound_sources
+from punchcard.store.uow import UnitOfWork
+
+TOLERANCE = timedelta(minutes=5)  # between the signature's timestamp and our clock
+MAX_ATTEMPTS = 12  # about 1 h 8 min of waiting for an order to appear, doubling from 1 s
+BATCH = 100
+
+
+class BadSignature(Exception):
+    """Signature or timestamp wrong: the request is refused and nothing is stored."""
+
+
+def create_source(conn: sa.Connection, env_id: str, mapping: str, now: datetime) -> dict[str, str]:
+    if mapping not in MAPPINGS:
+        raise InvalidInput(f"mapping: one of {', '.join(MAPPINGS)}")
+    source_id = f"src_{uuid.uuid4().hex[:20]}"
+    secret = secrets.token_urlsafe(32)
+    conn.execute(
+        sa.insert(inbound_sources).values(
+            id=source_id, env_id=env_id, mapping=mapping, secret=secret, created_at=now
+        )
+    )
+    return {
+        "id": source_id,
+        "mapping": mapping,
+        "secret": secret,
+        "url": f"/v1/inbound/{source_id}",
+    }
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=` + hex HMAC-SHA256 of `{timestamp}.{raw body}` with the source's secret."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def receive(
+    engine: sa.Engine, source_id: str, body: bytes, headers: dict[str, str], now: datetime
+) -> bool:
+    """Verify, deduplicate and store an event. True when new, False for a duplicate."""
+    with engine.begin() as conn:
+        source = conn.execute(
+            sa.select(inbound_sources).where(inbound_sources.c.id == source_id)
+        ).first()
+        if source is None:
+            raise BadSignature("unknown source")
+        stamp = headers.get("x-punchcard-timestamp", "")
+        given = headers.get("x-punchcard-signature", "")
+        if not stamp.isdigit() or abs(now.timestamp() - int(stamp)) > TOLERANCE.total_seconds():
+            raise BadSignature("timestamp missing or outside the 5-minute tolerance")
+        if not hmac.compare_digest(given, signature(source.secret, stamp, body)):
+            raise BadSignature("signature does not match")
+        try:
+            event = json.loads(body)
+        except ValueError as exc:
+            raise InvalidInput("the body is not JSON") from exc
+        event_id = MAPPINGS[source.mapping].event_id(event)
+        dialect = conn.dialect.name
+        insert = (
+            sa.dialects.postgresql.insert if dialect == "postgresql" else sa.dialects.sqlite.insert
+        )(inbound_events)
+        stored = conn.execute(
+            insert.values(
+                source_id=source_id,
+                event_id=event_id,
+                body=body.decode(),
+                state="pending",
+                attempts=0,
+                next_attempt_at=now,
+                received_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(
+                inbound_events.c.id
+            )  # no row back: a duplicate (rowcount is not reliable here)
+        ).first()
+        return stored is not None
+
+
+def process_due(engine: sa.Engine, clock: Clock) -> int:
+    """Apply inbound events that are due, each in its own transaction with its effect."""
+    now = clock.now()
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(inbound_events.c.id)
+            .where(inbound_events.c.state == "pending", inbound_events.c.next_attempt_at <= now)
+            .order_by(inbound_events.c.received_at, inbound_events.c.id)
+            .limit(BATCH)
+            .with_for_update(skip_locked=True)
+        ).all()
+        ids = [r.id for r in rows]
+        if ids:  # a short lease so another worker does not take them meanwhile
+            conn.execute(
+                sa.update(inbound_events)
+                .where(inbound_events.c.id.in_(ids))
+                .values(next_attempt_at=now + timedelta(seconds=60))
+            )
+    for event_id in ids:
+        _apply(engine, event_id, clock)
+    return len(ids)
+
+
+def _apply(engine: sa.Engine, event_pk: int, clock: Clock) -> None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(inbound_events, inbound_sources.c.env_id, inbound_sources.c.mapping)
+            .join(inbound_sources, inbound_sources.c.id == inbound_events.c.source_id)
+            .where(inbound_events.c.id == event_pk)
+        ).one()
+        now = environment_now(conn, row.env_id, clock)
+    if row.state != "pending":
+        return
+    try:
+        operation = MAPPINGS[row.mapping].operation(json.loads(row.body))
+        with UnitOfWork(engine, row.env_id) as uow:
+            _USE_CASES[operation.kind](uow, operation.data, now)
+            _settle(uow.conn, event_pk, "done", f"applied: {operation.kind}", now)
+            uow.commit()
+    except NotFound as exc:
+        # Out of order (a refund before its order): wait for it, doubling the pause.
+        attempts = row.attempts + 1
+        with engine.begin() as conn:
+            if attempts >= MAX_ATTEMPTS:
+                _settle(conn, event_pk, "failed", f"not_found: {exc.message}", now, attempts)
+            else:
+                conn.execute(
+                    sa.update(inbound_events)
+                    .where(inbound_events.c.id == event_pk)
+                    .values(
+                        attempts=attempts,
+                        next_attempt_at=clock.now() + timedelta(seconds=2 ** (attempts - 1)),
+                        outcome=f"waiting: {exc.message}",
+                    )
+                )
+    except PunchcardError as exc:
+        with engine.begin() as conn:
+            _settle(conn, event_pk, "failed", f"{exc.code}: {exc.message}", now, row.attempts + 1)
+
+
+def _settle(
+    conn: sa.Connection,
+    event_pk: int,
+    state: str,
+    outcome: str,
+    now: datetime,
+    attempts: int | None = None,
+) -> None:
+    values: dict[str, Any] = {"state": state, "outcome": outcome[:500]}
+    if attempts is not None:
+        values["attempts"] = attempts
+    conn.execute(sa.update(inbound_events).where(inbound_events.c.id == event_pk).values(**values))
+
+
+_USE_CASES = {
+    "place": orders.place,
+    "close": orders.close,
+    "edit": orders.edit,
+    "refund": orders.refund,
+    "void": orders.void,
+}
+
+
+def events(conn: sa.Connection, env_id: str, source_id: str) -> list[dict[str, Any]]:
+    source = conn.execute(
+        sa.select(inbound_sources.c.id).where(
+            inbound_sources.c.id == source_id, inbound_sources.c.env_id == env_id
+        )
+    ).first()
+    if source is None:
+        raise NotFound(f"no inbound source {source_id!r}")
+    rows = conn.execute(
+        sa.select(inbound_events)
+        .where(inbound_events.c.source_id == source_id)
+        .order_by(inbound_events.c.id)
+    ).all()
+    return [
+        {
+            "event": r.event_id,
+            "state": r.state,
+            "attempts": r.attempts,
+            "outcome": r.outcome,
+            "received_at": r.received_at.isoformat(),
+        }
+        for r in rows
+    ]
