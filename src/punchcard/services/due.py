@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from punchcard.engine.members import roll_window, window_bounds
-from punchcard.lifecycle.machines import NEW_WINDOW, tier_machine
+from punchcard.lifecycle.machines import NEW_WINDOW, REWARD, tier_machine
 from punchcard.services import gift_cards, orders, points
 from punchcard.services.context import member_by_id, record_tier, save_state, state_of, version_at
 from punchcard.services.uow_factory import UowFactory
@@ -192,24 +192,14 @@ def _rewards_due(uow: UnitOfWork, moment: datetime) -> list[int]:
 def _expire_reward(uow: UnitOfWork, reward_id: int, moment: datetime) -> None:
     row = uow.conn.execute(sa.select(rewards).where(rewards.c.id == reward_id)).one()
     member_by_id(uow, row.member_id)
-    done = uow.conn.execute(
-        sa.update(rewards)
-        .where(
-            rewards.c.id == reward_id,
-            rewards.c.state == "available",
-            rewards.c.expires_at <= moment,
-        )
-        .values(state="expired")
-    ).rowcount
-    if done:
-        uow.record(
-            Event(
-                "reward.expired",
-                moment,
-                {"reward": row.reward_id, "alias": row.alias},
-                row.member_id,
-            )
-        )
+    row = uow.conn.execute(sa.select(rewards).where(rewards.c.id == reward_id)).one()
+    if row.state != "available" or row.expires_at > moment:
+        return  # used or reserved meanwhile: a reserved reward is honoured at close
+    state = REWARD.target(row.state, "valid_days pass", row.alias or row.reward_id)
+    uow.conn.execute(sa.update(rewards).where(rewards.c.id == reward_id).values(state=state))
+    uow.record(
+        Event("reward.expired", moment, {"reward": row.reward_id, "alias": row.alias}, row.member_id)
+    )
 
 
 def _holds_due(uow: UnitOfWork, moment: datetime) -> list[int]:

@@ -98,7 +98,7 @@ def close(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
 
 
 def _close(uow: UnitOfWork, row: Any, now: datetime) -> None:
-    ORDER.target(row.state, "close", row.external_id)
+    closed = ORDER.target(row.state, "close", row.external_id)
     program = version_by_id(uow, row.version_id).program
     order = order_from_row(row)
     held = rewards.of_order(uow, row.id)
@@ -116,7 +116,7 @@ def _close(uow: UnitOfWork, row: Any, now: datetime) -> None:
         sa.update(orders)
         .where(orders.c.id == row.id)
         .values(
-            state="closed",
+            state=closed,
             line_discounts=dict(allocation.line_discounts),
             closed_at=now,
             close_seq=close_seq,
@@ -264,13 +264,13 @@ def void(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     """Void an order: open, its rewards are released; closed, it is reversed whole."""
     row = _get(uow, data)
     _lock_member(uow, row)
-    ORDER.target(row.state, "void", row.external_id)
+    voided = ORDER.target(row.state, "void", row.external_id)
     held = rewards.of_order(uow, row.id)
     if row.state == "closed":
         previous = outcome_from_document(row.outcome)
         nothing = Outcome(0, (), False, previous.visit_day, frozenset(), ("The order was voided.",))
         _apply_change(uow, row, nothing, now, voiding=True)
-    uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(state="voided"))
+    uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(state=voided))
     rewards.move(uow, held, "release" if row.state == "open" else "closed order voided", None, now)
     uow.record(Event("order.voided", now, {"order": row.external_id}, row.member_id))
 
