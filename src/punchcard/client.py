@@ -112,6 +112,17 @@ class Client:
             raise error(str(problem.get("detail")))
         raise ApiError(response.status_code, problem)
 
+    def wait_for(self, token: str, timeout_s: float = 10.0) -> bool:
+        """Read-your-writes: wait until reads include the write that gave `token`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            wait_ms = int(max(0.0, min(5.0, deadline - time.monotonic())) * 1000)
+            answer = self.request(
+                "GET", "/v1/consistency", params={"consistency_token": token, "wait_ms": wait_ms}
+            )
+            if answer["consistent"] or time.monotonic() >= deadline:
+                return bool(answer["consistent"])
+
     # Members and rewards -------------------------------------------------------------------
 
     def enroll(self, member: str, **profile: Any) -> Any:

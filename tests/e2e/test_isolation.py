@@ -62,6 +62,7 @@ OWN_ONLY = {
     ("POST", "/v1/sandboxes"),
     ("POST", "/v1/clock"),
     ("GET", "/v1/clock"),
+    ("GET", "/v1/consistency"),
     ("GET", "/v1/webhooks/endpoints"),
     ("POST", "/v1/webhooks/endpoints"),
     ("POST", "/v1/inbound/sources"),

@@ -537,6 +537,12 @@ def move_own_clock(body: ClockBody, c: Call = Depends(call)) -> Response:
     return idempotent(c, "sandboxes:write", lambda: (200, _move(c, c.env_id, body)))
 
 
+@router.get("/consistency", tags=["consistency"])
+async def consistency(c: Call = Depends(call)) -> Response:
+    """Wait (up to wait_ms) until the read side includes the write of `consistency_token`."""
+    return JSONResponse({"consistent": await wait_consistent(c)})
+
+
 @router.get("/clock", tags=["sandboxes"])
 def get_clock(c: Call = Depends(call)) -> Response:
     return JSONResponse({"now": c.now().isoformat(), "movable": c.principal.env_kind == "sandbox"})

@@ -198,7 +198,9 @@ def _expire_reward(uow: UnitOfWork, reward_id: int, moment: datetime) -> None:
     state = REWARD.target(row.state, "valid_days pass", row.alias or row.reward_id)
     uow.conn.execute(sa.update(rewards).where(rewards.c.id == reward_id).values(state=state))
     uow.record(
-        Event("reward.expired", moment, {"reward": row.reward_id, "alias": row.alias}, row.member_id)
+        Event(
+            "reward.expired", moment, {"reward": row.reward_id, "alias": row.alias}, row.member_id
+        )
     )
 
 
