@@ -88,6 +88,50 @@ def scenario_run(
         raise typer.Exit(1)
 
 
+@app.command()
+def parity(
+    paths: Annotated[list[Path], typer.Argument(help="Scenario files or folders of them.")],
+    a: Annotated[str, typer.Option("--a", help="Base URL of deployment A.")],
+    a_key: Annotated[str, typer.Option("--a-key", help="A key of A that may make sandboxes.")],
+    b: Annotated[str, typer.Option("--b", help="Base URL of deployment B.")],
+    b_key: Annotated[str, typer.Option("--b-key", help="A key of B that may make sandboxes.")],
+    tenant_program: Annotated[
+        bool,
+        typer.Option(
+            help="Run each side's own program versions instead of the scenario's program."
+        ),
+    ] = False,
+) -> None:
+    """Run scenarios against two deployments and print every observable that differs."""
+    from punchcard.scenarios.over_http import OverHttp
+    from punchcard.scenarios.parity import collecting, compare
+
+    found = files.find_files(paths)
+    differences = []
+    with collecting() as collector:
+        for path in found:
+            differences += compare(
+                files.load(path),
+                OverHttp(a, a_key),
+                OverHttp(b, b_key),
+                collector,
+                tenant_program=tenant_program,
+            )
+    if not differences:
+        print(f"{len(found)} scenarios: A and B agree on every observable")
+        return
+    table = Table(title="Differences between A and B")
+    for column in ("scenario", "step", "observable", "A", "B"):
+        table.add_column(column)
+    for d in differences:
+        table.add_row(d.scenario, d.step, escape(d.observable), escape(str(d.a)), escape(str(d.b)))
+    console.print(table)
+    print(
+        f"{len(differences)} differences in {len({d.scenario for d in differences})} of {len(found)} scenarios"
+    )
+    raise typer.Exit(1)
+
+
 @program_app.command("check")
 def program_check(
     file: Annotated[Path, typer.Argument(help="A program YAML or JSON file.")],

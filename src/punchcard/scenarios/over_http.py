@@ -35,11 +35,19 @@ class OverHttp:
         assert self.client is not None
         return self.client
 
-    def start(self, program: str, at: datetime) -> None:
-        made = self.tenant.create_sandbox("scenario", at.isoformat(), copy_programs=False)
+    def start(
+        self, program: str, at: datetime, *, upload: bool = True, hook_url: str | None = None
+    ) -> None:
+        """A fresh sandbox at `at` running the scenario's program (or, with upload=False, the
+        program versions of the key's environment, to compare deployments as they are), with
+        its webhooks sent to `hook_url` from the first event on."""
+        made = self.tenant.create_sandbox("scenario", at.isoformat(), copy_programs=not upload)
         self.sandbox_id = made["id"]
         self.client = Client(self.base_url, made["key"])
-        self.api.upload_program(program, live_from=at.isoformat())
+        if hook_url is not None:
+            self.api.request("POST", "/v1/webhooks/endpoints", {"url": hook_url})
+        if upload:
+            self.api.upload_program(program, live_from=at.isoformat())
 
     def finish(self) -> None:
         if self.sandbox_id is not None:

@@ -94,37 +94,44 @@ def _run_step(
             raise StepFailed(f"{where}: an expect checks state; it can not carry error")
         _expect(target, where, args, clock)
         return clock
+    clock, error = perform(target, scenario.path.parent, verb, args, clock)
+    if error is None and wanted_error is not None:
+        raise StepFailed(f"{where}: wanted error {wanted_error}, but the step succeeded")
+    if error is not None and wanted_error is None:
+        raise StepFailed(f"{where}: failed with {error.code}: {error.message}")
+    if error is not None and error.code != wanted_error:
+        raise StepFailed(
+            f"{where}: wanted error {wanted_error}, seen {error.code}: {error.message}"
+        )
+    return clock
+
+
+def perform(
+    target: Target, base: Any, verb: str, args: Any, clock: datetime
+) -> tuple[datetime, PunchcardError | None]:
+    """Do one step that is not an expect: move the clock to its `at` (doing the due work on
+    the way), run it, then do the work due at the clock. Returns the clock and the domain
+    error the step failed with, if it did (a failed step changed nothing)."""
+    error = None
     try:
         if verb == "advance":
-            to = _advance_to(args, clock)
-            target.run_due(to)
-            clock = to
-            if wanted_error is not None:
-                raise StepFailed(f"{where}: wanted error {wanted_error}, but the step succeeded")
-            return clock
-        if not isinstance(args, dict):
-            raise InvalidInput(f"{verb}: takes a mapping")
-        if args.get("at") is not None:
-            at = parse_time(args["at"], f"{verb}.at")
-            if at < clock:
-                raise InvalidInput(
-                    f"{verb}.at: {at.isoformat()} is before the clock {clock.isoformat()}"
-                )
-            target.run_due(at)
-            clock = at
-        target.step(verb, args, clock, scenario.path.parent)
+            clock = _advance_to(args, clock)
+        else:
+            if not isinstance(args, dict):
+                raise InvalidInput(f"{verb}: takes a mapping")
+            if args.get("at") is not None:
+                at = parse_time(args["at"], f"{verb}.at")
+                if at < clock:
+                    raise InvalidInput(
+                        f"{verb}.at: {at.isoformat()} is before the clock {clock.isoformat()}"
+                    )
+                target.run_due(at)
+                clock = at
+            target.step(verb, args, clock, base)
     except PunchcardError as exc:
-        if wanted_error is None:
-            raise StepFailed(f"{where}: failed with {exc.code}: {exc.message}") from exc
-        if exc.code != wanted_error:
-            raise StepFailed(
-                f"{where}: wanted error {wanted_error}, seen {exc.code}: {exc.message}"
-            ) from exc
-    else:
-        if wanted_error is not None:
-            raise StepFailed(f"{where}: wanted error {wanted_error}, but the step succeeded")
+        error = exc
     target.run_due(clock)
-    return clock
+    return clock, error
 
 
 def _advance_to(args: Any, clock: datetime) -> datetime:

@@ -289,7 +289,16 @@ def post(uow: UnitOfWork, order_pk: int, at: datetime) -> None:
         )
     ).first()
     if lot is not None and lot.amount > 0:
-        points.earn(uow, program, member.id, lot.amount, at, row.id, lot_id=lot.id)
+        points.earn(
+            uow,
+            program,
+            member.id,
+            lot.amount,
+            at,
+            row.id,
+            order_ref=row.external_id,
+            lot_id=lot.id,
+        )
     elif lot is not None:
         _withdraw_lot(uow, lot.id)
     state = state_of(member)
@@ -350,9 +359,9 @@ def _apply_change(
     d_visit = int(outcome.visit) - int(row.posted_visit)
     d_spend = outcome.qualifying_spend - row.posted_spend
     if d_points > 0:
-        points.earn(uow, program, member.id, d_points, now, row.id)
+        points.earn(uow, program, member.id, d_points, now, row.id, order_ref=row.external_id)
     elif d_points < 0:
-        points.claw_back(uow, program, member.id, -d_points, now, row.id)
+        points.claw_back(uow, program, member.id, -d_points, now, row.id, order_ref=row.external_id)
     state = state_of(member)
     window_current = row.posted_window == member.window_start
     withdraw(program, state, max(0, -d_points), max(0, -d_visit), max(0, -d_spend), window_current)

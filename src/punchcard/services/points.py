@@ -51,6 +51,8 @@ def earn(
     points: int,
     at: datetime,
     order_id: int | None,
+    *,
+    order_ref: str,
     lot_id: int | None = None,
 ) -> None:
     """Post `points` (> 0): they pay any debt first, the rest forms a lot."""
@@ -65,7 +67,7 @@ def earn(
             EARNED,
             account(member_id),
             points,
-            f"order:{order_id}",
+            f"order:{order_ref}",
         ),
         at,
     )
@@ -89,7 +91,7 @@ def earn(
         Event(
             "points.posted",
             at,
-            {"points": points, "paid_debt": split.pays_debt, "order_id": order_id},
+            {"points": points, "paid_debt": split.pays_debt, "order": order_ref},
             member_id,
         )
     )
@@ -116,7 +118,14 @@ def _take(uow: UnitOfWork, lots_left: dict[int, int], parts: list[tuple[int, int
 
 
 def claw_back(
-    uow: UnitOfWork, program: Program, member_id: int, points: int, at: datetime, order_id: int
+    uow: UnitOfWork,
+    program: Program,
+    member_id: int,
+    points: int,
+    at: datetime,
+    order_id: int,
+    *,
+    order_ref: str,
 ) -> None:
     """Take back `points` (> 0): the order's own lot, then the oldest; the rest per negative_balance."""
     live = _live_lots(uow, member_id)
@@ -132,7 +141,7 @@ def claw_back(
                 account(member_id),
                 EARNED,
                 plan.posted,
-                f"order:{order_id}",
+                f"order:{order_ref}",
             ),
             at,
         )
@@ -141,7 +150,7 @@ def claw_back(
         Event(
             "points.reversed",
             at,
-            {"points": points, "debt": plan.debt, "dropped": plan.dropped, "order_id": order_id},
+            {"points": points, "debt": plan.debt, "dropped": plan.dropped, "order": order_ref},
             member_id,
         )
     )

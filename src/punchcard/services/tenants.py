@@ -19,7 +19,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from punchcard.errors import InvalidInput, InvalidState, NotFound
-from punchcard.store.tables import api_keys, environments, program_versions, tenants
+from punchcard.store.tables import (
+    api_keys,
+    environments,
+    program_versions,
+    tenants,
+    webhook_endpoints,
+)
 
 SCOPES = (
     "admin",
@@ -214,3 +220,8 @@ def delete_sandbox(
         sa.update(environments).where(environments.c.id == sandbox_id).values(deleted_at=now)
     )
     conn.execute(sa.update(api_keys).where(api_keys.c.env_id == sandbox_id).values(revoked_at=now))
+    conn.execute(  # a deleted sandbox sends nothing more
+        sa.update(webhook_endpoints)
+        .where(webhook_endpoints.c.env_id == sandbox_id)
+        .values(state="disabled", disabled_reason="sandbox deleted", deleted_at=now)
+    )

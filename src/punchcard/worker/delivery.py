@@ -48,24 +48,29 @@ def claim_endpoints(
     engine: sa.Engine, now: datetime, limit: int, lease: timedelta = ENDPOINT_LEASE
 ) -> list[Any]:
     """Endpoints with due deliveries that no other sender holds, leased to the caller."""
-    due = (
-        sa.select(webhook_deliveries.c.endpoint_id)
+    oldest_due = (
+        sa.select(
+            webhook_deliveries.c.endpoint_id,
+            sa.func.min(webhook_deliveries.c.next_attempt_at).label("due_at"),
+        )
         .where(webhook_deliveries.c.state == "pending", webhook_deliveries.c.next_attempt_at <= now)
-        .distinct()
+        .group_by(webhook_deliveries.c.endpoint_id)
+        .subquery()
     )
     with engine.begin() as conn:
         rows = conn.execute(
             sa.select(webhook_endpoints)
+            .join(oldest_due, oldest_due.c.endpoint_id == webhook_endpoints.c.id)
             .where(
-                webhook_endpoints.c.id.in_(due),
                 webhook_endpoints.c.state == "enabled",
                 sa.or_(
                     webhook_endpoints.c.locked_until.is_(None),
                     webhook_endpoints.c.locked_until < now,
                 ),
             )
+            .order_by(oldest_due.c.due_at)  # the longest-waiting endpoints first
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            .with_for_update(skip_locked=True, of=webhook_endpoints)
         ).all()
         if rows:
             conn.execute(
