@@ -125,7 +125,8 @@ def parity(
         table.add_column(column)
     for d in differences:
         table.add_row(d.scenario, d.step, escape(d.observable), escape(str(d.a)), escape(str(d.b)))
-    console.print(table)
+    # Wide enough for a log or a pipe: the values are the point, not the terminal's width.
+    Console(highlight=False, width=max(console.width, 200)).print(table)
     print(
         f"{len(differences)} differences in {len({d.scenario for d in differences})} of {len(found)} scenarios"
     )
