@@ -205,7 +205,7 @@ class Client:
     def void_hold(self, hold: str) -> Any:
         return self.request("POST", f"/v1/gift-cards/holds/{hold}/void")
 
-    # Programs, sandboxes, the clock ---------------------------------------------------------
+    # Programs ---------------------------------------------------------------------------------
 
     def upload_program(
         self, source: str, *, live_from: str | None = None, activate: bool = True
@@ -215,6 +215,55 @@ class Client:
 
     def versions(self) -> Any:
         return self.request("GET", "/v1/programs/versions")
+
+    def activate_version(self, number: int, at: str | None = None) -> Any:
+        return self.request("POST", f"/v1/programs/versions/{number}/activate", {"at": at})
+
+    def diagram(self, name: str) -> Any:
+        """A lifecycle's state diagram as Mermaid text."""
+        return self.request("GET", f"/v1/programs/diagrams/{name}")
+
+    # Webhooks and inbound events -------------------------------------------------------------
+
+    def create_endpoint(self, url: str, event_types: list[str] | None = None) -> Any:
+        return self.request(
+            "POST", "/v1/webhooks/endpoints", {"url": url, "event_types": event_types}
+        )
+
+    def endpoints(self) -> Any:
+        return self.request("GET", "/v1/webhooks/endpoints")
+
+    def update_endpoint(self, endpoint_id: str, **changes: Any) -> Any:
+        return self.request("PATCH", f"/v1/webhooks/endpoints/{endpoint_id}", changes)
+
+    def delete_endpoint(self, endpoint_id: str) -> Any:
+        return self.request("DELETE", f"/v1/webhooks/endpoints/{endpoint_id}")
+
+    def rotate_secret(self, endpoint_id: str) -> Any:
+        return self.request("POST", f"/v1/webhooks/endpoints/{endpoint_id}/rotate-secret")
+
+    def attempts(self, endpoint_id: str, cursor: str | None = None, limit: int = 50) -> Any:
+        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return self.request("GET", f"/v1/webhooks/endpoints/{endpoint_id}/attempts", params=params)
+
+    def dead_letters(self, endpoint_id: str) -> Any:
+        return self.request("GET", f"/v1/webhooks/endpoints/{endpoint_id}/dead-letters")
+
+    def recover(self, endpoint_id: str, since: str) -> Any:
+        return self.request(
+            "POST", f"/v1/webhooks/endpoints/{endpoint_id}/recover", {"since": since}
+        )
+
+    def resend(self, message_id: str) -> Any:
+        return self.request("POST", f"/v1/webhooks/messages/{message_id}/resend")
+
+    def create_source(self, mapping: str = "generic") -> Any:
+        return self.request("POST", "/v1/inbound/sources", {"mapping": mapping})
+
+    def inbound_events(self, source_id: str) -> Any:
+        return self.request("GET", f"/v1/inbound/sources/{source_id}/events")
+
+    # Sandboxes and the clock -----------------------------------------------------------------
 
     def create_sandbox(self, name: str, start: str, *, copy_programs: bool = True) -> Any:
         body = {"name": name, "start": start, "copy_programs": copy_programs}

@@ -63,3 +63,21 @@ def test_a_retry_after_a_lost_answer_reuses_the_key_and_applies_once(server: Ser
     assert answer["balance"]["amount"] == "6.00"
     with Client(server.url, server.b["live_key"]) as plain:
         assert plain.gift_card(card)["balance"]["amount"] == "6.00"  # not 2.00
+
+
+def test_the_client_covers_programs_and_webhooks(server: Server) -> None:
+    with Client(server.url, server.b["sandbox_key"]) as client:  # a sandbox may target loopback
+        assert client.diagram("hold").startswith("stateDiagram-v2\n    [*] --> pending")
+        made = client.create_endpoint("http://127.0.0.1:9/hooks", ["tier.changed"])
+        assert made["secret"].startswith("whsec_")
+        assert client.rotate_secret(made["id"])["secrets"] == 2
+        assert client.update_endpoint(made["id"], enabled=False)["state"] == "disabled"
+        assert client.dead_letters(made["id"]) == {"messages": []}
+        assert client.attempts(made["id"]) == {"attempts": [], "next_cursor": None}
+        assert client.recover(made["id"], "2026-01-01T00:00:00Z")["requeued"] == 0
+        client.delete_endpoint(made["id"])
+        assert made["id"] not in [e["id"] for e in client.endpoints()["endpoints"]]
+        source = client.create_source()
+        assert client.inbound_events(source["id"]) == {"events": []}
+        with pytest.raises(NotFound):
+            client.resend("msg_nothing")
