@@ -18,7 +18,9 @@ _MIGRATING = threading.Lock()  # Alembic's operation proxies are module globals:
 def create_engine(url: str) -> sa.Engine:
     """An engine for `url`; SQLite gets WAL and BEGIN IMMEDIATE so writers queue, never overspend."""
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = sa.create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
+        )
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -39,7 +41,10 @@ def create_engine(url: str) -> sa.Engine:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # hide_parameters: a logged database error never carries an email, a phone or a hash.
+    return sa.create_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def migrate(engine: sa.Engine) -> None:
