@@ -286,6 +286,30 @@ def worker_command(
     )
 
 
+@app.command()
+def audit(database: Annotated[str, DATABASE] = DEFAULT_DATABASE) -> None:
+    """Check every invariant of the books on a live database and print a report."""
+    from punchcard.audit import run_audit
+    from punchcard.services.clock import SystemClock
+
+    findings = run_audit(open_database(database), SystemClock().now())
+    table = Table(title="Punchcard audit")
+    for column in ("check", "checked", "violations", "examples"):
+        table.add_column(column)
+    for finding in findings:
+        table.add_row(
+            finding.check,
+            str(finding.checked),
+            "[green]0[/]" if finding.ok else f"[red]{len(finding.violations)}[/]",
+            escape("; ".join(finding.violations[:3])),
+        )
+    Console(highlight=False, width=max(console.width, 160)).print(table)
+    failed = [f for f in findings if not f.ok]
+    print(f"{len(findings) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
 tenant_app = typer.Typer(no_args_is_help=True, help="Tenants (brands) and their environments.")
 key_app = typer.Typer(no_args_is_help=True, help="API keys.")
 app.add_typer(tenant_app, name="tenant")
