@@ -217,6 +217,21 @@ def _finish(conn: sa.Connection, claim_id: int, status: int, body: bytes) -> Non
     )
 
 
+def _idempotency_key(call: Call) -> str:
+    key = call.request.headers.get("idempotency-key")
+    if not key:
+        raise ApiProblem(
+            400,
+            "idempotency_key_missing",
+            "every POST, PUT and PATCH needs an Idempotency-Key header",
+        )
+    if len(key) > 255:
+        raise ApiProblem(
+            400, "idempotency_key_too_long", "an Idempotency-Key is at most 255 characters"
+        )
+    return key
+
+
 def _answer_error(call: Call, claimed: int, error: PunchcardError) -> Response:
     """The effect rolled back, but the answer is still the answer: store it under the key."""
     code, problem = from_domain(error)
@@ -240,17 +255,7 @@ def write(
 ) -> Response:
     """Run a mutating use case once per Idempotency-Key; store its response with its effect."""
     call.require(scope)
-    key = call.request.headers.get("idempotency-key")
-    if not key:
-        raise ApiProblem(
-            400,
-            "idempotency_key_missing",
-            "every POST, PUT and PATCH needs an Idempotency-Key header",
-        )
-    if len(key) > 255:
-        raise ApiProblem(
-            400, "idempotency_key_too_long", "an Idempotency-Key is at most 255 characters"
-        )
+    key = _idempotency_key(call)
     claimed = _claim(call, key, _fingerprint(call))
     if isinstance(claimed, Response):
         return claimed
@@ -283,13 +288,7 @@ def idempotent(call: Call, scope: str, run: Callable[[], tuple[int, dict[str, An
     run, store the answer. Each step of such an operation is idempotent by itself, so a crash
     before the answer is stored is repaired by the retry."""
     call.require(scope)
-    key = call.request.headers.get("idempotency-key")
-    if not key:
-        raise ApiProblem(
-            400,
-            "idempotency_key_missing",
-            "every POST, PUT and PATCH needs an Idempotency-Key header",
-        )
+    key = _idempotency_key(call)
     claimed = _claim(call, key, _fingerprint(call))
     if isinstance(claimed, Response):
         return claimed

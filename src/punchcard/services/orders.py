@@ -126,17 +126,7 @@ def _close(uow: UnitOfWork, row: Any, now: datetime) -> None:
         )
     )
     if outcome.points:
-        uow.conn.execute(
-            sa.insert(lots).values(
-                env_id=uow.env_id,
-                member_id=row.member_id,
-                order_id=row.id,
-                state="pending",
-                amount=outcome.points,
-                remaining=0,
-                due_at=due_at,
-            )
-        )
+        _pending_lot(uow, row, outcome.points, due_at)
     _sync_promotions(uow, row, outcome)
     rewards.move(uow, held, "order closes", row.id, now)
     uow.record(Event("order.evaluated", now, _evaluated(row, outcome), row.member_id))
@@ -333,17 +323,7 @@ def _apply_change(
         if lot is not None:
             uow.conn.execute(sa.update(lots).where(lots.c.id == lot).values(amount=outcome.points))
         elif outcome.points:
-            uow.conn.execute(
-                sa.insert(lots).values(
-                    env_id=uow.env_id,
-                    member_id=row.member_id,
-                    order_id=row.id,
-                    state="pending",
-                    amount=outcome.points,
-                    remaining=0,
-                    due_at=row.due_at,
-                )
-            )
+            _pending_lot(uow, row, outcome.points, row.due_at)
         if voiding:  # nothing of a voided order will ever post
             if lot is not None:
                 _withdraw_lot(uow, lot)
@@ -481,6 +461,21 @@ def _allocate(program: Program, order: Order, definitions: list[Reward]) -> Allo
 
 def _fixed_allocation(row: Any) -> Allocation:
     return Allocation(line_discounts=dict(row.line_discounts or {}))
+
+
+def _pending_lot(uow: UnitOfWork, row: Any, points: int, due_at: datetime) -> None:
+    """Points on their way: a lot that posts at `due_at` (shown as pending until then)."""
+    uow.conn.execute(
+        sa.insert(lots).values(
+            env_id=uow.env_id,
+            member_id=row.member_id,
+            order_id=row.id,
+            state=POINTS_LOT.initial,
+            amount=points,
+            remaining=0,
+            due_at=due_at,
+        )
+    )
 
 
 def _withdraw_lot(uow: UnitOfWork, lot_id: int) -> None:
