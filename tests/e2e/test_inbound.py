@@ -55,45 +55,46 @@ def _wait(check: object, seconds: float = 20) -> None:
     raise AssertionError("not reached in time")
 
 
-def test_a_refund_that_arrives_first_waits_for_its_order(server: Server) -> None:
+def test_events_arriving_in_reverse_order_all_apply(server: Server) -> None:
     http, source, member = _setup(server)
     order = f"o-{uuid.uuid4().hex[:6]}"
+    line = {"id": "l1", "sku": "T", "category": "taco", "qty": 3, "unit_price": "4.00"}
     refund = {
         "id": f"e-{order}-refund",
         "type": "order.refunded",
         "order": {"id": order},
         "refund": {"lines": [{"line": "l1", "qty": 1}]},
     }
+    closed = {"id": f"e-{order}-closed", "type": "order.closed", "order": {"id": order}}
     placed = {
         "id": f"e-{order}-placed",
         "type": "order.placed",
-        "order": {
-            "id": order,
-            "member": member,
-            "lines": [{"id": "l1", "sku": "T", "category": "taco", "qty": 3, "unit_price": "4.00"}],
-        },
+        "order": {"id": order, "member": member, "lines": [line]},
     }
-    assert _send(server, source, refund).status_code == 202  # answered at once, applied later
-    time.sleep(0.5)
-    assert _send(server, source, placed).status_code == 202
-    _wait(lambda: http.get(f"/v1/members/{member}/balance").json()["posted"] == 80)  # 120 - 40
+    for event in (refund, closed, placed):  # the refund first, the order itself last
+        assert _send(server, source, event).status_code == 202  # answered at once, applied later
+        time.sleep(0.3)
+    _wait(lambda: http.get(f"/v1/members/{member}/balance").json()["posted"] == 80, 40)  # 120 - 40
     events = http.get(f"/v1/inbound/sources/{source['id']}/events").json()["events"]
     assert [(e["event"], e["state"]) for e in events] == [
         (refund["id"], "done"),
+        (closed["id"], "done"),
         (placed["id"], "done"),
     ]
-    assert events[0]["attempts"] >= 1  # it waited
+    assert events[0]["attempts"] >= 2 and events[1]["attempts"] >= 1  # they waited for the order
 
 
 def test_duplicates_are_applied_once(server: Server) -> None:
     http, source, member = _setup(server)
+    line = {"id": "l1", "sku": "T", "category": "taco", "qty": 1, "unit_price": "5.00"}
     event = {
         "id": f"e-{uuid.uuid4().hex[:6]}",
         "type": "order.placed",
         "order": {
             "id": f"o-{uuid.uuid4().hex[:6]}",
             "member": member,
-            "lines": [{"id": "l1", "sku": "T", "category": "taco", "qty": 1, "unit_price": "5.00"}],
+            "status": "closed",
+            "lines": [line],
         },
     }
     first = _send(server, source, event)

@@ -31,7 +31,8 @@ class GenericJson:
         if not isinstance(order, dict) or "id" not in order:
             raise InvalidInput("order: an object with the order's id")
         if kind == "order.placed":
-            return Operation("place", dict(order))
+            # Placed means open unless the event says closed: its order.closed comes later.
+            return Operation("place", {"status": "open", **order})
         ref = {"order": order["id"]}
         if kind == "order.closed":
             return Operation("close", ref)

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from punchcard.errors import InvalidInput, NotFound, PunchcardError
+from punchcard.errors import InvalidInput, InvalidState, NotFound, PunchcardError
 from punchcard.inbound import MAPPINGS
 from punchcard.services import orders
 from punchcard.services.clock import Clock, environment_now
@@ -26,7 +26,7 @@ from punchcard.store.tables import inbound_events, inbound_sources
 from punchcard.store.uow import UnitOfWork
 
 TOLERANCE = timedelta(minutes=5)  # between the signature's timestamp and our clock
-MAX_ATTEMPTS = 12  # about 1 h 8 min of waiting for an order to appear, doubling from 1 s
+MAX_ATTEMPTS = 13  # waits of 1, 2, 4 ... 2048 s: about 68 minutes for the order to catch up
 BATCH = 100
 
 
@@ -125,49 +125,65 @@ def process_due(engine: sa.Engine, clock: Clock) -> int:
 
 
 def _apply(engine: sa.Engine, event_pk: int, clock: Clock) -> None:
-    with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(inbound_events, inbound_sources.c.env_id, inbound_sources.c.mapping)
-            .join(inbound_sources, inbound_sources.c.id == inbound_events.c.source_id)
-            .where(inbound_events.c.id == event_pk)
-        ).one()
-        now = environment_now(conn, row.env_id, clock)
-    if row.state != "pending":
-        return
+    """Apply one event. Whatever happens, the event ends done, failed, or waiting: an event
+    that can not be applied must never stop the worker."""
     try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.select(inbound_events, inbound_sources.c.env_id, inbound_sources.c.mapping)
+                .join(inbound_sources, inbound_sources.c.id == inbound_events.c.source_id)
+                .where(inbound_events.c.id == event_pk)
+            ).one()
+            if row.state != "pending":
+                return
+            now = environment_now(conn, row.env_id, clock)
         operation = MAPPINGS[row.mapping].operation(json.loads(row.body))
         with UnitOfWork(engine, row.env_id) as uow:
             _USE_CASES[operation.kind](uow, operation.data, now)
-            _settle(uow.conn, event_pk, "done", f"applied: {operation.kind}", now)
+            _settle(uow.conn, event_pk, "done", f"applied: {operation.kind}")
             uow.commit()
-    except NotFound as exc:
-        # Out of order (a refund before its order): wait for it, doubling the pause.
-        attempts = row.attempts + 1
-        with engine.begin() as conn:
-            if attempts >= MAX_ATTEMPTS:
-                _settle(conn, event_pk, "failed", f"not_found: {exc.message}", now, attempts)
-            else:
-                conn.execute(
-                    sa.update(inbound_events)
-                    .where(inbound_events.c.id == event_pk)
-                    .values(
-                        attempts=attempts,
-                        next_attempt_at=clock.now() + timedelta(seconds=2 ** (attempts - 1)),
-                        outcome=f"waiting: {exc.message}",
-                    )
-                )
+    except (NotFound, InvalidState) as exc:
+        # Out of order: the order does not exist yet, or is not yet in the state the event
+        # needs (a refund before its close). Wait for it, doubling the pause.
+        _wait_or_fail(engine, event_pk, clock, f"{exc.code}: {exc.message}")
     except PunchcardError as exc:
-        with engine.begin() as conn:
-            _settle(conn, event_pk, "failed", f"{exc.code}: {exc.message}", now, row.attempts + 1)
+        _fail(engine, event_pk, f"{exc.code}: {exc.message}")
+    except Exception as exc:  # not a domain error: a bug or an impossible value; keep the reason
+        _fail(engine, event_pk, f"error: {type(exc).__name__}: {exc}")
+
+
+def _wait_or_fail(engine: sa.Engine, event_pk: int, clock: Clock, reason: str) -> None:
+    with engine.begin() as conn:
+        attempts = (
+            conn.execute(
+                sa.select(inbound_events.c.attempts).where(inbound_events.c.id == event_pk)
+            ).scalar_one()
+            + 1
+        )
+        if attempts >= MAX_ATTEMPTS:
+            _settle(conn, event_pk, "failed", reason, attempts)
+            return
+        conn.execute(
+            sa.update(inbound_events)
+            .where(inbound_events.c.id == event_pk)
+            .values(
+                attempts=attempts,
+                next_attempt_at=clock.now() + timedelta(seconds=2 ** (attempts - 1)),
+                outcome=f"waiting: {reason}"[:500],
+            )
+        )
+
+
+def _fail(engine: sa.Engine, event_pk: int, reason: str) -> None:
+    with engine.begin() as conn:
+        attempts = conn.execute(
+            sa.select(inbound_events.c.attempts).where(inbound_events.c.id == event_pk)
+        ).scalar_one()
+        _settle(conn, event_pk, "failed", reason, attempts + 1)
 
 
 def _settle(
-    conn: sa.Connection,
-    event_pk: int,
-    state: str,
-    outcome: str,
-    now: datetime,
-    attempts: int | None = None,
+    conn: sa.Connection, event_pk: int, state: str, outcome: str, attempts: int | None = None
 ) -> None:
     values: dict[str, Any] = {"state": state, "outcome": outcome[:500]}
     if attempts is not None:

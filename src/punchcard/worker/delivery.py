@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -40,7 +40,8 @@ log = logging.getLogger("punchcard.webhooks")
 RETRY_DELAYS_S = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)  # before attempts 1..8
 DISABLE_AFTER = timedelta(days=5)
 ENDPOINT_LEASE = timedelta(seconds=120)
-PER_ROUND = 50  # deliveries one endpoint sends per claim
+PER_ROUND = 10  # deliveries one endpoint sends per claim: 10 x 10 s timeout < the lease
+MAX_RETRY_AFTER_S = 36000.0  # a receiver may ask to wait, up to the schedule's longest pause
 EXCERPT = 300
 
 
@@ -94,10 +95,12 @@ def _retry_after(response: httpx.Response | None, now: datetime) -> float | None
     if not value:
         return None
     if value.strip().isdigit():
-        return float(value)
+        return min(float(value), MAX_RETRY_AFTER_S)
     try:
-        return max(0.0, (parsedate_to_datetime(value) - now).total_seconds())
-    except (TypeError, ValueError):
+        return min(
+            max(0.0, (parsedate_to_datetime(value) - now).total_seconds()), MAX_RETRY_AFTER_S
+        )
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -123,14 +126,32 @@ class Deliverer:
         self.threads = threads
         self.http = httpx.Client(timeout=timeout_s, transport=transport, follow_redirects=False)
         self.stopping = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads)) if threads > 1 else None
+        self.sending: set[Future[int]] = set()
 
     def run_once(self) -> int:
-        """Claim endpoints with due deliveries and send them; returns the attempts made."""
-        endpoints = claim_endpoints(self.engine, self.clock.now(), max(1, self.threads), self.lease)
-        if self.threads <= 1:
+        """Claim endpoints with due deliveries and send to them.
+
+        With one thread it sends in place and returns the attempts made. With more, each
+        endpoint goes to a free thread and this returns at once: a slow endpoint keeps only
+        its own thread busy while the next rounds serve the others.
+        """
+        if self.pool is None:
+            endpoints = claim_endpoints(self.engine, self.clock.now(), 1, self.lease)
             return sum(self.send_endpoint(endpoint) for endpoint in endpoints)
-        with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            return sum(pool.map(self.send_endpoint, endpoints))
+        self.sending = {f for f in self.sending if not f.done()}
+        free = self.threads - len(self.sending)
+        if free <= 0:
+            return 0
+        endpoints = claim_endpoints(self.engine, self.clock.now(), free, self.lease)
+        for endpoint in endpoints:
+            self.sending.add(self.pool.submit(self.send_endpoint, endpoint))
+        return len(endpoints)
+
+    def drain(self) -> None:
+        """Wait for the sends under way (for tests and shutdown)."""
+        for future in list(self.sending):
+            future.exception()
 
     def run_forever(self, interval_s: float = 0.2) -> None:
         while not self.stopping.is_set():
@@ -138,32 +159,21 @@ class Deliverer:
                 self.run_once()
             except sa.exc.OperationalError:
                 log.warning("database unavailable; retrying", exc_info=True)
+            except Exception:  # one receiver's oddity must not stop delivery for everyone
+                log.exception("a delivery round failed; the next round retries")
             self.stopping.wait(interval_s)
 
     def stop(self) -> None:
         self.stopping.set()
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
     def send_endpoint(self, endpoint: Any) -> int:
-        sent = 0
-        try:
-            with self.engine.connect() as conn:
-                due = conn.execute(
-                    sa.select(webhook_deliveries, webhook_messages.c.body)
-                    .join(
-                        webhook_messages, webhook_messages.c.id == webhook_deliveries.c.message_id
-                    )
-                    .where(
-                        webhook_deliveries.c.endpoint_id == endpoint.id,
-                        webhook_deliveries.c.state == "pending",
-                        webhook_deliveries.c.next_attempt_at <= self.clock.now(),
-                    )
-                    .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
-                    .limit(PER_ROUND)
-                ).all()
-            for delivery in due:
-                if not self.attempt(endpoint, delivery):
-                    break  # the endpoint was disabled
-                sent += 1
+        try:  # an unexpected error is logged; the endpoint's lease is still released
+            return self._send_endpoint(endpoint)
+        except Exception:
+            log.exception("sending to endpoint %s failed", endpoint.id)
+            return 0
         finally:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -171,6 +181,25 @@ class Deliverer:
                     .where(webhook_endpoints.c.id == endpoint.id)
                     .values(locked_until=None)
                 )
+
+    def _send_endpoint(self, endpoint: Any) -> int:
+        sent = 0
+        with self.engine.connect() as conn:
+            due = conn.execute(
+                sa.select(webhook_deliveries, webhook_messages.c.body)
+                .join(webhook_messages, webhook_messages.c.id == webhook_deliveries.c.message_id)
+                .where(
+                    webhook_deliveries.c.endpoint_id == endpoint.id,
+                    webhook_deliveries.c.state == "pending",
+                    webhook_deliveries.c.next_attempt_at <= self.clock.now(),
+                )
+                .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
+                .limit(PER_ROUND)
+            ).all()
+        for delivery in due:
+            if not self.attempt(endpoint, delivery):
+                break  # the endpoint was disabled
+            sent += 1
         return sent
 
     def _live(self, env_id: str) -> bool:

@@ -134,6 +134,8 @@ class Worker:
                 self.run_once()
             except sa.exc.OperationalError:
                 log.warning("database unavailable; retrying", exc_info=True)
+            except Exception:  # a bug must not stop every tenant's due work: log, go on
+                log.exception("a worker round failed; the next round retries")
             self.stopping.wait(self.interval_s)
 
     def stop(self) -> None:
