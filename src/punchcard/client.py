@@ -17,12 +17,18 @@ import random
 import time
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from punchcard.errors import BY_CODE
 
 RETRY_STATUSES = {409, 429, 500, 502, 503, 504}
+
+
+def _p(value: object) -> str:
+    """One path segment: an id is never read as a path or a query."""
+    return quote(str(value), safe="")
 
 
 class ApiError(Exception):
@@ -129,21 +135,21 @@ class Client:
         return self.request("POST", "/v1/members", {"id": member, **profile})
 
     def member(self, member: str, **consistency: Any) -> Any:
-        return self.request("GET", f"/v1/members/{member}", params=consistency or None)
+        return self.request("GET", f"/v1/members/{_p(member)}", params=consistency or None)
 
     def balance(self, member: str, **consistency: Any) -> Any:
-        return self.request("GET", f"/v1/members/{member}/balance", params=consistency or None)
+        return self.request("GET", f"/v1/members/{_p(member)}/balance", params=consistency or None)
 
     def timeline(self, member: str, cursor: str | None = None, limit: int = 50) -> Any:
         params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-        return self.request("GET", f"/v1/members/{member}/timeline", params=params)
+        return self.request("GET", f"/v1/members/{_p(member)}/timeline", params=params)
 
     def rewards_of(self, member: str) -> Any:
-        return self.request("GET", f"/v1/members/{member}/rewards")
+        return self.request("GET", f"/v1/members/{_p(member)}/rewards")
 
     def redeem(self, member: str, reward: str, alias: str | None = None) -> Any:
         return self.request(
-            "POST", f"/v1/members/{member}/rewards", {"reward": reward, "alias": alias}
+            "POST", f"/v1/members/{_p(member)}/rewards", {"reward": reward, "alias": alias}
         )
 
     def catalogue(self) -> Any:
@@ -158,21 +164,23 @@ class Client:
         return self.request("POST", "/v1/orders", order)
 
     def order(self, order_id: str) -> Any:
-        return self.request("GET", f"/v1/orders/{order_id}")
+        return self.request("GET", f"/v1/orders/{_p(order_id)}")
 
     def close_order(self, order_id: str) -> Any:
-        return self.request("POST", f"/v1/orders/{order_id}/close")
+        return self.request("POST", f"/v1/orders/{_p(order_id)}/close")
 
     def edit_order(self, order_id: str, parts: dict[str, Any]) -> Any:
-        return self.request("PATCH", f"/v1/orders/{order_id}", parts)
+        return self.request("PATCH", f"/v1/orders/{_p(order_id)}", parts)
 
     def refund(
         self, order_id: str, lines: list[dict[str, Any]] | None = None, *, all: bool = False
     ) -> Any:
-        return self.request("POST", f"/v1/orders/{order_id}/refunds", {"lines": lines, "all": all})
+        return self.request(
+            "POST", f"/v1/orders/{_p(order_id)}/refunds", {"lines": lines, "all": all}
+        )
 
     def void_order(self, order_id: str) -> Any:
-        return self.request("POST", f"/v1/orders/{order_id}/void")
+        return self.request("POST", f"/v1/orders/{_p(order_id)}/void")
 
     # Gift cards ------------------------------------------------------------------------------
 
@@ -180,30 +188,30 @@ class Client:
         return self.request("POST", "/v1/gift-cards", {"amount": amount, "id": card_id})
 
     def gift_card(self, card_id: str) -> Any:
-        return self.request("GET", f"/v1/gift-cards/{card_id}")
+        return self.request("GET", f"/v1/gift-cards/{_p(card_id)}")
 
     def inquire(self, number: str, pin: str) -> Any:
         return self.request("POST", "/v1/gift-cards/inquiries", {"number": number, "pin": pin})
 
     def reload_gift_card(self, card_id: str, amount: str) -> Any:
-        return self.request("POST", f"/v1/gift-cards/{card_id}/reload", {"amount": amount})
+        return self.request("POST", f"/v1/gift-cards/{_p(card_id)}/reload", {"amount": amount})
 
     def redeem_gift_card(self, card_id: str, amount: str, partial: bool = False) -> Any:
         return self.request(
-            "POST", f"/v1/gift-cards/{card_id}/redeem", {"amount": amount, "partial": partial}
+            "POST", f"/v1/gift-cards/{_p(card_id)}/redeem", {"amount": amount, "partial": partial}
         )
 
     def authorize(
         self, card_id: str, amount: str, *, partial: bool = False, hold: str | None = None
     ) -> Any:
         body = {"amount": amount, "partial": partial, "id": hold}
-        return self.request("POST", f"/v1/gift-cards/{card_id}/holds", body)
+        return self.request("POST", f"/v1/gift-cards/{_p(card_id)}/holds", body)
 
     def capture(self, hold: str, amount: str | None = None) -> Any:
-        return self.request("POST", f"/v1/gift-cards/holds/{hold}/capture", {"amount": amount})
+        return self.request("POST", f"/v1/gift-cards/holds/{_p(hold)}/capture", {"amount": amount})
 
     def void_hold(self, hold: str) -> Any:
-        return self.request("POST", f"/v1/gift-cards/holds/{hold}/void")
+        return self.request("POST", f"/v1/gift-cards/holds/{_p(hold)}/void")
 
     # Programs ---------------------------------------------------------------------------------
 
@@ -217,11 +225,11 @@ class Client:
         return self.request("GET", "/v1/programs/versions")
 
     def activate_version(self, number: int, at: str | None = None) -> Any:
-        return self.request("POST", f"/v1/programs/versions/{number}/activate", {"at": at})
+        return self.request("POST", f"/v1/programs/versions/{_p(number)}/activate", {"at": at})
 
     def diagram(self, name: str) -> Any:
         """A lifecycle's state diagram as Mermaid text."""
-        return self.request("GET", f"/v1/programs/diagrams/{name}")
+        return self.request("GET", f"/v1/programs/diagrams/{_p(name)}")
 
     # Webhooks and inbound events -------------------------------------------------------------
 
@@ -234,34 +242,36 @@ class Client:
         return self.request("GET", "/v1/webhooks/endpoints")
 
     def update_endpoint(self, endpoint_id: str, **changes: Any) -> Any:
-        return self.request("PATCH", f"/v1/webhooks/endpoints/{endpoint_id}", changes)
+        return self.request("PATCH", f"/v1/webhooks/endpoints/{_p(endpoint_id)}", changes)
 
     def delete_endpoint(self, endpoint_id: str) -> Any:
-        return self.request("DELETE", f"/v1/webhooks/endpoints/{endpoint_id}")
+        return self.request("DELETE", f"/v1/webhooks/endpoints/{_p(endpoint_id)}")
 
     def rotate_secret(self, endpoint_id: str) -> Any:
-        return self.request("POST", f"/v1/webhooks/endpoints/{endpoint_id}/rotate-secret")
+        return self.request("POST", f"/v1/webhooks/endpoints/{_p(endpoint_id)}/rotate-secret")
 
     def attempts(self, endpoint_id: str, cursor: str | None = None, limit: int = 50) -> Any:
         params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-        return self.request("GET", f"/v1/webhooks/endpoints/{endpoint_id}/attempts", params=params)
+        return self.request(
+            "GET", f"/v1/webhooks/endpoints/{_p(endpoint_id)}/attempts", params=params
+        )
 
     def dead_letters(self, endpoint_id: str) -> Any:
-        return self.request("GET", f"/v1/webhooks/endpoints/{endpoint_id}/dead-letters")
+        return self.request("GET", f"/v1/webhooks/endpoints/{_p(endpoint_id)}/dead-letters")
 
     def recover(self, endpoint_id: str, since: str) -> Any:
         return self.request(
-            "POST", f"/v1/webhooks/endpoints/{endpoint_id}/recover", {"since": since}
+            "POST", f"/v1/webhooks/endpoints/{_p(endpoint_id)}/recover", {"since": since}
         )
 
     def resend(self, message_id: str) -> Any:
-        return self.request("POST", f"/v1/webhooks/messages/{message_id}/resend")
+        return self.request("POST", f"/v1/webhooks/messages/{_p(message_id)}/resend")
 
     def create_source(self, mapping: str = "generic") -> Any:
         return self.request("POST", "/v1/inbound/sources", {"mapping": mapping})
 
     def inbound_events(self, source_id: str) -> Any:
-        return self.request("GET", f"/v1/inbound/sources/{source_id}/events")
+        return self.request("GET", f"/v1/inbound/sources/{_p(source_id)}/events")
 
     # Sandboxes and the clock -----------------------------------------------------------------
 
@@ -270,7 +280,7 @@ class Client:
         return self.request("POST", "/v1/sandboxes", body)
 
     def delete_sandbox(self, sandbox_id: str) -> Any:
-        return self.request("DELETE", f"/v1/sandboxes/{sandbox_id}")
+        return self.request("DELETE", f"/v1/sandboxes/{_p(sandbox_id)}")
 
     def move_clock(self, to: str | None = None, advance: str | None = None) -> Any:
         return self.request("POST", "/v1/clock", {"to": to, "advance": advance})

@@ -7,6 +7,7 @@ import logging
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from punchcard import __version__
@@ -49,6 +50,11 @@ def create_app(
     @app.exception_handler(ApiProblem)
     async def _api(_request: Request, error: ApiProblem) -> Response:
         return problem(error.status, error.code, error.detail, error.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, error: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return problem(error.status_code, code, str(error.detail), dict(error.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, error: RequestValidationError) -> Response:

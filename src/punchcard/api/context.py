@@ -97,6 +97,8 @@ def _token_time(call: Call, token: str) -> datetime:
         ) from exc
     if env != call.env_id:
         raise ApiProblem(422, "invalid_input", "consistency_token belongs to another environment")
+    if at.tzinfo is None:
+        raise ApiProblem(422, "invalid_input", "consistency_token is not a token this API gave")
     return at
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
@@ -72,9 +72,12 @@ def _cursor(value: str | None) -> int:
     if not value:
         return 0
     try:
-        return int(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode())
+        position = int(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode())
     except ValueError as exc:
         raise ApiProblem(422, "invalid_input", "cursor is not one this API gave") from exc
+    if not 0 <= position < 2**62:
+        raise ApiProblem(422, "invalid_input", "cursor is not one this API gave")
+    return position
 
 
 def _next_cursor(position: int | None) -> str | None:
@@ -194,7 +197,7 @@ async def catalogue(c: Call = Depends(call)) -> Response:
                     "id": r.id,
                     "cost": r.cost,
                     "valid_days": r.valid_days,
-                    "discount": r.discount.model_dump(mode="json", exclude_none=True),
+                    "discount": views.discount(r.discount, program.currency),
                 }
                 for r in program.rewards
             ]
@@ -457,7 +460,9 @@ async def list_versions(
 
 
 @router.post("/programs/versions/{number}/activate", tags=["programs"])
-def activate_version(number: int, body: ActivateBody, c: Call = Depends(call)) -> Response:
+def activate_version(
+    body: ActivateBody, number: int = Path(ge=1, lt=2**31), c: Call = Depends(call)
+) -> Response:
     return write(
         c,
         "programs:write",
@@ -481,8 +486,8 @@ def get_diagram(name: str, c: Call = Depends(call)) -> Response:
 
 @router.post("/sandboxes", status_code=201, tags=["sandboxes"])
 def create_sandbox(body: SandboxBody, c: Call = Depends(call)) -> Response:
-    if body.start.tzinfo is None:
-        raise InvalidInput("start: give a UTC offset or Z")
+    if body.name in ("live", "sandbox"):
+        raise InvalidInput("name: live and sandbox are the tenant's own environments")
     return write(
         c,
         "sandboxes:write",
@@ -508,15 +513,12 @@ def _move(c: Call, env_id: str, body: ClockBody) -> dict[str, Any]:
     current = row.clock if row.clock is not None else c.clock.now()
     if (body.to is None) == (body.advance is None):
         raise InvalidInput("give to or advance")
-    if body.to is not None:
-        if body.to.tzinfo is None:
-            raise InvalidInput("to: give a UTC offset or Z")
-        target = body.to
-    else:
-        try:
-            target = current + parse_duration(body.advance or "")
-        except ValueError as exc:
-            raise InvalidInput(f"advance: {exc}") from exc
+    try:
+        target = body.to if body.to is not None else current + parse_duration(body.advance or "")
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput(f"advance: {exc}") from exc
+    if target.year > 9000:
+        raise InvalidInput("the clock can not go past the year 9000")
     if target < current:
         raise InvalidInput("the clock never moves back")
     done = move_clock(c.engine, env_id, target, c.clock)

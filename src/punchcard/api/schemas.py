@@ -6,20 +6,24 @@ The service layer parses these again into its own values, so the rules live once
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 Money = str | int | float
 
 
 def _name(value: Any) -> Any:
     # Ids written as whole numbers (a POS's order 1001) mean the same as their text, as in process.
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and ("/" in value or any(ord(c) < 32 for c in value)):
+        raise ValueError("a name has no / and no control characters")
+    return value
 
 
-Name = Annotated[str, BeforeValidator(_name)]
+Name = Annotated[str, BeforeValidator(_name), Field(min_length=1, max_length=200)]
+When = AwareDatetime
 
 
 class Body(BaseModel):
@@ -74,7 +78,7 @@ class OrderParts(Body):
 class OrderBody(OrderParts):
     id: Name = Field(min_length=1, max_length=200)
     member: Name
-    at: datetime | None = Field(None, description="Placed time; default now")
+    at: When | None = Field(None, description="Placed time; default now")
     status: Literal["open", "closed"] = "closed"
     lines: list[LineBody]
 
@@ -119,22 +123,22 @@ class InquiryBody(Body):
 
 class ProgramBody(Body):
     source: str = Field(description="The program document, YAML or JSON text")
-    live_from: datetime | None = Field(None, description="Default: now. Null with activate=false")
+    live_from: When | None = Field(None, description="Default: now. Null with activate=false")
     activate: bool = True
 
 
 class ActivateBody(Body):
-    at: datetime | None = None
+    at: When | None = None
 
 
 class SandboxBody(Body):
     name: str = Field(min_length=1, max_length=200)
-    start: datetime
+    start: When
     copy_programs: bool = Field(True, description="Start with this environment's program versions")
 
 
 class ClockBody(Body):
-    to: datetime | None = None
+    to: When | None = None
     advance: str | None = Field(None, description="A duration: PT1H, P1D, 15m, 30d")
 
 
@@ -150,7 +154,7 @@ class EndpointPatch(Body):
 
 
 class RecoverBody(Body):
-    since: datetime
+    since: When
 
 
 class SourceBody(Body):

@@ -7,6 +7,7 @@ from typing import Any
 
 from punchcard.engine.evaluate import Outcome
 from punchcard.engine.money import format_money
+from punchcard.engine.programs import Discount
 from punchcard.services.gift_cards import GiftCardView
 from punchcard.services.members import MemberView
 
@@ -99,3 +100,18 @@ def gift_card(view: GiftCardView) -> dict[str, Any]:
         "balance": money(view.balance, view.currency),
         "last_approved": money(view.last_approved, view.currency),
     }
+
+
+def discount(offer: Discount, currency: str) -> dict[str, Any]:
+    """A reward's discount, money as decimal strings with the currency."""
+    if offer.free_item is not None:
+        return {
+            "free_item": {
+                "skus": sorted(offer.free_item.skus),
+                "categories": sorted(offer.free_item.categories),
+            },
+            "max_value": money(offer.max_value, currency),
+        }
+    if offer.amount_off is not None:
+        return {"amount_off": money(offer.amount_off, currency)}
+    return {"percent_off": str(offer.percent_off)}

@@ -367,7 +367,7 @@ def _after_change(
             Event("punch_card.progressed", at, {"punch_card": card_id, "count": count}, member.id)
         )
     for reward_id in change.rewards:
-        rewards.issue(uow, program, member.id, reward_id, at, f"punch_card:{row.external_id}")
+        rewards.issue(uow, program, member.id, reward_id, at, "punch_card")
     if change.tier_to is not None:
         assert change.tier_from is not None
         if change.reason == "threshold":

@@ -149,11 +149,13 @@ def create_tenant(engine: sa.Engine, name: str, now: datetime) -> dict[str, Any]
 def environment_of(conn: sa.Connection, tenant_id: str, name: str) -> str:
     """A tenant's environment by name (live, sandbox, or a named sandbox's id)."""
     row = conn.execute(
-        sa.select(environments.c.id).where(
+        sa.select(environments.c.id)
+        .where(
             environments.c.tenant_id == tenant_id,
             environments.c.deleted_at.is_(None),
             sa.or_(environments.c.name == name, environments.c.id == name),
         )
+        .order_by((environments.c.id == name).desc(), environments.c.created_at)
     ).first()
     if row is None:
         raise NotFound(f"tenant has no environment {name!r}")
@@ -203,7 +205,14 @@ def sandbox_row(conn: sa.Connection, principal: Principal, sandbox_id: str) -> A
             environments.c.deleted_at.is_(None),
         )
     ).first()
-    if row is None:
+    own = conn.execute(
+        sa.select(environments.c.name, environments.c.kind).where(
+            environments.c.id == principal.env_id
+        )
+    ).one()
+    named = own.kind == "sandbox" and own.name != "sandbox"
+    if row is None or (named and sandbox_id != principal.env_id):
+        # a named sandbox's key manages only itself; the tenant's live and sandbox keys manage all
         raise NotFound(f"no sandbox {sandbox_id!r}")
     if row.kind != "sandbox":
         raise InvalidState("live has no movable clock and can not be deleted here")

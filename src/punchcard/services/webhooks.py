@@ -64,13 +64,17 @@ def check_url(url: Any, *, allow_private: bool) -> str:
     """Only http(s); unless allowed (sandboxes, tests), never loopback or private addresses."""
     if not isinstance(url, str) or len(url) > 2000:
         raise InvalidInput("url: an http(s) URL")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidInput(f"url: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput("url: only http and https URLs with a host")
     if allow_private:
         return url
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(parts.hostname, port or 443, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
         raise InvalidInput(f"url: {parts.hostname} does not resolve") from exc
     for info in infos:

@@ -70,6 +70,8 @@ environments = sa.Table(
     # A worker's claim on the environment's due work (stalled claims expire).
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_until", UtcDateTime, nullable=True),
+    # When a worker last did its due work (wall clock): claims go to the longest-waiting first.
+    sa.Column("checked_at", UtcDateTime, nullable=True),
     sa.Column("deleted_at", UtcDateTime, nullable=True),
 )
 

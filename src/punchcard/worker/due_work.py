@@ -63,8 +63,16 @@ def claim(
         return ids
 
 
-def release(engine: sa.Engine, env_id: str, owner: str, processed_through: datetime | None) -> None:
+def release(
+    engine: sa.Engine,
+    env_id: str,
+    owner: str,
+    processed_through: datetime | None,
+    checked_at: datetime | None = None,
+) -> None:
     values: dict[str, object] = {"lease_owner": None, "lease_until": None}
+    if checked_at is not None:
+        values["checked_at"] = checked_at
     if processed_through is not None:
         # Only forward: a slower worker must not move the watermark back.
         values["processed_through"] = sa.case(
@@ -101,7 +109,7 @@ def process(engine: sa.Engine, env_id: str, clock: Clock, owner: str) -> int:
         log.exception("due work failed in an environment; it will be retried")
         release(engine, env_id, owner, None)
         return done
-    release(engine, env_id, owner, now)
+    release(engine, env_id, owner, now, checked_at=clock.now())
     return done
 
 
