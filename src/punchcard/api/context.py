@@ -26,9 +26,11 @@ from starlette.responses import Response
 from punchcard.api.problems import ApiProblem, from_domain
 from punchcard.errors import PunchcardError
 from punchcard.services.clock import Clock, environment_now
+from punchcard.services.due import next_due
 from punchcard.services.tenants import Principal, authenticate
 from punchcard.store.database import reading
-from punchcard.store.tables import environments, idempotency_keys
+from punchcard.store.errors import translate
+from punchcard.store.tables import idempotency_keys
 from punchcard.store.uow import UnitOfWork
 
 IDEMPOTENCY_TTL = timedelta(hours=72)
@@ -117,12 +119,10 @@ async def wait_consistent(call: Call) -> bool:
     wanted = _token_time(call, token)
     deadline = time.monotonic() + wait_ms / 1000
     while True:
-        with reading(call.engine) as conn:
-            through = conn.execute(
-                sa.select(environments.c.processed_through).where(environments.c.id == call.env_id)
-            ).scalar()
-        if through is not None and through >= wanted:
-            return True
+        # Exact, not a watermark: nothing due at or before the write's moment is still undone.
+        with call.uow(read_only=True) as uow:
+            if next_due(uow, wanted) is None:
+                return True
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(0.02)
@@ -274,6 +274,12 @@ def write(
             uow.commit()
     except PunchcardError as error:
         return _answer_error(call, claimed, error)
+    except sa.exc.IntegrityError as error:
+        domain = translate(error)  # a same-id race: the database's unique constraint decided
+        if domain is None:
+            _release(call, claimed)
+            raise
+        return _answer_error(call, claimed, domain)
     except BaseException:
         _release(call, claimed)
         raise
@@ -298,6 +304,12 @@ def idempotent(call: Call, scope: str, run: Callable[[], tuple[int, dict[str, An
         status, payload = run()
     except PunchcardError as error:
         return _answer_error(call, claimed, error)
+    except sa.exc.IntegrityError as error:
+        domain = translate(error)  # a same-id race: the database's unique constraint decided
+        if domain is None:
+            _release(call, claimed)
+            raise
+        return _answer_error(call, claimed, domain)
     except BaseException:
         _release(call, claimed)
         raise

@@ -65,7 +65,7 @@ environments = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("clock", UtcDateTime, nullable=True),  # a sandbox's movable clock; None: wall clock
     sa.Column("close_seq", sa.BigInteger, nullable=False, server_default="0"),
-    # Due work is done through this time: a read that waits for a write waits for this.
+    # How far due work has got, for operators (reads check the data itself, see consistency.md).
     sa.Column("processed_through", UtcDateTime, nullable=True),
     # A worker's claim on the environment's due work (stalled claims expire).
     sa.Column("lease_owner", sa.String(64), nullable=True),

@@ -1,0 +1,168 @@
+"""What an audit found, kept fixed: bad input is 422, races are 409, background work never stops."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from punchcard.services.inbound import signature
+
+from .conftest import Server
+
+
+def _key() -> dict[str, str]:
+    return {"Idempotency-Key": uuid.uuid4().hex}
+
+
+def _sandbox(server: Server, key: str, start: str = "2026-03-03T12:00:00Z") -> dict[str, str]:
+    with server.client(key) as http:
+        made = http.post(
+            "/v1/sandboxes",
+            json={"name": f"h-{uuid.uuid4().hex[:6]}", "start": start},
+            headers=_key(),
+        )
+        assert made.status_code == 201, made.text
+        return dict(made.json())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/programs/versions", {"source": "x", "live_from": "2026-01-01T00:00:00"}),
+        ("POST", "/v1/clock", {"advance": "P999999999D"}),
+        ("POST", "/v1/clock", {"to": "2026-05-01T00:00:00"}),
+        (
+            "POST",
+            "/v1/orders",
+            {
+                "id": "o1",
+                "member": "m",
+                "at": "0001-01-01T00:00:00Z",
+                "lines": [
+                    {"id": "l1", "sku": "s", "category": "c", "qty": 1, "unit_price": "1.00"}
+                ],
+            },
+        ),
+        ("POST", "/v1/members", {"id": "a/b"}),
+        ("POST", "/v1/members", {"id": "x" * 201}),
+        ("POST", "/v1/gift-cards", {"id": "g" * 201, "amount": "1.00"}),
+        ("POST", "/v1/webhooks/endpoints", {"url": "http://[::1/x"}),
+        ("POST", "/v1/webhooks/endpoints", {"url": "http://example.com:99999/x"}),
+        (
+            "GET",
+            "/v1/members/ann/timeline?cursor=OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5",
+            None,
+        ),
+        ("POST", "/v1/programs/versions/99999999999999999999/activate", {}),
+    ],
+)
+def test_malformed_input_is_422_never_500(
+    server: Server, method: str, path: str, body: object
+) -> None:
+    made = _sandbox(server, server.a["sandbox_key"])
+    answer = httpx.request(
+        method,
+        f"{server.url}{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {made['key']}", **_key()},
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["code"] == "invalid_input"
+
+
+def test_a_token_without_an_offset_is_422(server: Server) -> None:
+    import base64
+
+    made = _sandbox(server, server.a["sandbox_key"])
+    token = base64.urlsafe_b64encode(
+        json.dumps({"e": made["id"], "t": "2026-03-03T12:00:00"}).encode()
+    ).decode()
+    with server.client(made["key"]) as http:
+        answer = http.get("/v1/rewards", params={"consistency_token": token})
+    assert (answer.status_code, answer.json()["code"]) == (422, "invalid_input")
+
+
+def test_unknown_routes_are_problems(server: Server) -> None:
+    answer = httpx.get(f"{server.url}/v1/nothing-here")
+    assert (answer.status_code, answer.json()["code"]) == (404, "not_found")
+    wrong = httpx.put(f"{server.url}/healthz")
+    assert (wrong.status_code, wrong.json()["code"]) == (405, "method_not_allowed")
+
+
+def test_concurrent_creates_of_one_id_answer_409_not_500(server: Server) -> None:
+    made = _sandbox(server, server.a["sandbox_key"])
+    headers = {"Authorization": f"Bearer {made['key']}"}
+
+    def enroll(_: int) -> int:
+        return httpx.post(
+            f"{server.url}/v1/members",
+            json={"id": "same"},
+            headers={**headers, **_key()},
+            timeout=60,
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = sorted(pool.map(enroll, range(10)))
+    assert statuses == [201] + [409] * 9
+
+
+def test_a_named_sandboxs_key_manages_only_itself(server: Server) -> None:
+    first = _sandbox(server, server.a["sandbox_key"])
+    second = _sandbox(server, server.a["sandbox_key"])
+    with server.client(first["key"]) as http:
+        assert http.delete(f"/v1/sandboxes/{second['id']}").status_code == 404
+        moved = http.post(
+            f"/v1/sandboxes/{second['id']}/clock", json={"advance": "PT1H"}, headers=_key()
+        )
+        assert moved.status_code == 404
+        assert (
+            http.post(
+                f"/v1/sandboxes/{first['id']}/clock", json={"advance": "PT1H"}, headers=_key()
+            ).status_code
+            == 200
+        )
+    with server.client(server.a["sandbox_key"]) as http:
+        assert http.delete(f"/v1/sandboxes/{second['id']}").status_code == 204
+
+
+def test_an_event_that_can_not_apply_fails_alone_and_work_goes_on(server: Server) -> None:
+    made = _sandbox(server, server.b["sandbox_key"])
+    with server.client(made["key"]) as http:
+        source = http.post("/v1/inbound/sources", json={}, headers=_key()).json()
+    with server.client(server.b["sandbox_key"]) as http:
+        assert http.delete(f"/v1/sandboxes/{made['id']}").status_code == 204
+    body = json.dumps({"id": "e1", "type": "order.closed", "order": {"id": "o1"}}).encode()
+    stamp = str(int(time.time()))
+    sent = httpx.post(
+        f"{server.url}{source['url']}",
+        content=body,
+        headers={
+            "x-punchcard-timestamp": stamp,
+            "x-punchcard-signature": signature(source["secret"], stamp, body),
+        },
+    )
+    assert sent.status_code == 202
+    with server.client(server.b["live_key"]) as http:  # the worker still posts live orders
+        member = f"m-{uuid.uuid4().hex[:6]}"
+        http.post("/v1/members", json={"id": member}, headers=_key())
+        placed = http.post(
+            "/v1/orders",
+            json={
+                "id": f"o-{member}",
+                "member": member,
+                "lines": [
+                    {"id": "l1", "sku": "T", "category": "taco", "qty": 1, "unit_price": "2.00"}
+                ],
+            },
+            headers=_key(),
+        )
+        token = placed.json()["consistency_token"]
+        balance = http.get(
+            f"/v1/members/{member}/balance", params={"consistency_token": token, "wait_ms": 5000}
+        )
+        assert (balance.json()["consistent"], balance.json()["posted"]) == (True, 20)
