@@ -108,15 +108,21 @@ def parity(
 
     found = files.find_files(paths)
     differences = []
+    from punchcard.client import ApiError
+
     with collecting() as collector:
         for path in found:
-            differences += compare(
-                files.load(path),
-                OverHttp(a, a_key),
-                OverHttp(b, b_key),
-                collector,
-                tenant_program=tenant_program,
-            )
+            try:
+                differences += compare(
+                    files.load(path),
+                    OverHttp(a, a_key),
+                    OverHttp(b, b_key),
+                    collector,
+                    tenant_program=tenant_program,
+                )
+            except ApiError as exc:
+                console.print(f"[red]{path.name}: a server refused: {escape(str(exc))}[/]")
+                raise typer.Exit(2) from exc
     if not differences:
         print(f"{len(found)} scenarios: A and B agree on every observable")
         return

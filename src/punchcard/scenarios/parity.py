@@ -197,7 +197,19 @@ def compare(
     with collector.lock:
         events_a = _events(collector.events.get(f"/a/{tag}", []))
         events_b = _events(collector.events.get(f"/b/{tag}", []))
-    if events_a != events_b:
+    if not events_a and not events_b:
+        # Every scenario raises events: none at all means the servers could not reach the
+        # receiver on this machine, and silence must never pass for agreement.
+        differences.append(
+            Difference(
+                name,
+                "end",
+                "webhook events",
+                "none arrived",
+                "none arrived (is this machine reachable?)",
+            )
+        )
+    elif events_a != events_b:
         only_a = [e for e in events_a if e not in events_b]
         only_b = [e for e in events_b if e not in events_a]
         differences.append(
