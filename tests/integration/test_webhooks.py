@@ -83,6 +83,9 @@ def test_every_event_is_delivered_signed_and_in_member_order(engine: sa.Engine) 
             ("punch_card.progressed", 5),
         ]
         assert json.loads(receiver.received[4].body)["data"]["points"] == 200  # 2 x 10.00
+        evaluated = json.loads(receiver.received[2].body)["data"]
+        assert evaluated["qualifying_spend"] == {"amount": "20.00", "currency": "USD"}
+        assert evaluated["awards"][0]["explanation"] == "Base: 20.00 x 10 points = 200."
         assert len(set(receiver.ids())) == 6
         assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 0  # nothing twice
 

@@ -23,6 +23,7 @@ from punchcard.engine.evaluate import (
     evaluate,
 )
 from punchcard.engine.members import add_progress, withdraw
+from punchcard.engine.money import format_money
 from punchcard.engine.orders import (
     ORDER_PARTS,
     Order,
@@ -129,7 +130,7 @@ def _close(uow: UnitOfWork, row: Any, now: datetime) -> None:
         _pending_lot(uow, row, outcome.points, due_at)
     _sync_promotions(uow, row, outcome)
     rewards.move(uow, held, "order closes", row.id, now)
-    uow.record(Event("order.evaluated", now, _evaluated(row, outcome), row.member_id))
+    uow.record(Event("order.evaluated", now, _evaluated(uow, row, outcome), row.member_id))
     uow.record(
         Event(
             "points.pending",
@@ -315,7 +316,7 @@ def _apply_change(
         sa.update(orders).where(orders.c.id == row.id).values(**_outcome_columns(outcome))
     )
     _sync_promotions(uow, row, outcome)
-    uow.record(Event("order.evaluated", now, _evaluated(row, outcome), row.member_id))
+    uow.record(Event("order.evaluated", now, _evaluated(uow, row, outcome), row.member_id))
     if row.post_state == "pending":
         lot = uow.conn.execute(
             sa.select(lots.c.id).where(lots.c.order_id == row.id, lots.c.state == "pending")
@@ -448,8 +449,17 @@ def _outcome_columns(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def _evaluated(row: Any, outcome: Outcome) -> dict[str, Any]:
-    return {"order": row.external_id, **outcome_document(outcome)}
+def _evaluated(uow: UnitOfWork, row: Any, outcome: Outcome) -> dict[str, Any]:
+    """The order.evaluated event: every figure with its explanation, money with its currency."""
+    currency = version_by_id(uow, row.version_id).program.currency
+    return {
+        "order": row.external_id,
+        **outcome_document(outcome),
+        "qualifying_spend": {
+            "amount": format_money(outcome.qualifying_spend),
+            "currency": currency,
+        },
+    }
 
 
 def _allocate(program: Program, order: Order, definitions: list[Reward]) -> Allocation:
