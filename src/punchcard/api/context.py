@@ -248,6 +248,24 @@ def _release(call: Call, claimed: int) -> None:
         conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.id == claimed))
 
 
+def _run_claimed(call: Call, claimed: int, work: Callable[[], Response]) -> Response:
+    """Run work under a claimed key: a domain error (or a same-id race the database decided)
+    is the answer and is stored; anything else frees the key so a retry runs it again."""
+    try:
+        return work()
+    except PunchcardError as error:
+        return _answer_error(call, claimed, error)
+    except sa.exc.IntegrityError as error:
+        domain = translate(error)
+        if domain is None:
+            _release(call, claimed)
+            raise
+        return _answer_error(call, claimed, domain)
+    except BaseException:
+        _release(call, claimed)
+        raise
+
+
 def write(
     call: Call,
     scope: str,
@@ -257,38 +275,28 @@ def write(
 ) -> Response:
     """Run a mutating use case once per Idempotency-Key; store its response with its effect."""
     call.require(scope)
-    key = _idempotency_key(call)
-    claimed = _claim(call, key, _fingerprint(call))
+    claimed = _claim(call, _idempotency_key(call), _fingerprint(call))
     if isinstance(claimed, Response):
         return claimed
-    now = call.now()
-    try:
+
+    def work() -> Response:
+        now = call.now()
         with call.uow() as uow:
-            result = use_case(uow, now)
-            payload = render(result, uow, now)
+            payload = render(use_case(uow, now), uow, now)
             token = consistency_token(call.env_id, now)
             body = json.dumps(
                 {**payload, "consistency_token": token}, separators=(",", ":")
             ).encode()
-            _finish(uow.conn, claimed, status, body)
+            _finish(uow.conn, claimed, status, body)  # the answer commits with the effect
             uow.commit()
-    except PunchcardError as error:
-        return _answer_error(call, claimed, error)
-    except sa.exc.IntegrityError as error:
-        domain = translate(error)  # a same-id race: the database's unique constraint decided
-        if domain is None:
-            _release(call, claimed)
-            raise
-        return _answer_error(call, claimed, domain)
-    except BaseException:
-        _release(call, claimed)
-        raise
-    return Response(
-        body,
-        status_code=status,
-        media_type="application/json",
-        headers={"Consistency-Token": token},
-    )
+        return Response(
+            body,
+            status_code=status,
+            media_type="application/json",
+            headers={"Consistency-Token": token},
+        )
+
+    return _run_claimed(call, claimed, work)
 
 
 def idempotent(call: Call, scope: str, run: Callable[[], tuple[int, dict[str, Any]]]) -> Response:
@@ -296,24 +304,15 @@ def idempotent(call: Call, scope: str, run: Callable[[], tuple[int, dict[str, An
     run, store the answer. Each step of such an operation is idempotent by itself, so a crash
     before the answer is stored is repaired by the retry."""
     call.require(scope)
-    key = _idempotency_key(call)
-    claimed = _claim(call, key, _fingerprint(call))
+    claimed = _claim(call, _idempotency_key(call), _fingerprint(call))
     if isinstance(claimed, Response):
         return claimed
-    try:
+
+    def work() -> Response:
         status, payload = run()
-    except PunchcardError as error:
-        return _answer_error(call, claimed, error)
-    except sa.exc.IntegrityError as error:
-        domain = translate(error)  # a same-id race: the database's unique constraint decided
-        if domain is None:
-            _release(call, claimed)
-            raise
-        return _answer_error(call, claimed, domain)
-    except BaseException:
-        _release(call, claimed)
-        raise
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    with call.engine.begin() as conn:
-        _finish(conn, claimed, status, body)
-    return Response(body, status_code=status, media_type="application/json")
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        with call.engine.begin() as conn:
+            _finish(conn, claimed, status, body)
+        return Response(body, status_code=status, media_type="application/json")
+
+    return _run_claimed(call, claimed, work)
