@@ -394,3 +394,49 @@ def demo(
         engine = open_database(database or f"sqlite:///{tmp}/demo.sqlite3")
         run_demo(engine, DEMO_PROGRAM.read_text(), console, datetime(2026, 3, 3, 15, 0, tzinfo=UTC))
         engine.dispose()
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the data set into.")],
+    seed: Annotated[int, typer.Option(help="The same seed and sizes give the same bytes.")] = 7,
+    orders: Annotated[int, typer.Option(min=0, help="Orders to make.")] = 10_000,
+    stores: Annotated[
+        int | None, typer.Option(min=1, help="Stores; default one per 25,000 orders, at least 4.")
+    ] = None,
+    members: Annotated[
+        int | None, typer.Option(min=1, help="Members; default enough for the visit rates.")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="First local day, YYYY-MM-DD; default 2026-03-02.")
+    ] = None,
+    days: Annotated[int | None, typer.Option(min=1, help="Days of orders; default 91.")] = None,
+) -> None:
+    """Write a synthetic chain's traffic: program.yaml, operations.jsonl, chain.json (docs/synthetic.md)."""
+    from datetime import date
+
+    from punchcard.synthetic import DEFAULT_START, make_chain, write_data_set
+
+    try:
+        first = DEFAULT_START if start is None else date.fromisoformat(start)
+    except ValueError as exc:
+        console.print(f"[red]--start: {escape(start or '')} is not a date like 2026-03-02[/]")
+        raise typer.Exit(2) from exc
+    chain = make_chain(
+        seed=seed, orders=orders, stores=stores, members=members, start=first, days=days
+    )
+    with Progress(console=console, transient=True, disable=orders < 50_000) as progress:
+        task = progress.add_task("orders", total=orders)
+        summary = write_data_set(out_dir, chain, on_order=lambda: progress.advance(task))
+    counts = summary["counts"]
+    print(
+        f"{sum(counts.values()):,} operations ({orders:,} orders, {counts.get('refund', 0):,} refunds, "
+        f"{counts.get('void', 0):,} voids, {counts.get('issue_gift_card', 0):,} gift cards) "
+        f"for {len(chain.stores)} stores and {chain.members:,} members, "
+        f"{summary['start']} to {summary['end']}, in {out_dir}"
+    )
+    from punchcard.services.clock import SystemClock
+
+    last = summary["span"]["last"]
+    if last and datetime.fromisoformat(last) > SystemClock().now():
+        console.print("[yellow]Some operations are in the future: a server refuses such orders.[/]")
