@@ -70,6 +70,35 @@ def _balances_match_postings(conn: sa.Connection, _now: datetime) -> tuple[int, 
     ]
 
 
+def _transfers_between_peers(conn: sa.Connection, _now: datetime) -> tuple[int, list[str]]:
+    """A transfer moves value from one card to another, or one member to another: it never
+    creates or destroys value, and never touches a system account or a hold."""
+    rows = conn.execute(
+        sa.select(
+            ledger_transactions.c.id,
+            ledger_transactions.c.reference,
+            ledger_accounts.c.name,
+            ledger_postings.c.amount,
+        )
+        .join(ledger_postings, ledger_postings.c.transaction_id == ledger_transactions.c.id)
+        .join(ledger_accounts, ledger_accounts.c.id == ledger_postings.c.account_id)
+        .where(ledger_transactions.c.kind == "transfer")
+        .order_by(ledger_transactions.c.id, ledger_postings.c.id)
+    ).all()
+    postings: dict[int, list[tuple[str, int]]] = {}
+    references: dict[int, str] = {}
+    for r in rows:
+        postings.setdefault(r.id, []).append((r.name, r.amount))
+        references[r.id] = r.reference
+    bad = []
+    for txn, legs in postings.items():
+        kinds = {name.split(":", 1)[0] for name, _ in legs}
+        names = {name for name, _ in legs}
+        if len(legs) != 2 or len(names) != 2 or len(kinds) != 1 or kinds - {"card", "member"}:
+            bad.append(f"transfer {references[txn]} moves {legs}")
+    return len(postings), bad
+
+
 def _cards_not_negative(conn: sa.Connection, _now: datetime) -> tuple[int, list[str]]:
     rows = conn.execute(
         sa.select(ledger_accounts.c.name, ledger_accounts.c.balance).where(
@@ -197,6 +226,7 @@ CHECKS: list[tuple[str, Callable[[sa.Connection, datetime], tuple[int, list[str]
     ("every ledger transaction sums to zero", _transactions_balance),
     ("every cached balance equals its postings", _balances_match_postings),
     ("no gift card below zero", _cards_not_negative),
+    ("every transfer moves value between two cards or two members", _transfers_between_peers),
     ("every hold resolved at most once, its money where its state says", _holds_resolved_once),
     ("points lots match posted balances", _lots_match_balances),
     ("every posted order earned exactly once", _orders_accrued_once),

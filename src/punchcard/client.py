@@ -152,6 +152,19 @@ class Client:
             "POST", f"/v1/members/{_p(member)}/rewards", {"reward": reward, "alias": alias}
         )
 
+    def transfer_points(self, member: str, to: str, points: int) -> Any:
+        """Move posted points from `member` to `to` (oldest lots first, expiry kept)."""
+        return self.request(
+            "POST", f"/v1/members/{_p(member)}/points/transfers", {"to": to, "points": points}
+        )
+
+    def balances(
+        self, members: list[str] | None = None, gift_cards: list[str] | None = None
+    ) -> Any:
+        """Members' points and gift cards' balances read in one snapshot (at most 100 ids)."""
+        params = {"member": list(members or []), "gift_card": list(gift_cards or [])}
+        return self.request("GET", "/v1/balances", params=params)
+
     def catalogue(self) -> Any:
         return self.request("GET", "/v1/rewards")
 
@@ -199,6 +212,12 @@ class Client:
     def redeem_gift_card(self, card_id: str, amount: str, partial: bool = False) -> Any:
         return self.request(
             "POST", f"/v1/gift-cards/{_p(card_id)}/redeem", {"amount": amount, "partial": partial}
+        )
+
+    def transfer_gift_card(self, card_id: str, to: str, amount: str) -> Any:
+        """Move money from `card_id` to `to` (same currency), all or nothing."""
+        return self.request(
+            "POST", f"/v1/gift-cards/{_p(card_id)}/transfers", {"to": to, "amount": amount}
         )
 
     def authorize(

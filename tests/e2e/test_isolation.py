@@ -24,6 +24,9 @@ CASES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/v1/members/{member}/timeline", None),
     ("GET", "/v1/members/{member}/rewards", None),
     ("POST", "/v1/members/{member}/rewards", {"reward": "five-off"}),
+    ("POST", "/v1/members/{member}/points/transfers", {"to": "{member}-2", "points": 1}),
+    ("GET", "/v1/balances?member={member}", None),
+    ("GET", "/v1/balances?gift_card={card}", None),
     ("GET", "/v1/orders/{order}", None),
     ("POST", "/v1/orders/{order}/close", None),
     ("PATCH", "/v1/orders/{order}", {"tax": "1.00"}),
@@ -35,6 +38,7 @@ CASES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/v1/gift-cards/{card}/reload", {"amount": "1.00"}),
     ("POST", "/v1/gift-cards/{card}/redeem", {"amount": "1.00"}),
     ("POST", "/v1/gift-cards/{card}/holds", {"amount": "1.00"}),
+    ("POST", "/v1/gift-cards/{card}/transfers", {"to": "{card}-2", "amount": "1.00"}),
     ("POST", "/v1/gift-cards/holds/{hold}/capture", {}),
     ("POST", "/v1/gift-cards/holds/{hold}/void", None),
     ("POST", "/v1/gift-cards/inquiries", {"number": "{number}", "pin": "{pin}"}),
@@ -99,12 +103,14 @@ def alpha(server: Server) -> dict[str, str]:
             return answer.json()
 
         post("/v1/members", {"id": ids["member"]})
+        post("/v1/members", {"id": f"{ids['member']}-2"})  # the other end of a transfer
         ids["order"] = "o-alpha"
         post(
             "/v1/orders",
             {"id": "o-alpha", "member": ids["member"], "lines": [BURRITO], "status": "open"},
         )
         card = post("/v1/gift-cards", {"id": "g-alpha", "amount": "50.00"})
+        post("/v1/gift-cards", {"id": "g-alpha-2", "amount": "1.00"})
         ids.update(card="g-alpha", number=card["number"], pin=card["pin"])
         ids["hold"] = post("/v1/gift-cards/g-alpha/holds", {"amount": "5.00", "id": "h-alpha"})[
             "hold"
@@ -176,7 +182,8 @@ def test_every_endpoint_is_covered_here(server: Server) -> None:
     named = {
         (
             m,
-            p.replace("{member}", "{member_id}")
+            p.split("?")[0]
+            .replace("{member}", "{member_id}")
             .replace("{order}", "{order_id}")
             .replace("{card}", "{card_id}")
             .replace("{hold}", "{hold_id}")

@@ -45,6 +45,16 @@ def balance(conn: sa.Connection, env_id: str, asset: str, name: str) -> int:
     return int(found or 0)
 
 
+def snapshot(conn: sa.Connection) -> None:
+    """Make every later read of this transaction see one snapshot (call it first).
+
+    SQLite in WAL mode does so already (a read transaction keeps the snapshot of its first
+    read); PostgreSQL's default, READ COMMITTED, takes a new snapshot per statement.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+
 def write(conn: sa.Connection, env_id: str, entry: Entry, at: datetime) -> int:
     """Append one balanced transaction and move the cached balances with it."""
     txn_id = conn.execute(

@@ -2,8 +2,9 @@
 
 Money moves only by balanced ledger entries: issue and reload from `issued` to the card,
 redeem from the card to `spent`, authorize from the card to the hold, capture from the
-hold to `spent` (the rest back to the card), void and release from the hold to the card.
-A card's balance is its account's balance, holds already taken off.
+hold to `spent` (the rest back to the card), void and release from the hold to the card,
+transfer from one card to another (both locked in id order, so two opposite transfers
+never deadlock). A card's balance is its account's balance, holds already taken off.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from punchcard.lifecycle.machines import HOLD
 from punchcard.services import cards
 from punchcard.services.context import version_at
 from punchcard.services.inputs import as_name
-from punchcard.store.tables import gift_cards, holds
+from punchcard.store.tables import gift_cards, holds, ledger_accounts
 from punchcard.store.uow import Event, UnitOfWork
 
 HOLD_LIFETIME = timedelta(days=7)
@@ -143,6 +144,78 @@ def reload(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) 
         now,
     )
     _changed(uow, card, "reloaded", amount, now)
+
+
+@dataclass(frozen=True)
+class Transfer:
+    id: str  # also the ledger reference, transfer:<id>
+    source: str
+    target: str
+    amount: int  # minor units
+
+
+def transfer_value(uow: UnitOfWork, alias: Any, data: Mapping[str, Any], now: datetime) -> Transfer:
+    """Move money from one card to another of the same currency, all or nothing."""
+    amount = _amount(data)
+    assert amount is not None
+    source = as_name(alias, "gift card")
+    target = as_name(data.get("to"), "to")
+    if source == target:
+        raise InvalidInput("to: a transfer moves money between two different cards")
+    found = {
+        row.external_id: row.id
+        for row in uow.conn.execute(
+            sa.select(gift_cards.c.id, gift_cards.c.external_id).where(
+                gift_cards.c.env_id == uow.env_id, gift_cards.c.external_id.in_([source, target])
+            )
+        ).all()
+    }
+    for name in (source, target):
+        if name not in found:
+            raise NotFound(f"no gift card {name!r}")
+    # Both rows locked in id order: two transfers in opposite directions never deadlock.
+    locked = {
+        row.external_id: row
+        for row in (
+            uow.conn.execute(
+                sa.select(gift_cards).where(gift_cards.c.id == card_id).with_for_update()
+            ).one()
+            for card_id in sorted(found.values())
+        )
+    }
+    src, dst = locked[source], locked[target]
+    if src.currency != dst.currency:
+        raise InvalidState(
+            f"gift card {source} holds {src.currency} and {target} holds {dst.currency}"
+        )
+    _approve(uow, src, amount, partial=False)
+    moved = Transfer(f"tr_{uuid.uuid4().hex[:20]}", source, target, amount)
+    _move(
+        uow,
+        transfer(
+            money_asset(src.currency),
+            "transfer",
+            _account(src.id),
+            _account(dst.id),
+            amount,
+            f"transfer:{moved.id}",
+        ),
+        now,
+    )
+    uow.record(
+        Event(
+            "gift_card.transferred",
+            now,
+            {
+                "transfer": moved.id,
+                "amount": format_money(amount),
+                "currency": src.currency,
+                "from": {"card": source, "balance": format_money(_balance(uow, src))},
+                "to": {"card": target, "balance": format_money(_balance(uow, dst))},
+            },
+        )
+    )
+    return moved
 
 
 def _approve(uow: UnitOfWork, card: Any, amount: int, partial: bool) -> int:
@@ -298,6 +371,49 @@ def view(uow: UnitOfWork, alias: str) -> GiftCardView:
     if row is None:
         raise NotFound(f"no gift card {alias!r}")
     return GiftCardView(alias, row.currency, _balance(uow, row), row.last_approved)
+
+
+MAX_BATCH = 100  # ids in one snapshot read
+
+
+def names(value: Any, where: str) -> list[str]:
+    """A list of at most MAX_BATCH ids, each named once, in the order given."""
+    if not isinstance(value, list | tuple) or not value:
+        raise InvalidInput(f"{where}: one or more ids")
+    if len(value) > MAX_BATCH:
+        raise InvalidInput(f"{where}: at most {MAX_BATCH} ids, {len(value)} given")
+    return list(dict.fromkeys(as_name(v, where) for v in value))
+
+
+def views(uow: UnitOfWork, aliases: list[str]) -> list[GiftCardView]:
+    """Several cards' balances in one statement, so in one snapshot on every database."""
+    account = ledger_accounts.c.name == sa.literal("card:") + sa.cast(gift_cards.c.id, sa.String)
+    rows = uow.conn.execute(
+        sa.select(
+            gift_cards.c.external_id,
+            gift_cards.c.currency,
+            gift_cards.c.last_approved,
+            sa.func.coalesce(ledger_accounts.c.balance, 0).label("balance"),
+        )
+        .select_from(gift_cards)
+        .outerjoin(
+            ledger_accounts,
+            sa.and_(
+                ledger_accounts.c.env_id == gift_cards.c.env_id,
+                ledger_accounts.c.asset == sa.literal("money:") + gift_cards.c.currency,
+                account,
+            ),
+        )
+        .where(gift_cards.c.env_id == uow.env_id, gift_cards.c.external_id.in_(aliases))
+    ).all()
+    by_alias = {r.external_id: r for r in rows}
+    for alias in aliases:
+        if alias not in by_alias:
+            raise NotFound(f"no gift card {alias!r}")
+    return [
+        GiftCardView(a, by_alias[a].currency, int(by_alias[a].balance), by_alias[a].last_approved)
+        for a in aliases
+    ]
 
 
 def inquire(uow: UnitOfWork, number: Any, pin: Any, now: datetime) -> GiftCardView:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from punchcard.ledger import store as ledger
 from punchcard.services import due, gift_cards, members, orders, programs, rewards
 from punchcard.store.uow import UnitOfWork
 
@@ -62,6 +63,9 @@ class Loyalty:
     def redeem(self, data: Mapping[str, Any], now: datetime) -> int:
         return self._write(lambda uow: rewards.redeem(uow, data, now))
 
+    def transfer_points(self, data: Mapping[str, Any], now: datetime) -> members.PointsTransfer:
+        return self._write(lambda uow: members.transfer_points(uow, data, now))
+
     def issue_gift_card(self, alias: Any, data: Mapping[str, Any], now: datetime) -> None:
         self._write(lambda uow: gift_cards.issue(uow, alias, data, now))
 
@@ -70,6 +74,11 @@ class Loyalty:
 
     def redeem_gift_card(self, alias: Any, data: Mapping[str, Any], now: datetime) -> int:
         return self._write(lambda uow: gift_cards.redeem(uow, alias, data, now))
+
+    def transfer_gift_card(
+        self, alias: Any, data: Mapping[str, Any], now: datetime
+    ) -> gift_cards.Transfer:
+        return self._write(lambda uow: gift_cards.transfer_value(uow, alias, data, now))
 
     def authorize_gift_card(self, alias: Any, data: Mapping[str, Any], now: datetime) -> int:
         return self._write(lambda uow: gift_cards.authorize(uow, alias, data, now))
@@ -85,6 +94,20 @@ class Loyalty:
 
     def member(self, external_id: str, now: datetime) -> members.MemberView:
         return self._read(lambda uow: members.view(uow, external_id, now))
+
+    def balances(
+        self, member_ids: list[str], card_ids: list[str], now: datetime
+    ) -> tuple[list[members.MemberView], list[gift_cards.GiftCardView]]:
+        """Members' and cards' balances in one snapshot."""
+
+        def both(
+            uow: UnitOfWork,
+        ) -> tuple[list[members.MemberView], list[gift_cards.GiftCardView]]:
+            ledger.snapshot(uow.conn)
+            people = members.balances(uow, member_ids, now) if member_ids else []
+            return people, gift_cards.views(uow, card_ids) if card_ids else []
+
+        return self._read(both)
 
     def gift_card(self, alias: str) -> gift_cards.GiftCardView:
         return self._read(lambda uow: gift_cards.view(uow, alias))

@@ -1,7 +1,8 @@
-"""Members: enrolment, and the state a member's balance screen shows."""
+"""Members: enrolment, points transfers between members, and what a balance screen shows."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,7 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from punchcard.engine.members import window_bounds
-from punchcard.errors import InvalidInput, InvalidState
+from punchcard.engine.programs import Program
+from punchcard.errors import InsufficientPoints, InvalidInput, InvalidState, NotFound
 from punchcard.services import points
 from punchcard.services.context import load_member, record_tier, version_at
 from punchcard.services.inputs import as_name
@@ -69,6 +71,59 @@ def _profile(data: Mapping[str, Any]) -> dict[str, str | None]:
     return profile
 
 
+MAX_TRANSFER = 10**12  # points in one transfer
+
+
+@dataclass(frozen=True)
+class PointsTransfer:
+    id: str  # also the ledger reference, transfer:<id>
+    source: str
+    target: str
+    points: int
+    paid_debt: int  # of the points, what paid the target's debt
+
+
+def transfer_points(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> PointsTransfer:
+    """Move available (posted) points from one member to another: household pooling, gifts."""
+    source = as_name(data.get("member"), "member")
+    target = as_name(data.get("to"), "to")
+    amount = data.get("points")
+    if type(amount) is not int or not 0 < amount <= MAX_TRANSFER:
+        raise InvalidInput(f"points: a whole number from 1 to {MAX_TRANSFER}")
+    if source == target:
+        raise InvalidInput("to: a transfer moves points between two different members")
+    found = {
+        row.external_id: row.id
+        for row in uow.conn.execute(
+            sa.select(members.c.id, members.c.external_id).where(
+                members.c.env_id == uow.env_id, members.c.external_id.in_([source, target])
+            )
+        ).all()
+    }
+    for name in (source, target):
+        if name not in found:
+            raise NotFound(f"no member {name!r}")
+    # Both members locked in id order: two transfers in opposite directions never deadlock.
+    for member_id in sorted(found.values()):
+        uow.conn.execute(
+            sa.select(members.c.id).where(members.c.id == member_id).with_for_update()
+        ).one()
+    program = version_at(uow, now).program
+    available = max(0, points.posted_balance(uow, program, found[source]))
+    if available < amount:
+        raise InsufficientPoints(
+            f"member {source} has {available} points available, {amount} asked"
+        )
+    moved_id = f"tr_{uuid.uuid4().hex[:20]}"
+    paid = points.move(
+        uow, program, found[source], found[target], amount, now, f"transfer:{moved_id}"
+    )
+    payload = {"transfer": moved_id, "from": source, "to": target, "points": amount}
+    uow.record(Event("points.transferred", now, payload, found[source]))
+    uow.record(Event("points.transferred", now, {**payload, "paid_debt": paid}, found[target]))
+    return PointsTransfer(moved_id, source, target, amount, paid)
+
+
 def timeline(uow: UnitOfWork, external_id: str, after: int, limit: int) -> list[Any]:
     """The member's events in their sequence, each with its explanation, a page at a time."""
     row = load_member(uow, external_id, lock=False)
@@ -108,6 +163,27 @@ class MemberView:
 def view(uow: UnitOfWork, external_id: str, now: datetime) -> MemberView:
     row = load_member(uow, external_id, lock=False)
     program = version_at(uow, now).program
+    return _view(uow, program, row)
+
+
+def balances(uow: UnitOfWork, external_ids: list[str], now: datetime) -> list[MemberView]:
+    """Several members' views; the caller reads them in one snapshot (`ledger.snapshot`)."""
+    program = version_at(uow, now).program
+    rows = {
+        r.external_id: r
+        for r in uow.conn.execute(
+            sa.select(members).where(
+                members.c.env_id == uow.env_id, members.c.external_id.in_(external_ids)
+            )
+        ).all()
+    }
+    for name in external_ids:
+        if name not in rows:
+            raise NotFound(f"no member {name!r}")
+    return [_view(uow, program, rows[name]) for name in external_ids]
+
+
+def _view(uow: UnitOfWork, program: Program, row: Any) -> MemberView:
     pending_rows = uow.conn.execute(
         sa.select(lots.c.amount, lots.c.due_at, orders.c.external_id)
         .select_from(lots.outerjoin(orders, lots.c.order_id == orders.c.id))

@@ -1,4 +1,4 @@
-"""Points on the ledger: earning (debts first, then a lot), clawbacks, spending and expiry."""
+"""Points on the ledger: earning (debts first, then a lot), clawbacks, spending, transfers and expiry."""
 
 from __future__ import annotations
 
@@ -171,6 +171,66 @@ def spend(
         at,
     )
     touch_activity(uow, program, member_id, at)
+
+
+def move(
+    uow: UnitOfWork,
+    program: Program,
+    source_id: int,
+    target_id: int,
+    points: int,
+    at: datetime,
+    reference: str,
+) -> int:
+    """Move posted points between members; the caller has locked both and checked the balance.
+
+    The source gives its oldest lots first. Each part keeps its age at the target (the
+    time it was earned, hence its place in spending order, and its expiry); the parts pay
+    any debt of the target first, oldest first. Returns the points that paid a debt.
+    Tier progress and the target's inactivity clock do not move: nothing was earned.
+    """
+    rows = uow.conn.execute(
+        sa.select(lots.c.id, lots.c.remaining, lots.c.posted_at, lots.c.expires_at)
+        .where(lots.c.member_id == source_id, lots.c.state == "posted", lots.c.remaining > 0)
+        .order_by(lots.c.posted_at, lots.c.id)
+    ).all()
+    origin = {r.id: r for r in rows}
+    taken = take_oldest([Lot(r.id, None, r.remaining, seq) for seq, r in enumerate(rows)], points)
+    if sum(part for _, part in taken) != points:
+        raise AssertionError(f"member {source_id}: lots hold less than the posted balance")
+    debt = max(0, -posted_balance(uow, program, target_id))
+    _take(uow, {r.id: r.remaining for r in rows}, taken)
+    ledger.write(
+        uow.conn,
+        uow.env_id,
+        transfer(
+            points_asset(program.program),
+            "transfer",
+            account(source_id),
+            account(target_id),
+            points,
+            reference,
+        ),
+        at,
+    )
+    paid = 0
+    for lot_id, part in taken:
+        pays = min(debt - paid, part)
+        paid += pays
+        uow.conn.execute(
+            sa.insert(lots).values(
+                env_id=uow.env_id,
+                member_id=target_id,
+                order_id=None,
+                state="posted" if part - pays else "spent",
+                amount=part,
+                remaining=part - pays,
+                posted_at=origin[lot_id].posted_at,
+                expires_at=origin[lot_id].expires_at,
+            )
+        )
+    touch_activity(uow, program, source_id, at)
+    return paid
 
 
 def expire_lots(

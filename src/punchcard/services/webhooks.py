@@ -40,6 +40,7 @@ EVENT_TYPES = (
     "points.posted",
     "points.reversed",
     "points.expired",
+    "points.transferred",
     "tier.changed",
     "reward.issued",
     "reward.redeemed",
@@ -49,6 +50,7 @@ EVENT_TYPES = (
     "reward.expired",
     "punch_card.progressed",
     "gift_card.changed",
+    "gift_card.transferred",
     "program.published",
     "program.activated",
 )
