@@ -89,11 +89,9 @@ def test_the_same_key_while_the_first_is_running_is_409(server: Server) -> None:
     env_id, key = _sandbox(server, server.a["sandbox_key"])
     key_id = "_".join(key.split("_", 3)[:3])
     body = json.dumps({"id": "ann"}).encode()
-    import hashlib
+    from punchcard.api.context import request_fingerprint, request_secret
 
-    digest = hashlib.sha256()
-    for part in (b"POST", b"/v1/members", b"", body):
-        digest.update(len(part).to_bytes(8, "big") + part)
+    fingerprint = request_fingerprint(request_secret(key), "POST", "/v1/members", "", body)
     now = datetime.now(UTC)
     engine = sa.create_engine(server.database)
     with engine.begin() as conn:  # a first request that is still running
@@ -102,7 +100,7 @@ def test_the_same_key_while_the_first_is_running_is_409(server: Server) -> None:
                 env_id=env_id,
                 api_key_id=key_id,
                 key="running",
-                fingerprint=digest.hexdigest(),
+                fingerprint=fingerprint,
                 state="in_flight",
                 locked_until=now + timedelta(seconds=60),
                 created_at=now,

@@ -2,23 +2,182 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from punchcard import __version__
 from punchcard.api.inbound_routes import router as inbound_router
-from punchcard.api.problems import ApiProblem, from_domain, problem
-from punchcard.api.routes import InquiryLimiter, health_router, router
+from punchcard.api.problems import (
+    PROBLEM_RESPONSES,
+    PROBLEM_SCHEMA,
+    ApiProblem,
+    from_domain,
+    problem,
+)
+from punchcard.api.routes import InquiryLimiter, call, health_router, router
 from punchcard.api.webhook_routes import router as webhook_router
 from punchcard.errors import PunchcardError
 from punchcard.services.clock import Clock
 
 log = logging.getLogger("punchcard.api")
+
+MAX_BODY_BYTES = 1024 * 1024  # 1 MiB: a program document is a few KiB, an order far less
+
+IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": True,
+    "description": "One key per operation, reused on retry; kept 72 hours",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+class BodyLimit:
+    """Refuses a request body over max_bytes (413 body_too_large) before any route reads it,
+    and a JSON body with a key given twice (422 invalid_input: parsers disagree on which wins).
+
+    The body is read here, bounded, and handed on whole: a route never sees more than the
+    limit, whether the client declared a Content-Length or streamed chunks.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away: there is no one to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, handed = b"".join(chunks), False
+        twice = (
+            _key_given_twice(body)
+            if _is_json(Headers(scope=scope).get("content-type", ""))
+            else None
+        )
+        if twice is not None:
+            detail = f"body: the key {twice!r} is given twice"
+            errors = [{"path": "body", "message": f"the key {twice!r} is given twice"}]
+            await problem(422, "invalid_input", detail, errors=errors)(scope, receive, send)
+            return
+
+        async def replay() -> Message:
+            nonlocal handed
+            if handed:
+                return await receive()
+            handed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"the request body is over the limit of {self.max_bytes} bytes"
+        await problem(413, "body_too_large", detail)(scope, receive, send)
+
+
+class _Twice(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _refuse_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Twice(key)
+        out[key] = value
+    return out
+
+
+def _key_given_twice(body: bytes) -> str | None:
+    """The first key some JSON object of the body gives twice; None if none (or not JSON,
+    which the route reports)."""
+    try:
+        json.loads(body, object_pairs_hook=_refuse_twice)
+    except _Twice as twice:
+        return twice.key
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
+def _depends_on(dependant: Dependant, target: Any) -> bool:
+    return any(d.call is target or _depends_on(d, target) for d in dependant.dependencies)
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus what it cannot see: the bearer key and Idempotency-Key that
+    `call` and `write` read from the headers, and the Problem body of every 4xx."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    document = get_openapi(
+        title=app.title, version=app.version, summary=app.summary, routes=app.routes
+    )
+    components = document.setdefault("components", {})
+    components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    components["securitySchemes"] = {
+        "apiKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key: Authorization: Bearer pc_live_... or pc_sand_...",
+        }
+    }
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if not (isinstance(route, APIRoute) and route.include_in_schema):
+            continue
+        if not _depends_on(route.dependant, call):
+            continue
+        for method in context.methods or ():
+            operation = document["paths"][context.path_format][method.lower()]
+            operation["security"] = [{"apiKey": []}]
+            if method in {"POST", "PUT", "PATCH"}:
+                operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY_PARAMETER)
+    app.openapi_schema = document
+    return document
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _unparseable(cause: BaseException) -> str:
+    if isinstance(cause, RecursionError):
+        return "the JSON is nested too deeply"
+    if isinstance(cause, UnicodeError):
+        return "the body is not UTF-8 text"
+    return "the body is not JSON"
 
 
 def create_app(
@@ -37,10 +196,12 @@ def create_app(
     app.state.clock = clock
     app.state.inquiries = InquiryLimiter(inquiries_per_minute)
     app.state.webhook_allow_private = webhook_allow_private
-    app.include_router(router)
-    app.include_router(webhook_router)
-    app.include_router(inbound_router)
+    app.include_router(router, responses=PROBLEM_RESPONSES)
+    app.include_router(webhook_router, responses=PROBLEM_RESPONSES)
+    app.include_router(inbound_router, responses=PROBLEM_RESPONSES)
     app.include_router(health_router(lambda: app.state.engine))
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     @app.exception_handler(PunchcardError)
     async def _domain(_request: Request, error: PunchcardError) -> Response:
@@ -53,11 +214,25 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 400 and error.__cause__ is not None:
+            # FastAPI could not parse the body (not UTF-8, nested too deeply): bad input, as a
+            # JSON syntax error is.
+            message = _unparseable(error.__cause__)
+            errors = [{"path": "body", "message": message}]
+            return problem(422, "invalid_input", f"body: {message}", errors=errors)
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         return problem(error.status_code, code, str(error.detail), dict(error.headers or {}))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, error: RequestValidationError) -> Response:
+    async def _invalid(request: Request, error: RequestValidationError) -> Response:
+        if not _is_json(request.headers.get("content-type", "application/json")) and any(
+            e["loc"][:1] == ("body",) for e in error.errors()
+        ):
+            return problem(
+                415,
+                "unsupported_media_type",
+                "send the body as a JSON object with Content-Type: application/json",
+            )
         errors = [
             {"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
             for e in error.errors()

@@ -5,6 +5,13 @@ short transaction first (`in_flight`, with a lease so a crashed request frees it
 the use case then runs in one unit of work that also stores the response under the
 key, so the effect and its stored response commit together or not at all. Keys are
 scoped to the environment and the API key, and kept for 72 hours.
+
+At rest: a stored response can carry what is shown once (a gift card's PIN, a new sandbox's
+API key), and a request's fingerprint covers its body (a PIN, an email). Both are keyed by a
+secret derived from the caller's API key, which the database never holds (only its hash): the
+response is sealed (SHAKE-256 stream, HMAC-SHA256 tag) and the fingerprint is an HMAC, so a
+copy of the database yields neither the PIN nor a key, and no guess can be checked against it.
+Only the same API key, presenting the same Idempotency-Key, gets the response back.
 """
 
 from __future__ import annotations
@@ -12,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import json
+import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,8 +44,11 @@ from punchcard.store.tables import idempotency_keys
 from punchcard.store.uow import UnitOfWork
 
 IDEMPOTENCY_TTL = timedelta(hours=72)
-IN_FLIGHT_LEASE = timedelta(seconds=60)
+# How long a request holds its key before a retry may take it over (a crashed server's
+# requests hold theirs this long); a request that outlives it is fenced off by `_finish`.
+IN_FLIGHT_LEASE = timedelta(seconds=float(os.environ.get("PUNCHCARD_IN_FLIGHT_LEASE_S", "60")))
 MAX_WAIT_MS = 5000
+SEALED = b"\x00pc-sealed-v1\x00"  # stored responses that start so are sealed; JSON never does
 
 
 @dataclass
@@ -47,6 +60,7 @@ class Call:
     clock: Clock
     request: Request
     body: bytes
+    secret: bytes  # derived from the caller's API key: seals its stored responses
 
     @property
     def env_id(self) -> str:
@@ -80,7 +94,49 @@ def authenticated(request: Request, engine: sa.Engine, clock: Clock, body: bytes
         raise ApiProblem(
             401, "unauthenticated", "unknown or revoked API key", {"WWW-Authenticate": "Bearer"}
         )
-    return Call(principal, engine, clock, request, body)
+    return Call(principal, engine, clock, request, body, request_secret(key.strip()))
+
+
+def request_secret(api_key: str) -> bytes:
+    """A key for sealing a caller's stored responses, derivable only from its API key."""
+    return hmac.new(api_key.encode(), b"punchcard idempotency v1", hashlib.sha256).digest()
+
+
+def seal(secret: bytes, body: bytes) -> bytes:
+    """Encrypt and authenticate a stored response (encrypt-then-MAC, a fresh nonce each)."""
+    nonce = secrets.token_bytes(16)
+    stream_key = hmac.new(secret, b"stream" + nonce, hashlib.sha256).digest()
+    mac_key = hmac.new(secret, b"mac" + nonce, hashlib.sha256).digest()
+    stream = hashlib.shake_256(stream_key).digest(len(body))
+    sealed = (int.from_bytes(body, "big") ^ int.from_bytes(stream, "big")).to_bytes(
+        len(body), "big"
+    )
+    tag = hmac.new(mac_key, nonce + sealed, hashlib.sha256).digest()
+    return SEALED + nonce + tag + sealed
+
+
+def unseal(secret: bytes, stored: bytes) -> bytes:
+    if not stored.startswith(SEALED):
+        return stored  # stored before responses were sealed
+    rest = stored[len(SEALED) :]
+    nonce, tag, sealed = rest[:16], rest[16:48], rest[48:]
+    stream_key = hmac.new(secret, b"stream" + nonce, hashlib.sha256).digest()
+    mac_key = hmac.new(secret, b"mac" + nonce, hashlib.sha256).digest()
+    if not hmac.compare_digest(tag, hmac.new(mac_key, nonce + sealed, hashlib.sha256).digest()):
+        raise ValueError("a stored response does not match its seal")
+    stream = hashlib.shake_256(stream_key).digest(len(sealed))
+    return (int.from_bytes(sealed, "big") ^ int.from_bytes(stream, "big")).to_bytes(
+        len(sealed), "big"
+    )
+
+
+def request_fingerprint(secret: bytes, method: str, path: str, query: str, body: bytes) -> str:
+    """What a replay must match: method, path, query and body, under an HMAC keyed by the
+    caller's secret (a plain hash of a body holding a 4-digit PIN is reversed by trying 10,000)."""
+    digest = hmac.new(secret, digestmod=hashlib.sha256)
+    for part in (method.encode(), path.encode(), query.encode(), body):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
 
 
 def consistency_token(env_id: str, at: datetime) -> str:
@@ -130,20 +186,14 @@ async def wait_consistent(call: Call) -> bool:
 
 def _fingerprint(call: Call) -> str:
     request = call.request
-    digest = hashlib.sha256()
-    for part in (
-        request.method.encode(),
-        request.url.path.encode(),
-        str(request.url.query).encode(),
-        call.body,
-    ):
-        digest.update(len(part).to_bytes(8, "big") + part)
-    return digest.hexdigest()
+    return request_fingerprint(
+        call.secret, request.method, request.url.path, str(request.url.query), call.body
+    )
 
 
-def _replay(row: Any) -> Response:
+def _replay(call: Call, row: Any) -> Response:
     return Response(
-        row.response,
+        unseal(call.secret, row.response),
         status_code=row.status_code,
         media_type="application/problem+json" if row.status_code >= 400 else "application/json",
         headers={"Idempotent-Replayed": "true"},
@@ -192,7 +242,7 @@ def _claim(call: Call, key: str, fingerprint: str) -> Response | int:
                     "this Idempotency-Key was used with another method, path or body",
                 )
             if row.state == "done":
-                return _replay(row)
+                return _replay(call, row)
             if row.locked_until > now:
                 raise ApiProblem(
                     409,
@@ -211,12 +261,20 @@ def _claim(call: Call, key: str, fingerprint: str) -> Response | int:
     )
 
 
-def _finish(conn: sa.Connection, claim_id: int, status: int, body: bytes) -> None:
-    conn.execute(
+class Superseded(Exception):
+    """Another request under the same key (one that took over a lapsed claim) answered first."""
+
+
+def _finish(call: Call, conn: sa.Connection, claim_id: int, status: int, body: bytes) -> None:
+    """Store the answer, only if the key is still unanswered: a request whose claim lapsed and
+    was taken over must not apply its effect too (it rolls back and replays the answer)."""
+    stored = conn.execute(
         sa.update(idempotency_keys)
-        .where(idempotency_keys.c.id == claim_id)
-        .values(state="done", status_code=status, response=body)
-    )
+        .where(idempotency_keys.c.id == claim_id, idempotency_keys.c.state == "in_flight")
+        .values(state="done", status_code=status, response=seal(call.secret, body))
+    ).rowcount
+    if stored != 1:
+        raise Superseded
 
 
 def _idempotency_key(call: Call) -> str:
@@ -238,8 +296,16 @@ def _answer_error(call: Call, claimed: int, error: PunchcardError) -> Response:
     """The effect rolled back, but the answer is still the answer: store it under the key."""
     code, problem = from_domain(error)
     with call.engine.begin() as conn:
-        _finish(conn, claimed, code, problem)
+        _finish(call, conn, claimed, code, problem)
     return Response(problem, status_code=code, media_type="application/problem+json")
+
+
+def _replay_stored(call: Call, claimed: int) -> Response:
+    with call.engine.connect() as conn:
+        row = conn.execute(
+            sa.select(idempotency_keys).where(idempotency_keys.c.id == claimed)
+        ).one()
+    return _replay(call, row)
 
 
 def _release(call: Call, claimed: int) -> None:
@@ -253,8 +319,13 @@ def _run_claimed(call: Call, claimed: int, work: Callable[[], Response]) -> Resp
     is the answer and is stored; anything else frees the key so a retry runs it again."""
     try:
         return work()
+    except Superseded:
+        return _replay_stored(call, claimed)
     except PunchcardError as error:
-        return _answer_error(call, claimed, error)
+        try:
+            return _answer_error(call, claimed, error)
+        except Superseded:
+            return _replay_stored(call, claimed)
     except sa.exc.IntegrityError as error:
         domain = translate(error)
         if domain is None:
@@ -287,7 +358,7 @@ def write(
             body = json.dumps(
                 {**payload, "consistency_token": token}, separators=(",", ":")
             ).encode()
-            _finish(uow.conn, claimed, status, body)  # the answer commits with the effect
+            _finish(call, uow.conn, claimed, status, body)  # the answer commits with the effect
             uow.commit()
         return Response(
             body,
@@ -312,7 +383,7 @@ def idempotent(call: Call, scope: str, run: Callable[[], tuple[int, dict[str, An
         status, payload = run()
         body = json.dumps(payload, separators=(",", ":")).encode()
         with call.engine.begin() as conn:
-            _finish(conn, claimed, status, body)
+            _finish(call, conn, claimed, status, body)
         return Response(body, status_code=status, media_type="application/json")
 
     return _run_claimed(call, claimed, work)

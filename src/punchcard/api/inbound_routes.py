@@ -37,7 +37,11 @@ async def list_events(source_id: str, c: Call = Depends(call)) -> Response:
     )
 
 
-@router.post("/{source_id}", status_code=202)
+@router.post(
+    "/{source_id}",
+    status_code=202,
+    responses={200: {"description": "A duplicate of an event already received; stored once"}},
+)
 async def receive(source_id: str, request: Request) -> Response:
     """Verify the signature on the raw bytes, store the event once, answer at once.
 
@@ -51,5 +55,7 @@ async def receive(source_id: str, request: Request) -> Response:
             inbound.receive, state.engine, source_id, body, headers, state.clock.now()
         )
     except inbound.BadSignature as exc:
-        raise ApiProblem(401, "bad_signature", str(exc)) from exc
+        # An unknown source is answered like a known one with a wrong signature: no id is confirmed.
+        detail = "signature does not match" if str(exc) == "unknown source" else str(exc)
+        raise ApiProblem(401, "bad_signature", detail) from exc
     return JSONResponse({"received": True, "duplicate": not new}, status_code=202 if new else 200)

@@ -23,6 +23,40 @@ STATUS_OF_CODE = {
 }
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "An RFC 7807 problem. `code` is stable and names the rule the request broke; "
+    "`errors` (on invalid_input from validation) names each field that is wrong.",
+    "type": "object",
+    "required": ["type", "title", "status", "code", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "code": {"type": "string"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["path", "message"],
+                "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+# Every /v1 operation may answer a problem: declared once, for the routers (and OpenAPI).
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "A problem (application/problem+json) with a stable `code`",
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
+    }
+}
+
+
 class ApiProblem(Exception):
     """A problem raised by the HTTP layer itself (auth, idempotency, rate limits)."""
 

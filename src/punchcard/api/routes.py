@@ -6,7 +6,7 @@ import base64
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from punchcard.api.schemas import (
     ActivateBody,
     AmountBody,
     CaptureBody,
+    CardTransferBody,
     ClockBody,
     EnrollBody,
     GiftCardBody,
@@ -28,6 +29,7 @@ from punchcard.api.schemas import (
     InquiryBody,
     OrderBody,
     OrderParts,
+    PointsTransferBody,
     ProgramBody,
     RedeemBody,
     RefundBody,
@@ -35,6 +37,7 @@ from punchcard.api.schemas import (
 )
 from punchcard.engine.durations import parse_duration
 from punchcard.errors import InvalidInput, InvalidState
+from punchcard.ledger import store as ledger
 from punchcard.lifecycle.machines import diagram
 from punchcard.services import gift_cards, members, orders, programs, rewards, tenants
 from punchcard.services.context import load_member, version_at
@@ -187,6 +190,57 @@ def redeem_reward(member_id: str, body: RedeemBody, c: Call = Depends(call)) -> 
     )
 
 
+@router.post("/members/{member_id}/points/transfers", status_code=201, tags=["members"])
+def transfer_points(member_id: str, body: PointsTransferBody, c: Call = Depends(call)) -> Response:
+    """Move posted points to another member; each part keeps its expiry (docs/api.md)."""
+    data = {"member": member_id, "to": body.to, "points": body.points}
+
+    def render(moved: members.PointsTransfer, uow: UnitOfWork, now: datetime) -> dict[str, Any]:
+        source, target = members.balances(uow, [moved.source, moved.target], now)
+        return views.points_transfer(moved, source, target)
+
+    return write(
+        c,
+        "members:write",
+        lambda uow, now: members.transfer_points(uow, data, now),
+        render,
+        status=201,
+    )
+
+
+@router.get("/balances", tags=["members", "gift cards"])
+async def get_balances(
+    c: Call = Depends(call),
+    member: list[str] = Query([], description="A member id; repeat for each (at most 100 ids)"),
+    gift_card: list[str] = Query([], description="A gift card id; repeat for each"),
+) -> Response:
+    """Members' points and gift cards' balances read in one snapshot: their totals add up."""
+    if not member and not gift_card:
+        raise InvalidInput("name at least one member or gift_card")
+    if len(member) + len(gift_card) > gift_cards.MAX_BATCH:
+        raise InvalidInput(f"at most {gift_cards.MAX_BATCH} ids in one read")
+    if member:
+        c.require("members:read")
+    if gift_card:
+        c.require("gift_cards:read")
+
+    def both(uow: UnitOfWork, now: datetime, ok: bool) -> dict[str, Any]:
+        ledger.snapshot(uow.conn)  # first: every read below sees the same moment
+        member_ids = gift_cards.names(member, "member") if member else []
+        card_ids = gift_cards.names(gift_card, "gift_card") if gift_card else []
+        return {
+            "members": [views.balance(v, ok) for v in members.balances(uow, member_ids, now)]
+            if member_ids
+            else [],
+            "gift_cards": [views.gift_card(v) for v in gift_cards.views(uow, card_ids)]
+            if card_ids
+            else [],
+            "consistent": ok,
+        }
+
+    return await read(c, "members:read" if member else "gift_cards:read", both)
+
+
 @router.get("/rewards", tags=["rewards"])
 async def catalogue(c: Call = Depends(call)) -> Response:
     def listing(uow: UnitOfWork, now: datetime, _ok: bool) -> dict[str, Any]:
@@ -334,6 +388,7 @@ def issue_gift_card(body: GiftCardBody, c: Call = Depends(call)) -> Response:
 @router.post("/gift-cards/inquiries", tags=["gift cards"])
 def inquire(body: InquiryBody, request: Request, c: Call = Depends(call)) -> Response:
     """Balance by number and PIN; unknown card and wrong PIN are answered alike."""
+    c.require("gift_cards:read")  # before the limiter: a key without the scope spends nothing
     wait_s = request.app.state.inquiries.take(c.principal.key_id)
     if wait_s:
         raise ApiProblem(
@@ -378,6 +433,24 @@ def reload_gift_card(card_id: str, body: AmountBody, c: Call = Depends(call)) ->
 def redeem_gift_card(card_id: str, body: AmountBody, c: Call = Depends(call)) -> Response:
     return _card_write(
         c, card_id, lambda uow, now: gift_cards.redeem(uow, card_id, body.model_dump(), now)
+    )
+
+
+@router.post("/gift-cards/{card_id}/transfers", status_code=201, tags=["gift cards"])
+def transfer_gift_card(card_id: str, body: CardTransferBody, c: Call = Depends(call)) -> Response:
+    """Move money to another card of the same currency (consolidating cards), all or nothing."""
+    data = {"to": body.to, "amount": body.amount}
+
+    def render(moved: gift_cards.Transfer, uow: UnitOfWork, _now: datetime) -> dict[str, Any]:
+        source, target = gift_cards.views(uow, [moved.source, moved.target])
+        return views.card_transfer(moved, source, target)
+
+    return write(
+        c,
+        "gift_cards:write",
+        lambda uow, now: gift_cards.transfer_value(uow, card_id, data, now),
+        render,
+        status=201,
     )
 
 
@@ -486,6 +559,7 @@ def get_diagram(name: str, c: Call = Depends(call)) -> Response:
 
 @router.post("/sandboxes", status_code=201, tags=["sandboxes"])
 def create_sandbox(body: SandboxBody, c: Call = Depends(call)) -> Response:
+    c.require("sandboxes:write")
     if body.name in ("live", "sandbox"):
         raise InvalidInput("name: live and sandbox are the tenant's own environments")
     return write(
@@ -507,6 +581,9 @@ def delete_sandbox(sandbox_id: str, c: Call = Depends(call)) -> Response:
     return Response(status_code=204)
 
 
+MAX_CLOCK_MOVE = timedelta(days=3660)  # ten years
+
+
 def _move(c: Call, env_id: str, body: ClockBody) -> dict[str, Any]:
     with reading(c.engine) as conn:
         row = tenants.sandbox_row(conn, c.principal, env_id)
@@ -521,6 +598,9 @@ def _move(c: Call, env_id: str, body: ClockBody) -> dict[str, Any]:
         raise InvalidInput("the clock can not go past the year 9000")
     if target < current:
         raise InvalidInput("the clock never moves back")
+    if target - current > MAX_CLOCK_MOVE:
+        # All due work on the way is done in this request: bound it, as a request is bounded.
+        raise InvalidInput(f"the clock moves at most {MAX_CLOCK_MOVE.days} days at a time")
     done = move_clock(c.engine, env_id, target, c.clock)
     return {"id": env_id, "clock": target.isoformat(), "work_done": done}
 
@@ -534,6 +614,7 @@ def move_sandbox_clock(sandbox_id: str, body: ClockBody, c: Call = Depends(call)
 @router.post("/clock", tags=["sandboxes"])
 def move_own_clock(body: ClockBody, c: Call = Depends(call)) -> Response:
     """Move this sandbox's own clock (a live key gets invalid_state: live has no movable clock)."""
+    c.require("sandboxes:write")  # a key without the scope is refused alike in live and sandbox
     if c.principal.env_kind == "live":
         raise InvalidState("live has no movable clock")
     return idempotent(c, "sandboxes:write", lambda: (200, _move(c, c.env_id, body)))
@@ -557,7 +638,7 @@ def health_router(engine_getter: Callable[[], sa.Engine]) -> APIRouter:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @health.get("/readyz")
+    @health.get("/readyz", responses={503: {"description": "The database is unreachable"}})
     def readyz() -> Response:
         try:
             with engine_getter().connect() as conn:

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+)
 
 Money = str | int | float
 
@@ -26,8 +34,24 @@ Name = Annotated[str, BeforeValidator(_name), Field(min_length=1, max_length=200
 When = AwareDatetime
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text can not hold NUL, and no field here has a use for one: refused at the edge.
+        if _has_nul(value):
+            raise ValueError("must not contain the NUL character (\\u0000)")
+        return value
 
 
 class EnrollBody(Body):
@@ -85,7 +109,8 @@ class OrderBody(OrderParts):
 
 class RefundLine(Body):
     line: Name
-    qty: int
+    # Bounded here so a malformed quantity is answered before the order's state is (precedence).
+    qty: int = Field(gt=0, le=1_000_000)
 
 
 class RefundBody(Body):
@@ -110,6 +135,16 @@ class AmountBody(Body):
 
 class HoldBody(AmountBody):
     id: Name | None = Field(None, description="Your id for the hold; default: generated")
+
+
+class CardTransferBody(Body):
+    to: Name = Field(description="The card that receives the money (same currency)")
+    amount: Money
+
+
+class PointsTransferBody(Body):
+    to: Name = Field(description="The member who receives the points")
+    points: StrictInt = Field(gt=0, le=10**12, description="Posted points to move")
 
 
 class CaptureBody(Body):

@@ -8,8 +8,8 @@ from typing import Any
 from punchcard.engine.evaluate import Outcome
 from punchcard.engine.money import format_money
 from punchcard.engine.programs import Discount
-from punchcard.services.gift_cards import GiftCardView
-from punchcard.services.members import MemberView
+from punchcard.services.gift_cards import GiftCardView, Transfer
+from punchcard.services.members import MemberView, PointsTransfer
 
 
 def money(cents: int | None, currency: str) -> dict[str, str] | None:
@@ -99,6 +99,27 @@ def gift_card(view: GiftCardView) -> dict[str, Any]:
         "id": view.card,
         "balance": money(view.balance, view.currency),
         "last_approved": money(view.last_approved, view.currency),
+    }
+
+
+def card_transfer(moved: Transfer, source: GiftCardView, target: GiftCardView) -> dict[str, Any]:
+    return {
+        "id": moved.id,
+        "amount": money(moved.amount, source.currency),
+        "from": gift_card(source),
+        "to": gift_card(target),
+    }
+
+
+def points_transfer(
+    moved: PointsTransfer, source: MemberView, target: MemberView
+) -> dict[str, Any]:
+    return {
+        "id": moved.id,
+        "points": moved.points,
+        "paid_debt": moved.paid_debt,
+        "from": balance(source),
+        "to": balance(target),
     }
 
 

@@ -28,11 +28,28 @@ from punchcard.engine.documents import DocumentError, format_path, line_of, load
 from punchcard.engine.durations import parse_duration
 from punchcard.engine.money import parse_decimal, parse_money, ratio
 
-Cents = Annotated[int, BeforeValidator(parse_money), Field(ge=0)]
-Rate = Annotated[Decimal, BeforeValidator(parse_decimal), Field(ge=0)]
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+def _duration(value: Any) -> timedelta:
+    try:
+        delay = parse_duration(value)
+    except OverflowError as exc:
+        raise ValueError(f"{value!r} is longer than {MAX_DAYS} days") from exc
+    if delay > timedelta(days=MAX_DAYS):
+        raise ValueError(f"{value!r} is longer than {MAX_DAYS} days")
+    return delay
+
+
+# Bounds keep every figure a program can produce far inside the store's 64-bit integers and
+# Python's dates: a program beyond them is a mistake, and is answered as one.
+MAX_DAYS = 36_500  # a duration or a number of days: at most 100 years
+MAX_COUNT = 1_000_000_000  # goals, limits, costs, bonus points
+MAX_RATE = 1_000_000  # points per unit, multipliers
+Cents = Annotated[int, BeforeValidator(parse_money), Field(ge=0, le=10**12)]
+Rate = Annotated[Decimal, BeforeValidator(parse_decimal), Field(ge=0, le=MAX_RATE)]
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
-PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT, strict=True)]
+Days = Annotated[int, Field(gt=0, le=MAX_DAYS, strict=True)]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -83,8 +100,8 @@ class Earn(Strict):
 
 
 class Expiry(Strict):
-    months_after_earn: PositiveInt | None = None
-    inactivity_days: PositiveInt | None = None
+    months_after_earn: Annotated[int, Field(gt=0, le=MAX_DAYS // 30, strict=True)] | None = None
+    inactivity_days: Days | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Expiry:
@@ -275,7 +292,7 @@ class Discount(Strict):
 class Reward(Strict):
     id: Id
     cost: PositiveInt | None = None
-    valid_days: PositiveInt
+    valid_days: Days
     discount: Discount
 
 
@@ -359,7 +376,7 @@ def parse_program(text: str) -> Program:
     try:
         data, lines = load_document(text)
     except DocumentError as exc:
-        raise ProgramError([Problem("(document)", exc.line, str(exc))]) from exc
+        raise ProgramError([Problem(format_path(exc.path), exc.line or 1, exc.message)]) from exc
     return program_from_data(data, lines)
 
 

@@ -1,0 +1,227 @@
+"""Bad bodies against a real server: each is answered with an RFC 7807 problem and a stable
+code that says what is wrong and where, never a 5xx, and changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import Server
+
+LIMIT = 1024 * 1024  # MAX_BODY_BYTES, as docs/api.md states it
+
+
+def _key() -> dict[str, str]:
+    return {"Idempotency-Key": uuid.uuid4().hex}
+
+
+@pytest.fixture(scope="module")
+def http(server: Server) -> Iterator[httpx.Client]:
+    """A named sandbox's admin key, with member m1 (no points), gift card g1 (20.00), open order o1."""
+    with server.client(server.a["sandbox_key"]) as owner:
+        made = owner.post(
+            "/v1/sandboxes",
+            json={"name": f"bad-{uuid.uuid4().hex[:6]}", "start": "2026-03-03T12:00:00Z"},
+            headers=_key(),
+        )
+    assert made.status_code == 201, made.text
+    with server.client(made.json()["key"]) as client:
+        line = {"id": "l1", "sku": "BURR", "category": "burrito", "qty": 1, "unit_price": "9.50"}
+        for path, body in [
+            ("/v1/members", {"id": "m1"}),
+            ("/v1/gift-cards", {"id": "g1", "amount": "20.00"}),
+            ("/v1/orders", {"id": "o1", "member": "m1", "status": "open", "lines": [line]}),
+        ]:
+            assert client.post(path, json=body, headers=_key()).status_code == 201
+        yield client
+
+
+def _state(http: httpx.Client) -> tuple[Any, ...]:
+    """What a bad request must leave as it was."""
+    member = http.get("/v1/members/m1").json()
+    card = http.get("/v1/gift-cards/g1").json()
+    order = http.get("/v1/orders/o1").json()
+    versions = http.get("/v1/programs/versions").json()
+    members = [http.get(f"/v1/members/{m}").status_code for m in ("big", "x", "y", "b")]
+    return (
+        member["points"],
+        member["visits"],
+        card["balance"],
+        order["state"],
+        order.get("outcome"),
+        versions,
+        members,
+    )
+
+
+def _problem(answer: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    body = answer.json()
+    assert (body["status"], body["code"]) == (status, code)
+    assert body["detail"]
+    return dict(body)
+
+
+def test_a_body_over_the_limit_is_413_whether_declared_or_streamed(
+    server: Server, http: httpx.Client
+) -> None:
+    before = _state(http)
+    big = b'{"id": "big", "email": "' + b"a" * LIMIT + b'@example.com"}'
+    _problem(http.post("/v1/members", content=big, headers=_key()), 413, "body_too_large")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the server counts what arrives
+        yield b'{"id": "big", "email": "'
+        for _ in range(20):
+            yield b"a" * 65536
+        yield b'@example.com"}'
+
+    streamed = http.post("/v1/members", content=chunks(), headers=_key())
+    _problem(streamed, 413, "body_too_large")
+    program = {"source": "# " + "x" * (2 * LIMIT), "activate": True}
+    _problem(
+        http.post("/v1/programs/versions", json=program, headers=_key()), 413, "body_too_large"
+    )
+    assert _state(http) == before
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_a_body_just_under_the_limit_is_read(http: httpx.Client) -> None:
+    source = "# " + "x" * (LIMIT - 100)
+    answer = http.post("/v1/programs/versions", json={"source": source}, headers=_key())
+    body = _problem(answer, 422, "invalid_input")  # read and judged: a comment is no program
+    assert "line" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"id": "x", "email": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001,
+    ],
+    ids=["array", "object-in-a-field"],
+)
+def test_json_nested_100000_levels_is_422_not_a_crash(
+    server: Server, http: httpx.Client, body: bytes
+) -> None:
+    before = _state(http)
+    answer = http.post(
+        "/v1/members", content=body, headers={**_key(), "content-type": "application/json"}
+    )
+    problem = _problem(answer, 422, "invalid_input")
+    assert problem["detail"] == "body: the JSON is nested too deeply"
+    assert _state(http) == before
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_a_program_nested_100000_levels_is_422_with_its_line(http: httpx.Client) -> None:
+    before = _state(http)
+    for source in ("[" * 100_000, "a:\n" + "".join(f"{' ' * n}k:\n" for n in range(1, 300))):
+        answer = http.post("/v1/programs/versions", json={"source": source}, headers=_key())
+        assert "nested more than 64 levels deep" in _problem(answer, 422, "invalid_input")["detail"]
+    assert _state(http) == before
+
+
+LINE = {"id": "l1", "sku": "BURR", "category": "burrito", "qty": 1, "unit_price": "9.50"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "where"),
+    [
+        ("/v1/orders", {"lines": [{**LINE, "qty": 10**30}]}, "lines[0].qty"),
+        ("/v1/orders", {"lines": [{**LINE, "qty": 0}]}, "lines[0].qty"),
+        ("/v1/orders", {"lines": [{**LINE, "qty": -3}]}, "lines[0].qty"),
+        (
+            "/v1/orders",
+            {"lines": [{**LINE, "unit_price": "99999999999999999999.99"}]},
+            "lines[0].unit_price",
+        ),
+        ("/v1/orders", {"lines": [{**LINE, "unit_price": "-1.00"}]}, "lines[0].unit_price"),
+        ("/v1/orders", {"lines": [LINE], "tax": "99999999999999999999.99"}, "tax"),
+        ("/v1/orders", {"lines": [LINE], "tip": "1e400"}, "tip"),
+        ("/v1/orders/o1/refunds", {"lines": [{"line": "l1", "qty": 10**30}]}, "qty"),
+        ("/v1/gift-cards", {"id": "x", "amount": "99999999999999999999.99"}, "amount"),
+        ("/v1/gift-cards", {"id": "y", "amount": "0"}, "amount"),
+        ("/v1/gift-cards", {"id": "y", "amount": "-5.00"}, "amount"),
+        ("/v1/gift-cards/g1/reload", {"amount": "99999999999999999999.99"}, "amount"),
+        ("/v1/gift-cards/g1/reload", {"amount": "0.00"}, "amount"),
+        ("/v1/gift-cards/g1/redeem", {"amount": "-1.00"}, "amount"),
+        ("/v1/gift-cards/g1/redeem", {"amount": 10**30}, "amount"),
+        ("/v1/gift-cards/g1/holds", {"amount": "0"}, "amount"),
+        ("/v1/gift-cards/g1/holds", {"amount": "1.001"}, "amount"),
+    ],
+)
+def test_huge_negative_and_zero_amounts_and_quantities_are_422_and_change_nothing(
+    http: httpx.Client, path: str, body: dict[str, Any], where: str
+) -> None:
+    if path == "/v1/orders":
+        body = {"id": "b", "member": "m1", **body}
+    before = _state(http)
+    problem = _problem(http.post(path, json=body, headers=_key()), 422, "invalid_input")
+    assert where in problem["detail"], problem["detail"]
+    assert _state(http) == before
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "code"),
+    [
+        (b'{"id": "x"}', {"content-type": "text/plain"}, 415, "unsupported_media_type"),
+        (
+            b"id=x",
+            {"content-type": "application/x-www-form-urlencoded"},
+            415,
+            "unsupported_media_type",
+        ),
+        (b"", {}, 422, "invalid_input"),
+        (b'{"id": "\xff\xfe"}', {"content-type": "application/json"}, 422, "invalid_input"),
+        (b'{"id": "x"', {"content-type": "application/json"}, 422, "invalid_input"),
+        (b'["x"]', {"content-type": "application/json"}, 422, "invalid_input"),
+        (b'"x"', {"content-type": "application/json"}, 422, "invalid_input"),
+        (b"null", {"content-type": "application/json"}, 422, "invalid_input"),
+        (b'{"id": "x", "id": "y"}', {"content-type": "application/json"}, 422, "invalid_input"),
+        (b'{"id": "x\\ud800"}', {"content-type": "application/json"}, 422, "invalid_input"),
+        (
+            b'{"id": "x", "email": "a@b.c\\u0000"}',
+            {"content-type": "application/json"},
+            422,
+            "invalid_input",
+        ),
+    ],
+    ids=[
+        "text-plain",
+        "form",
+        "no-body",
+        "invalid-utf8",
+        "truncated",
+        "array",
+        "string",
+        "null",
+        "duplicate-key",
+        "lone-surrogate",
+        "nul-character",
+    ],
+)
+def test_bodies_that_are_not_a_json_object_are_problems_and_change_nothing(
+    http: httpx.Client, content: bytes, headers: dict[str, str], status: int, code: str
+) -> None:
+    before = _state(http)
+    answer = http.post("/v1/members", content=content, headers={**_key(), **headers})
+    problem = _problem(answer, status, code)
+    if status == 422:
+        assert problem["detail"].startswith("body"), problem["detail"]
+    assert _state(http) == before
+
+
+def test_a_key_given_twice_is_named(http: httpx.Client) -> None:
+    answer = http.post(
+        "/v1/gift-cards/g1/redeem",
+        content=b'{"amount": "1.00", "amount": "20.00"}',
+        headers={**_key(), "content-type": "application/json"},
+    )
+    assert (
+        _problem(answer, 422, "invalid_input")["detail"] == "body: the key 'amount' is given twice"
+    )
