@@ -44,16 +44,21 @@ def version_at(uow: UnitOfWork, at: datetime) -> Version:
         row = uow.conn.execute(base.order_by(program_versions.c.live_from).limit(1)).first()
     if row is None:
         raise NotFound("no program version is live in this environment")
-    return Version(row.id, row.version, _parsed(row.source))
+    version = Version(row.id, row.version, _parsed(row.source))
+    uow.memo[("version", row.id)] = version
+    return version
 
 
 def version_by_id(uow: UnitOfWork, version_id: int) -> Version:
-    row = uow.conn.execute(
-        sa.select(program_versions.c.version, program_versions.c.source).where(
-            program_versions.c.id == version_id
-        )
-    ).one()
-    return Version(version_id, row.version, _parsed(row.source))
+    key = ("version", version_id)  # versions are immutable: one read per transaction
+    if key not in uow.memo:
+        row = uow.conn.execute(
+            sa.select(program_versions.c.version, program_versions.c.source).where(
+                program_versions.c.id == version_id
+            )
+        ).one()
+        uow.memo[key] = Version(version_id, row.version, _parsed(row.source))
+    return uow.memo[key]  # type: ignore[no-any-return]
 
 
 def load_member(uow: UnitOfWork, external_id: str, *, lock: bool = True) -> Any:

@@ -53,10 +53,15 @@ def _due_queries(env_id: str, now: datetime) -> list[Any]:
     ]
 
 
+def _due_times(uow: UnitOfWork, now: datetime) -> list[datetime | None]:
+    """The earliest due time of each kind (None: nothing due by `now`), in one round trip."""
+    queries = _due_queries(uow.env_id, now)
+    return list(uow.conn.execute(sa.select(*(q.scalar_subquery() for q in queries))).one())
+
+
 def next_due(uow: UnitOfWork, now: datetime) -> datetime | None:
     """The earliest moment at or before `now` at which anything is due."""
-    found = [uow.conn.execute(q).scalar() for q in _due_queries(uow.env_id, now)]
-    times = [t for t in found if t is not None]
+    times = [t for t in _due_times(uow, now) if t is not None]
     return min(times) if times else None
 
 
@@ -65,10 +70,15 @@ def run_due(new_uow: UowFactory, now: datetime) -> int:
     done = 0
     while True:
         with replace(new_uow(), read_only=True) as uow:
-            moment = next_due(uow, now)
-        if moment is None:
+            times = _due_times(uow, now)
+        if all(t is None for t in times):
             return done
-        for find, work in _KINDS:
+        moment = min(t for t in times if t is not None)
+        for (find, work), due in zip(_KINDS, times, strict=True):
+            # A kind with nothing due at this moment is skipped; if an earlier kind's work makes
+            # something of it due now, the next pass (at this same moment) finds it.
+            if due is None or due > moment:
+                continue
             while True:
                 with replace(new_uow(), read_only=True) as uow:
                     ids = find(uow, moment)
@@ -79,6 +89,8 @@ def run_due(new_uow: UowFactory, now: datetime) -> int:
                         work(uow, item, moment)
                         uow.commit()
                     done += 1
+                if len(ids) < BATCH:
+                    break  # all of this kind at this moment; more made meanwhile: the next pass
 
 
 def _ids(uow: UnitOfWork, query: Any) -> list[int]:

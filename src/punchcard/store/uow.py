@@ -7,6 +7,7 @@ if its change committed. Nothing is published from inside a transaction.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -32,6 +33,8 @@ class UnitOfWork:
     env_id: str
     read_only: bool = False  # reads take no write lock on SQLite
     events: list[Event] = field(default_factory=list)
+    # What this transaction already read and can not change under it (program versions).
+    memo: dict[Any, Any] = field(default_factory=dict)
     _connection: sa.Connection | None = None
     _transaction: sa.RootTransaction | None = None
 
@@ -39,6 +42,7 @@ class UnitOfWork:
         self._connection = reading(self.engine) if self.read_only else self.engine.connect()
         self._transaction = self._connection.begin()
         self.events = []
+        self.memo = {}
         return self
 
     def __exit__(
@@ -64,16 +68,23 @@ class UnitOfWork:
         self._transaction.commit()
 
     def _write_outbox(self) -> None:
+        # One sequence bump per member, however many of its events: numbers run in event order.
+        counts = Counter(e.member_id for e in self.events if e.member_id is not None)
+        next_seq = {}
+        for member_id, count in counts.items():
+            last = self.conn.execute(
+                sa.update(members)
+                .where(members.c.id == member_id)
+                .values(event_seq=members.c.event_seq + count)
+                .returning(members.c.event_seq)
+            ).scalar_one()
+            next_seq[member_id] = last - count + 1
         rows = []
         for event in self.events:
             seq = None
             if event.member_id is not None:
-                seq = self.conn.execute(
-                    sa.update(members)
-                    .where(members.c.id == event.member_id)
-                    .values(event_seq=members.c.event_seq + 1)
-                    .returning(members.c.event_seq)
-                ).scalar_one()
+                seq = next_seq[event.member_id]
+                next_seq[event.member_id] += 1
             rows.append(
                 {
                     "env_id": self.env_id,

@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -40,7 +42,8 @@ log = logging.getLogger("punchcard.webhooks")
 RETRY_DELAYS_S = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)  # before attempts 1..8
 DISABLE_AFTER = timedelta(days=5)
 ENDPOINT_LEASE = timedelta(seconds=120)
-PER_ROUND = 10  # deliveries one endpoint sends per claim: 10 x 10 s timeout < the lease
+PER_ROUND = 32  # deliveries sent per batch: 32 / 8 in flight x 10 s timeout < half the lease
+IN_FLIGHT = 8  # POSTs to one endpoint at once (receivers dedupe on webhook-id, order not promised)
 MAX_RETRY_AFTER_S = 36000.0  # a receiver may ask to wait, up to the schedule's longest pause
 EXCERPT = 300
 
@@ -104,6 +107,22 @@ def _retry_after(response: httpx.Response | None, now: datetime) -> float | None
         return None
 
 
+@dataclass(frozen=True)
+class Attempt:
+    delivery: Any
+    response: httpx.Response | None
+    error: str | None
+    latency_ms: int
+
+    @property
+    def status(self) -> int | None:
+        return None if self.response is None else self.response.status_code
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
 class Deliverer:
     def __init__(
         self,
@@ -155,13 +174,15 @@ class Deliverer:
 
     def run_forever(self, interval_s: float = 0.2) -> None:
         while not self.stopping.is_set():
+            busy = 0
             try:
-                self.run_once()
+                busy = self.run_once()
             except sa.exc.OperationalError:
                 log.warning("database unavailable; retrying", exc_info=True)
             except Exception:  # one receiver's oddity must not stop delivery for everyone
                 log.exception("a delivery round failed; the next round retries")
-            self.stopping.wait(interval_s)
+            if not busy:  # pause only when there was nothing to start
+                self.stopping.wait(interval_s)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -183,24 +204,50 @@ class Deliverer:
                 )
 
     def _send_endpoint(self, endpoint: Any) -> int:
+        """Send an endpoint's due deliveries in batches: up to `in_flight` POSTs at once, each
+        batch's outcomes recorded in one transaction, until none are due or the lease's
+        first half is spent (a batch takes at most PER_ROUND / in_flight timeouts)."""
         sent = 0
-        with self.engine.connect() as conn:
-            due = conn.execute(
-                sa.select(webhook_deliveries, webhook_messages.c.body)
-                .join(webhook_messages, webhook_messages.c.id == webhook_deliveries.c.message_id)
-                .where(
-                    webhook_deliveries.c.endpoint_id == endpoint.id,
-                    webhook_deliveries.c.state == "pending",
-                    webhook_deliveries.c.next_attempt_at <= self.clock.now(),
-                )
-                .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
-                .limit(PER_ROUND)
-            ).all()
-        for delivery in due:
-            if not self.attempt(endpoint, delivery):
-                break  # the endpoint was disabled
-            sent += 1
+        began = time.monotonic()
+        allow_private = self.allow_private or not self._live(endpoint.env_id)
+        while time.monotonic() - began < self.lease.total_seconds() / 2:
+            now = self.clock.now()
+            with self.engine.connect() as conn:
+                due = conn.execute(
+                    sa.select(webhook_deliveries, webhook_messages.c.body)
+                    .join(
+                        webhook_messages, webhook_messages.c.id == webhook_deliveries.c.message_id
+                    )
+                    .where(
+                        webhook_deliveries.c.endpoint_id == endpoint.id,
+                        webhook_deliveries.c.state == "pending",
+                        webhook_deliveries.c.next_attempt_at <= now,
+                    )
+                    .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
+                    .limit(PER_ROUND)
+                ).all()
+            if not due:
+                break
+            tries = self._send_batch(endpoint, due, allow_private, now)
+            if not self._record(endpoint, tries, now):
+                return sent + len(tries) - 1  # the attempt that disabled it is not counted
+            sent += len(tries)
+            if len(due) < PER_ROUND:
+                break
         return sent
+
+    def _send_batch(
+        self, endpoint: Any, due: Sequence[Any], allow_private: bool, now: datetime
+    ) -> list[Attempt]:
+        if self.pool is not None:  # each endpoint its own senders: none waits behind another
+            with ThreadPoolExecutor(max_workers=IN_FLIGHT) as senders:
+                return list(senders.map(lambda d: self._post(endpoint, d, allow_private, now), due))
+        tries = []
+        for delivery in due:  # one at a time: a 410 stops the rest at once
+            tries.append(self._post(endpoint, delivery, allow_private, now))
+            if tries[-1].status == 410:
+                break
+        return tries
 
     def _live(self, env_id: str) -> bool:
         with self.engine.connect() as conn:
@@ -209,77 +256,84 @@ class Deliverer:
             ).scalar()
         return kind == "live"
 
-    def attempt(self, endpoint: Any, delivery: Any) -> bool:
-        """One signed POST; records the attempt and schedules what comes next. False: endpoint off."""
-        now = self.clock.now()
+    def _post(self, endpoint: Any, delivery: Any, allow_private: bool, now: datetime) -> Attempt:
+        """One signed POST; never raises for the receiver's faults."""
         response: httpx.Response | None = None
         error = None
         started = time.monotonic()
         try:
-            check_url(
-                endpoint.url, allow_private=self.allow_private or not self._live(endpoint.env_id)
-            )
+            check_url(endpoint.url, allow_private=allow_private)
             headers = self._headers(endpoint, delivery.message_id, delivery.body, now)
             response = self.http.post(endpoint.url, content=delivery.body.encode(), headers=headers)
         except InvalidInput as exc:
             error = f"refused: {exc.message}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:EXCERPT]
-        latency_ms = int((time.monotonic() - started) * 1000)
-        status = None if response is None else response.status_code
+        return Attempt(delivery, response, error, int((time.monotonic() - started) * 1000))
+
+    def _record(self, endpoint: Any, tries: list[Attempt], now: datetime) -> bool:
+        """Record a batch of attempts and schedule what comes next, in one transaction, as if
+        they were made one after another. False: the endpoint is now disabled."""
+        disable = None
         with self.engine.begin() as conn:
-            conn.execute(
-                sa.insert(webhook_attempts).values(
-                    delivery_id=delivery.id,
-                    at=now,
-                    status_code=status,
-                    latency_ms=latency_ms,
-                    response_excerpt=None if response is None else response.text[:EXCERPT],
-                    error=error,
+            failing_since = conn.execute(
+                sa.select(webhook_endpoints.c.failing_since).where(
+                    webhook_endpoints.c.id == endpoint.id
                 )
+            ).scalar()
+            conn.execute(
+                sa.insert(webhook_attempts),
+                [
+                    {
+                        "delivery_id": t.delivery.id,
+                        "at": now,
+                        "status_code": t.status,
+                        "latency_ms": t.latency_ms,
+                        "response_excerpt": None
+                        if t.response is None
+                        else t.response.text[:EXCERPT],
+                        "error": t.error,
+                    }
+                    for t in tries
+                ],
             )
-            if status is not None and 200 <= status < 300:
+            delivered = [t for t in tries if t.ok]
+            if delivered:
                 conn.execute(
                     sa.update(webhook_deliveries)
-                    .where(webhook_deliveries.c.id == delivery.id)
+                    .where(webhook_deliveries.c.id == sa.bindparam("delivery"))
                     .values(
                         state="delivered",
-                        attempts=delivery.attempts + 1,
+                        attempts=sa.bindparam("attempts"),
                         delivered_at=now,
                         next_attempt_at=None,
-                    )
+                    ),
+                    [
+                        {"delivery": t.delivery.id, "attempts": t.delivery.attempts + 1}
+                        for t in delivered
+                    ],
                 )
+            for t in tries:
+                if t.ok:
+                    failing_since = None
+                    continue
+                failing_since = failing_since or now
+                attempts = t.delivery.attempts + 1
+                delay = next_delay(attempts, _retry_after(t.response, now))
+                values: dict[str, Any] = {"attempts": attempts}
+                if delay is None:
+                    values.update(state="dead", dead_at=now, next_attempt_at=None)
+                else:
+                    values["next_attempt_at"] = now + timedelta(seconds=delay)
                 conn.execute(
-                    sa.update(webhook_endpoints)
-                    .where(webhook_endpoints.c.id == endpoint.id)
-                    .values(failing_since=None)
+                    sa.update(webhook_deliveries)
+                    .where(webhook_deliveries.c.id == t.delivery.id)
+                    .values(**values)
                 )
-                return True
-            attempts = delivery.attempts + 1
-            delay = next_delay(attempts, _retry_after(response, now))
-            values: dict[str, Any] = {"attempts": attempts}
-            if delay is None:
-                values.update(state="dead", dead_at=now, next_attempt_at=None)
-            else:
-                values["next_attempt_at"] = now + timedelta(seconds=delay)
-            conn.execute(
-                sa.update(webhook_deliveries)
-                .where(webhook_deliveries.c.id == delivery.id)
-                .values(**values)
-            )
-            failing_since = (
-                conn.execute(
-                    sa.select(webhook_endpoints.c.failing_since).where(
-                        webhook_endpoints.c.id == endpoint.id
-                    )
-                ).scalar()
-                or now
-            )
-            disable = None
-            if status == 410:
-                disable = "the endpoint answered 410 Gone"
-            elif now - failing_since >= DISABLE_AFTER:
-                disable = "failing for 5 days"
+                if t.status == 410:
+                    disable = "the endpoint answered 410 Gone"
+                elif now - failing_since >= DISABLE_AFTER:
+                    disable = "failing for 5 days"
             conn.execute(
                 sa.update(webhook_endpoints)
                 .where(webhook_endpoints.c.id == endpoint.id)

@@ -138,13 +138,15 @@ class Worker:
     def run_forever(self) -> None:
         log.info("worker %s started", self.owner)
         while not self.stopping.is_set():
+            done = 0
             try:
-                self.run_once()
+                done = self.run_once()
             except sa.exc.OperationalError:
                 log.warning("database unavailable; retrying", exc_info=True)
             except Exception:  # a bug must not stop every tenant's due work: log, go on
                 log.exception("a worker round failed; the next round retries")
-            self.stopping.wait(self.interval_s)
+            if not done:  # pause only when a round found nothing to do
+                self.stopping.wait(self.interval_s)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -1,0 +1,428 @@
+"""Orders per second end to end, and how close that is to what this machine's PostgreSQL can do.
+
+N client threads place closed orders over HTTP against a real `punchcard serve` (API only)
+while separate `punchcard worker` processes post them and deliver their webhooks to a
+receiver on loopback. Reported per database: orders/s accepted (answered 201) and fully
+posted (every order posted and every webhook delivered), request latency p50/p95/p99, and
+close-to-posted latency. On PostgreSQL the same run measures `pgbench` (TPC-B-like, same
+client count, scale = clients) and prints posted orders/s as a ratio of its transactions/s.
+
+Prints a JSON line and a table; it never fails a build. Run: `make bench`, or
+`python bench/end_to_end.py --databases postgres --clients 8 --orders 3000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAM = ROOT / "src" / "punchcard" / "demo" / "burrito-rewards.yaml"
+PUNCHCARD = str(Path(sys.executable).parent / "punchcard")
+POSTGRES = os.environ.get(
+    "PUNCHCARD_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+MENU = [  # sku, category, price
+    ("BURR", "burrito", "9.50"),
+    ("BOWL", "bowl", "10.25"),
+    ("TACO", "taco", "3.75"),
+    ("CHIPS", "side", "3.25"),
+    ("SODA", "drink", "2.50"),
+    ("BEER", "alcohol", "6.00"),
+]
+
+
+# --- the world around the server -------------------------------------------------------------
+
+
+class Receiver:
+    """A webhook receiver on loopback that answers 204 and counts distinct message ids."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with outer.lock:
+                    outer.ids.add(self.headers.get("webhook-id", ""))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.ids)
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def database(kind: str) -> Iterator[str]:
+    """A new, empty database of `kind`, dropped afterwards."""
+    if kind == "sqlite":
+        folder = tempfile.mkdtemp(prefix="punchcard-bench-")
+        try:
+            yield f"sqlite:///{folder}/bench.sqlite3"
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    name = f"punchcard_bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+PROFILE: Path | None = None  # --profile: record each process's stacks with py-spy
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    command = [PUNCHCARD, *args]
+    if PROFILE is not None:
+        out = PROFILE / f"{args[0]}-{uuid.uuid4().hex[:6]}.txt"
+        command = [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            "50",
+            "-o",
+            str(out),
+            "--",
+            *command,
+        ]
+    return subprocess.Popen(
+        command,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the server did not become ready")
+
+
+# --- the load ------------------------------------------------------------------------------
+
+
+def order_body(n: int, members: int, rng: random.Random) -> dict[str, Any]:
+    lines = []
+    for i in range(rng.choice((1, 2, 2, 3, 3, 4, 5))):
+        sku, category, price = rng.choice(MENU)
+        line: dict[str, Any] = {
+            "id": f"l{i}",
+            "sku": sku,
+            "category": category,
+            "qty": rng.choice((1, 1, 1, 2)),
+            "unit_price": price,
+        }
+        if category in ("burrito", "bowl") and rng.random() < 0.3:
+            line["modifiers"] = [
+                {"sku": "GUAC", "category": "add_on", "qty": 1, "unit_price": "2.00"}
+            ]
+        lines.append(line)
+    return {
+        "id": f"order-{n}",
+        "member": f"member-{n % members}",
+        "status": "closed",
+        "lines": lines,
+        "tax": "1.20",
+    }
+
+
+@dataclass
+class Load:
+    """What the clients saw: latencies in seconds, and when each order's close was answered."""
+
+    latencies: list[float] = field(default_factory=list)
+    answered: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def run_clients(url: str, key: str, bodies: list[dict[str, Any]], clients: int) -> Load:
+    load = Load()
+    queue = iter(bodies)
+    take = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as http:
+            while True:
+                with take:
+                    body = next(queue, None)
+                if body is None:
+                    return
+                began = time.perf_counter()
+                answer = http.post(
+                    "/v1/orders", json=body, headers={"Idempotency-Key": f"place-{body['id']}"}
+                )
+                done = time.perf_counter()
+                with load.lock:
+                    load.latencies.append(done - began)
+                    if answer.status_code == 201:
+                        load.answered[body["id"]] = done
+                    else:
+                        load.errors.append(f"{answer.status_code} {answer.text[:200]}")
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return load
+
+
+def watch_postings(
+    engine: sa.Engine, expected: int, receiver: Receiver, timeout_s: float
+) -> tuple[dict[str, float], float]:
+    """Poll until every order is posted and every webhook message delivered; returns when each
+    order was first seen posted, and when the last delivery arrived."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            posted = conn.exec_driver_sql(
+                "SELECT external_id FROM orders WHERE post_state = 'posted'"
+            ).scalars()
+            now = time.perf_counter()
+            for order_id in posted:
+                seen.setdefault(order_id, now)
+            messages = conn.exec_driver_sql("SELECT count(*) FROM webhook_messages").scalar_one()
+            pending = conn.exec_driver_sql(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+            ).scalar_one()
+        if len(seen) >= expected and pending == 0 and receiver.count() >= messages:
+            return seen, time.perf_counter()
+        time.sleep(0.05)
+    raise RuntimeError(f"not done in {timeout_s} s: {len(seen)} of {expected} posted")
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def measure(kind: str, clients: int, orders: int, members: int, workers: int) -> dict[str, Any]:
+    with database(kind) as url:
+        env = {"PUNCHCARD_WEBHOOK_ALLOW_PRIVATE": "1", "PUNCHCARD_LOG_LEVEL": "warning"}
+        made = subprocess.run(
+            [PUNCHCARD, "tenant", "create", "Bench", "--json", "--database", url],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **env},
+        )
+        key = json.loads(made.stdout)["live_key"]
+        port = free_port()
+        server = start(["serve", "--no-worker", "--database", url, "--port", str(port)], env)
+        started = [server]
+        receiver = Receiver()
+        engine = sa.create_engine(url)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(base)
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+                http.post(
+                    "/v1/programs/versions",
+                    json={"source": PROGRAM.read_text()},
+                    headers={"Idempotency-Key": "program"},
+                ).raise_for_status()
+                http.post(
+                    "/v1/webhooks/endpoints",
+                    json={"url": receiver.url},
+                    headers={"Idempotency-Key": "endpoint"},
+                ).raise_for_status()
+                for n in range(members):
+                    http.post(
+                        "/v1/members",
+                        json={"id": f"member-{n}"},
+                        headers={"Idempotency-Key": f"m{n}"},
+                    ).raise_for_status()
+            for _ in range(workers):
+                started.append(start(["worker", "--database", url], env))
+            rng = random.Random(7)
+            bodies = [order_body(n, members, rng) for n in range(orders)]
+            began = time.perf_counter()
+            load = run_clients(base, key, bodies, clients)
+            accepted_s = time.perf_counter() - began
+            seen, finished = watch_postings(engine, orders, receiver, timeout_s=600)
+            total_s = finished - began
+            to_posted = [seen[i] - t for i, t in load.answered.items() if i in seen]
+            with engine.connect() as conn:
+                deliveries = conn.exec_driver_sql(
+                    "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'"
+                ).scalar_one()
+        finally:
+            for process in started:
+                process.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+            for process in started:
+                process.wait(timeout=30)
+            receiver.close()
+            engine.dispose()
+        return {
+            "database": kind,
+            "clients": clients,
+            "orders": orders,
+            "workers": workers,
+            "errors": len(load.errors),
+            "accepted_per_s": round(len(load.answered) / accepted_s, 1),
+            "posted_per_s": round(orders / total_s, 1),
+            "latency_ms": {
+                "p50": round(percentile(load.latencies, 0.50) * 1000, 1),
+                "p95": round(percentile(load.latencies, 0.95) * 1000, 1),
+                "p99": round(percentile(load.latencies, 0.99) * 1000, 1),
+            },
+            "close_to_posted_ms": {
+                "p50": round(statistics.median(to_posted) * 1000, 1),
+                "p95": round(percentile(to_posted, 0.95) * 1000, 1),
+            },
+            "webhooks_delivered": deliveries,
+        }
+
+
+def pgbench_tps(clients: int, seconds: int) -> float | None:
+    """TPC-B-like transactions/s on the same PostgreSQL, scale = clients; None without pgbench."""
+    if shutil.which("pgbench") is None:
+        return None
+    with database("postgres") as url:
+        parts = sa.make_url(url)
+        where = [
+            "-h",
+            parts.host or "127.0.0.1",
+            "-p",
+            str(parts.port or 5432),
+            "-U",
+            parts.username or "postgres",
+        ]
+        subprocess.run(
+            ["pgbench", *where, "-i", "-q", "-s", str(clients), parts.database or ""],
+            capture_output=True,
+            check=True,
+        )
+        done = subprocess.run(
+            [
+                "pgbench",
+                *where,
+                "-c",
+                str(clients),
+                "-j",
+                "2",
+                "-T",
+                str(seconds),
+                parts.database or "",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    found = re.search(r"tps = ([0-9.]+)", done.stdout)
+    return float(found.group(1)) if found else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--databases", default="sqlite,postgres")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--orders", type=int, default=3000)
+    parser.add_argument("--members", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=1, help="`punchcard worker` processes")
+    parser.add_argument("--pgbench-seconds", type=int, default=15)
+    parser.add_argument("--profile", type=Path, help="write py-spy stacks of each process here")
+    args = parser.parse_args()
+    if args.profile:
+        global PROFILE
+        PROFILE = args.profile
+        args.profile.mkdir(parents=True, exist_ok=True)
+    results = []
+    for kind in args.databases.split(","):
+        try:
+            results.append(measure(kind, args.clients, args.orders, args.members, args.workers))
+        except Exception as error:  # a benchmark reports, it never fails a build
+            results.append({"database": kind, "failed": str(error)})
+    tps = pgbench_tps(args.clients, args.pgbench_seconds) if "postgres" in args.databases else None
+    for result in results:
+        if result["database"] == "postgres" and tps and "posted_per_s" in result:
+            result["pgbench_tps"] = round(tps, 1)
+            result["ratio_to_pgbench"] = round(result["posted_per_s"] / tps, 3)
+    print(json.dumps({"bench": "end_to_end", "results": results}))
+    table = Table(title=f"End to end: {args.orders} orders, {args.clients} clients")
+    for column in ("database", "accepted/s", "posted/s", "p50 ms", "p95 ms", "p99 ms",
+                   "close→posted p50 ms", "pgbench tps", "ratio"):  # fmt: skip
+        table.add_column(column)
+    for r in results:
+        if "failed" in r:
+            table.add_row(r["database"], f"failed: {r['failed']}")
+            continue
+        table.add_row(
+            r["database"],
+            str(r["accepted_per_s"]),
+            str(r["posted_per_s"]),
+            str(r["latency_ms"]["p50"]),
+            str(r["latency_ms"]["p95"]),
+            str(r["latency_ms"]["p99"]),
+            str(r["close_to_posted_ms"]["p50"]),
+            str(r.get("pgbench_tps", "")),
+            str(r.get("ratio_to_pgbench", "")),
+        )
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
