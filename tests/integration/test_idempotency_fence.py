@@ -1,0 +1,87 @@
+"""A request whose in-flight claim lapsed (a slow request, or one on a server that hung) and was
+taken over by a retry must not apply its effect as well: it rolls back and replays the answer."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.exceptions import StarletteDeprecationWarning
+
+from punchcard.api import context
+from punchcard.api.app import create_app
+from punchcard.services import orders, tenants
+from punchcard.services.clock import SystemClock
+from punchcard.store.database import open_database
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
+
+PROGRAM = Path(__file__).resolve().parents[2] / "src/punchcard/demo/burrito-rewards.yaml"
+ORDER = {
+    "id": "o1",
+    "member": "ann",
+    "lines": [{"id": "l1", "sku": "BURR", "category": "burrito", "qty": 1, "unit_price": "9.50"}],
+}
+
+
+@pytest.mark.postgres
+def test_a_request_whose_claim_was_taken_over_rolls_back_and_replays(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL only: SQLite's single writer would make the retry wait for the first request.
+    engine = open_database(postgres_url)
+    clock = SystemClock()
+    made = tenants.create_tenant(engine, "Fence", clock.now())
+    monkeypatch.setattr(context, "IN_FLIGHT_LEASE", timedelta(0))  # every claim lapses at once
+    first_inside, go_on = threading.Event(), threading.Event()
+    parse = orders._parse_new
+
+    def slow_first(*args: Any) -> Any:
+        if not first_inside.is_set():
+            first_inside.set()
+            assert go_on.wait(30)
+        return parse(*args)
+
+    monkeypatch.setattr(orders, "_parse_new", slow_first)
+    headers = {"Authorization": f"Bearer {made['live_key']}"}
+    with TestClient(create_app(engine, clock)) as client:
+        client.headers.update(headers)
+        client.post(
+            "/v1/programs/versions",
+            json={"source": PROGRAM.read_text()},
+            headers={"Idempotency-Key": "p"},
+        ).raise_for_status()
+        client.post(
+            "/v1/members", json={"id": "ann"}, headers={"Idempotency-Key": "m"}
+        ).raise_for_status()
+        answers: list[httpx.Response] = []
+        first = threading.Thread(
+            target=lambda: answers.append(
+                client.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": "o"})
+            )
+        )
+        first.start()
+        assert first_inside.wait(30)
+        retry = client.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": "o"})
+        assert retry.status_code == 201, retry.text
+        go_on.set()
+        first.join(30)
+        (late,) = answers
+    assert late.status_code == 201
+    assert late.headers.get("idempotent-replayed") == "true"
+    assert late.content == retry.content
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM orders").scalar_one() == 1
+        assert (
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM outbox WHERE type = 'order.evaluated'"
+            ).scalar_one()
+            == 1
+        )
