@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck scenarios demo bench clean
+.PHONY: run test lint typecheck scenarios demo bench soak clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,14 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/end_to_end.py
 	$(BIN)/python bench/replay.py
+
+# The crash suite at 10,000 orders and the bank test for a minute (needs PostgreSQL, like CI).
+soak: $(STAMP)
+	PUNCHCARD_TEST_POSTGRES_URL=$${PUNCHCARD_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/postgres} \
+	PUNCHCARD_CRASH_ORDERS=10000 PUNCHCARD_BANK_S=60 \
+	$(BIN)/pytest -q tests/e2e/test_crash.py tests/e2e/test_bank.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

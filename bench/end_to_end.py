@@ -1,6 +1,7 @@
 """Orders per second end to end, and how close that is to what this machine's PostgreSQL can do.
 
-N client threads place closed orders over HTTP against a real `punchcard serve` (API only)
+N client threads place the synthetic chain's orders (`punchcard.synthetic`, seed 7), closed,
+over HTTP against a real `punchcard serve` (API only)
 while separate `punchcard worker` processes post them and deliver their webhooks to a
 receiver on loopback. Reported per database: orders/s accepted (answered 201) and fully
 posted (every order posted and every webhook delivered), request latency p50/p95/p99, and
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -40,20 +40,14 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
+from punchcard.synthetic import operations
+
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "src" / "punchcard" / "demo" / "burrito-rewards.yaml"
 PUNCHCARD = str(Path(sys.executable).parent / "punchcard")
 POSTGRES = os.environ.get(
     "PUNCHCARD_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-MENU = [  # sku, category, price
-    ("BURR", "burrito", "9.50"),
-    ("BOWL", "bowl", "10.25"),
-    ("TACO", "taco", "3.75"),
-    ("CHIPS", "side", "3.25"),
-    ("SODA", "drink", "2.50"),
-    ("BEER", "alcohol", "6.00"),
-]
 
 
 # --- the world around the server -------------------------------------------------------------
@@ -160,29 +154,22 @@ def wait_ready(url: str) -> None:
 # --- the load ------------------------------------------------------------------------------
 
 
-def order_body(n: int, members: int, rng: random.Random) -> dict[str, Any]:
-    lines = []
-    for i in range(rng.choice((1, 2, 2, 3, 3, 4, 5))):
-        sku, category, price = rng.choice(MENU)
-        line: dict[str, Any] = {
-            "id": f"l{i}",
-            "sku": sku,
-            "category": category,
-            "qty": rng.choice((1, 1, 1, 2)),
-            "unit_price": price,
-        }
-        if category in ("burrito", "bowl") and rng.random() < 0.3:
-            line["modifiers"] = [
-                {"sku": "GUAC", "category": "add_on", "qty": 1, "unit_price": "2.00"}
-            ]
-        lines.append(line)
-    return {
-        "id": f"order-{n}",
-        "member": f"member-{n % members}",
-        "status": "closed",
-        "lines": lines,
-        "tax": "1.20",
-    }
+def traffic(orders: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """The synthetic chain's members and orders (seed 7), each order closed as it is placed.
+    Gift card tenders are paid by card instead: this run sells no gift cards."""
+    members, bodies = [], []
+    for op in operations(seed=7, orders=orders):
+        if op.kind == "enroll" and op.body is not None:
+            members.append(op.body["id"])
+        elif op.kind == "place_order" and op.body is not None:
+            body = {**op.body, "status": "closed"}
+            if "tenders" in body:
+                body["tenders"] = [
+                    {k: v for k, v in {**t, "type": "card"}.items() if k != "gift_card"}
+                    for t in body["tenders"]
+                ]
+            bodies.append(body)
+    return members, bodies
 
 
 @dataclass
@@ -259,7 +246,8 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def measure(kind: str, clients: int, orders: int, members: int, workers: int) -> dict[str, Any]:
+def measure(kind: str, clients: int, orders: int, workers: int) -> dict[str, Any]:
+    members, bodies = traffic(orders)
     with database(kind) as url:
         env = {"PUNCHCARD_WEBHOOK_ALLOW_PRIVATE": "1", "PUNCHCARD_LOG_LEVEL": "warning"}
         made = subprocess.run(
@@ -289,16 +277,12 @@ def measure(kind: str, clients: int, orders: int, members: int, workers: int) ->
                     json={"url": receiver.url},
                     headers={"Idempotency-Key": "endpoint"},
                 ).raise_for_status()
-                for n in range(members):
+                for member in members:
                     http.post(
-                        "/v1/members",
-                        json={"id": f"member-{n}"},
-                        headers={"Idempotency-Key": f"m{n}"},
+                        "/v1/members", json={"id": member}, headers={"Idempotency-Key": member}
                     ).raise_for_status()
             for _ in range(workers):
                 started.append(start(["worker", "--database", url], env))
-            rng = random.Random(7)
-            bodies = [order_body(n, members, rng) for n in range(orders)]
             began = time.perf_counter()
             load = run_clients(base, key, bodies, clients)
             accepted_s = time.perf_counter() - began
@@ -381,7 +365,6 @@ def main() -> None:
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--orders", type=int, default=3000)
-    parser.add_argument("--members", type=int, default=500)
     parser.add_argument("--workers", type=int, default=1, help="`punchcard worker` processes")
     parser.add_argument("--pgbench-seconds", type=int, default=15)
     parser.add_argument("--profile", type=Path, help="write py-spy stacks of each process here")
@@ -393,7 +376,7 @@ def main() -> None:
     results = []
     for kind in args.databases.split(","):
         try:
-            results.append(measure(kind, args.clients, args.orders, args.members, args.workers))
+            results.append(measure(kind, args.clients, args.orders, args.workers))
         except Exception as error:  # a benchmark reports, it never fails a build
             results.append({"database": kind, "failed": str(error)})
     tps = pgbench_tps(args.clients, args.pgbench_seconds) if "postgres" in args.databases else None

@@ -52,7 +52,8 @@ from punchcard.store.codec import (
     outcome_document,
     outcome_from_document,
 )
-from punchcard.store.tables import environments, lots, members, orders, promotion_uses
+from punchcard.store.sequences import next_close_seq
+from punchcard.store.tables import lots, members, orders, promotion_uses
 from punchcard.store.uow import Event, UnitOfWork
 
 PLACE_KEYS = {"id", "member", "at", "status", *ORDER_PARTS, "rewards"}
@@ -106,12 +107,7 @@ def _close(uow: UnitOfWork, row: Any, now: datetime) -> None:
     allocation = _allocate(program, order, rewards.definitions(program, held))
     standing = _standing(uow, program, row, held=frozenset(), held_visit=False, gains=True)
     outcome = evaluate(program, order, allocation, standing)
-    close_seq = uow.conn.execute(
-        sa.update(environments)
-        .where(environments.c.id == uow.env_id)
-        .values(close_seq=environments.c.close_seq + 1)
-        .returning(environments.c.close_seq)
-    ).scalar_one()
+    close_seq = next_close_seq(uow.conn, uow.env_id)
     due_at = now + program.earn.accrual_delay
     uow.conn.execute(
         sa.update(orders)

@@ -64,6 +64,7 @@ environments = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("clock", UtcDateTime, nullable=True),  # a sandbox's movable clock; None: wall clock
+    # Close order on SQLite; PostgreSQL numbers closes from the order_close_seq sequence (0005).
     sa.Column("close_seq", sa.BigInteger, nullable=False, server_default="0"),
     # How far due work has got, for operators (reads check the data itself, see consistency.md).
     sa.Column("processed_through", UtcDateTime, nullable=True),
