@@ -35,10 +35,10 @@ from starlette.responses import Response
 
 from punchcard.api.problems import ApiProblem, from_domain
 from punchcard.errors import PunchcardError
-from punchcard.services.clock import Clock, environment_now
+from punchcard.services.clock import Clock
 from punchcard.services.due import next_due
 from punchcard.services.tenants import Principal, authenticate
-from punchcard.store.database import reading
+from punchcard.store.database import insert_new, reading
 from punchcard.store.errors import translate
 from punchcard.store.tables import idempotency_keys
 from punchcard.store.uow import UnitOfWork
@@ -67,8 +67,8 @@ class Call:
         return self.principal.env_id
 
     def now(self) -> datetime:
-        with reading(self.engine) as conn:
-            return environment_now(conn, self.env_id, self.clock)
+        """The environment's now: its sandbox clock as read with the key, or the system's."""
+        return self.principal.env_clock or self.clock.now()
 
     def uow(self, *, read_only: bool = False) -> UnitOfWork:
         return UnitOfWork(self.engine, self.env_id, read_only=read_only)
@@ -210,31 +210,28 @@ def _claim(call: Call, key: str, fingerprint: str) -> Response | int:
     )
     for _ in range(3):
         with call.engine.begin() as conn:
+            claimed = conn.execute(
+                insert_new(conn, idempotency_keys)
+                .values(
+                    env_id=call.env_id,
+                    api_key_id=call.principal.key_id,
+                    key=key,
+                    fingerprint=fingerprint,
+                    state="in_flight",
+                    locked_until=now + IN_FLIGHT_LEASE,
+                    created_at=now,
+                    expires_at=now + IDEMPOTENCY_TTL,
+                )
+                .returning(idempotency_keys.c.id)
+            ).scalar()
+            if claimed is not None:
+                return int(claimed)
             row = conn.execute(sa.select(idempotency_keys).where(*scope).with_for_update()).first()
-            if row is not None and row.expires_at <= now:
-                conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.id == row.id))
-                row = None
             if row is None:
-                try:
-                    with conn.begin_nested():
-                        return int(
-                            conn.execute(
-                                sa.insert(idempotency_keys)
-                                .values(
-                                    env_id=call.env_id,
-                                    api_key_id=call.principal.key_id,
-                                    key=key,
-                                    fingerprint=fingerprint,
-                                    state="in_flight",
-                                    locked_until=now + IN_FLIGHT_LEASE,
-                                    created_at=now,
-                                    expires_at=now + IDEMPOTENCY_TTL,
-                                )
-                                .returning(idempotency_keys.c.id)
-                            ).scalar_one()
-                        )
-                except sa.exc.IntegrityError:
-                    continue  # another request claimed it between our read and insert
+                continue  # purged between the two statements: claim it again
+            if row.expires_at <= now:
+                conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.id == row.id))
+                continue  # an expired key is a new key: the deletion commits, then claim it
             if row.fingerprint != fingerprint:
                 raise ApiProblem(
                     422,

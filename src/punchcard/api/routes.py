@@ -287,7 +287,7 @@ def place_order(body: OrderBody, c: Call = Depends(call)) -> Response:
         c,
         "orders:write",
         lambda uow, now: orders.place(uow, _order_data(body), now),
-        lambda _, uow, now: views.order(orders.view(uow, body.id)),
+        lambda placed, _uow, _now: views.order(placed),
         status=201,
     )
 

@@ -9,39 +9,30 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from punchcard.ledger.entries import Entry
+from punchcard.store.database import insert_new
 from punchcard.store.tables import ledger_accounts, ledger_postings, ledger_transactions
 
-
-def account_id(conn: sa.Connection, env_id: str, asset: str, name: str) -> int:
-    found = conn.execute(
-        sa.select(ledger_accounts.c.id).where(
-            ledger_accounts.c.env_id == env_id,
-            ledger_accounts.c.asset == asset,
-            ledger_accounts.c.name == name,
-        )
-    ).scalar()
-    if found is not None:
-        return int(found)
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(
-        dialect.insert(ledger_accounts)
-        .values(env_id=env_id, asset=asset, name=name, balance=0)
-        .on_conflict_do_nothing()
-    )
-    return account_id(conn, env_id, asset, name)
+# Hot-path statements are built once (SQLAlchemy then reuses their compiled form cheaply).
+_ACCOUNT = (
+    ledger_accounts.c.env_id == sa.bindparam("b_env"),
+    ledger_accounts.c.asset == sa.bindparam("b_asset"),
+    ledger_accounts.c.name == sa.bindparam("b_name"),
+)
+_BALANCE = sa.select(ledger_accounts.c.balance).where(*_ACCOUNT)
+_MOVE_BALANCE = (
+    sa.update(ledger_accounts)
+    .where(*_ACCOUNT)
+    .values(balance=ledger_accounts.c.balance + sa.bindparam("b_amount"))
+    .returning(ledger_accounts.c.id)
+)
+_INSERT_TRANSACTION = sa.insert(ledger_transactions).returning(ledger_transactions.c.id)
+_INSERT_POSTINGS = sa.insert(ledger_postings)
 
 
 def balance(conn: sa.Connection, env_id: str, asset: str, name: str) -> int:
-    found = conn.execute(
-        sa.select(ledger_accounts.c.balance).where(
-            ledger_accounts.c.env_id == env_id,
-            ledger_accounts.c.asset == asset,
-            ledger_accounts.c.name == name,
-        )
-    ).scalar()
+    found = conn.execute(_BALANCE, {"b_env": env_id, "b_asset": asset, "b_name": name}).scalar()
     return int(found or 0)
 
 
@@ -58,18 +49,32 @@ def snapshot(conn: sa.Connection) -> None:
 def write(conn: sa.Connection, env_id: str, entry: Entry, at: datetime) -> int:
     """Append one balanced transaction and move the cached balances with it."""
     txn_id = conn.execute(
-        sa.insert(ledger_transactions)
-        .values(env_id=env_id, asset=entry.asset, kind=entry.kind, reference=entry.reference, at=at)
-        .returning(ledger_transactions.c.id)
+        _INSERT_TRANSACTION,
+        {
+            "env_id": env_id,
+            "asset": entry.asset,
+            "kind": entry.kind,
+            "reference": entry.reference,
+            "at": at,
+        },
     ).scalar_one()
     rows = []
     for name, amount in entry.postings:
-        acct = account_id(conn, env_id, entry.asset, name)
+        acct = _move_balance(conn, env_id, entry.asset, name, amount)
         rows.append({"transaction_id": txn_id, "account_id": acct, "amount": amount})
-        conn.execute(
-            sa.update(ledger_accounts)
-            .where(ledger_accounts.c.id == acct)
-            .values(balance=ledger_accounts.c.balance + amount)
-        )
-    conn.execute(sa.insert(ledger_postings), rows)
+    conn.execute(_INSERT_POSTINGS, rows)
     return int(txn_id)
+
+
+def _move_balance(conn: sa.Connection, env_id: str, asset: str, name: str, amount: int) -> int:
+    """Add `amount` to an account's cached balance and return its id: one round trip once the
+    account exists, which is every time but the first."""
+    moved = conn.execute(
+        _MOVE_BALANCE, {"b_env": env_id, "b_asset": asset, "b_name": name, "b_amount": amount}
+    ).scalar()
+    if moved is not None:
+        return int(moved)
+    conn.execute(  # made on first use (or by a concurrent writer just now)
+        insert_new(conn, ledger_accounts).values(env_id=env_id, asset=asset, name=name, balance=0)
+    )
+    return _move_balance(conn, env_id, asset, name, amount)

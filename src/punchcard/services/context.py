@@ -29,19 +29,48 @@ def _parsed(source: str) -> Program:
     return parse_program(source)
 
 
+# Hot-path statements are built once (SQLAlchemy then reuses their compiled form cheaply).
+_LIVE_FROM = program_versions.c.live_from
+_LIVE_BY = program_versions.c.live_from <= sa.bindparam("b_at", type_=_LIVE_FROM.type)
+_VERSION_AT = (
+    sa.select(program_versions.c.id, program_versions.c.version, program_versions.c.source)
+    .where(program_versions.c.env_id == sa.bindparam("b_env"), _LIVE_FROM.is_not(None))
+    # One round trip: the latest live by `at`, else (an order from before) the earliest.
+    .order_by(
+        sa.case((_LIVE_BY, 0), else_=1),
+        sa.case((_LIVE_BY, _LIVE_FROM)).desc(),
+        _LIVE_FROM,
+        program_versions.c.version.desc(),
+    )
+    .limit(1)
+)
+_CHANGED_BY = tier_changes.c.at <= sa.bindparam("b_at", type_=tier_changes.c.at.type)
+_TIER_AT = (
+    sa.select(tier_changes.c.tier)
+    .where(tier_changes.c.member_id == sa.bindparam("b_member"))
+    # One round trip: the latest change by `at`, else (an order placed before the member
+    # enrolled) the first change.
+    .order_by(
+        sa.case((_CHANGED_BY, 0), else_=1),
+        sa.case((_CHANGED_BY, tier_changes.c.at)).desc(),
+        sa.case((_CHANGED_BY, -tier_changes.c.id), else_=tier_changes.c.id),
+    )
+    .limit(1)
+)
+_MEMBER_BY_REF = sa.select(members).where(
+    members.c.env_id == sa.bindparam("b_env"),
+    members.c.external_id == sa.bindparam("b_ref"),
+)
+_LOCK_MEMBER_BY_REF = _MEMBER_BY_REF.with_for_update()
+_LOCK_MEMBER_BY_ID = (
+    sa.select(members).where(members.c.id == sa.bindparam("b_id")).with_for_update()
+)
+_SAVE_STATE = sa.update(members).where(members.c.id == sa.bindparam("b_id"))
+
+
 def version_at(uow: UnitOfWork, at: datetime) -> Version:
     """The version live at `at` (before the first version: the first one)."""
-    cols = (program_versions.c.id, program_versions.c.version, program_versions.c.source)
-    base = sa.select(*cols).where(
-        program_versions.c.env_id == uow.env_id, program_versions.c.live_from.is_not(None)
-    )
-    row = uow.conn.execute(
-        base.where(program_versions.c.live_from <= at)
-        .order_by(program_versions.c.live_from.desc(), program_versions.c.version.desc())
-        .limit(1)
-    ).first()
-    if row is None:
-        row = uow.conn.execute(base.order_by(program_versions.c.live_from).limit(1)).first()
+    row = uow.conn.execute(_VERSION_AT, {"b_env": uow.env_id, "b_at": at}).first()
     if row is None:
         raise NotFound("no program version is live in this environment")
     version = Version(row.id, row.version, _parsed(row.source))
@@ -63,19 +92,15 @@ def version_by_id(uow: UnitOfWork, version_id: int) -> Version:
 
 def load_member(uow: UnitOfWork, external_id: str, *, lock: bool = True) -> Any:
     """The member row, locked for the rest of the transaction so a member's work is serialised."""
-    query = sa.select(members).where(
-        members.c.env_id == uow.env_id, members.c.external_id == external_id
-    )
-    row = uow.conn.execute(query.with_for_update() if lock else query).first()
+    query = _LOCK_MEMBER_BY_REF if lock else _MEMBER_BY_REF
+    row = uow.conn.execute(query, {"b_env": uow.env_id, "b_ref": external_id}).first()
     if row is None:
         raise NotFound(f"no member {external_id!r}")
     return row
 
 
 def member_by_id(uow: UnitOfWork, member_id: int) -> Any:
-    return uow.conn.execute(
-        sa.select(members).where(members.c.id == member_id).with_for_update()
-    ).one()
+    return uow.conn.execute(_LOCK_MEMBER_BY_ID, {"b_id": member_id}).one()
 
 
 def state_of(row: Any) -> MemberState:
@@ -84,11 +109,14 @@ def state_of(row: Any) -> MemberState:
 
 def save_state(uow: UnitOfWork, member_id: int, state: MemberState) -> None:
     uow.conn.execute(
-        sa.update(members)
-        .where(members.c.id == member_id)
-        .values(
-            tier=state.tier, progress=state.progress, visits=state.visits, punches=state.punches
-        )
+        _SAVE_STATE,
+        {
+            "b_id": member_id,
+            "tier": state.tier,
+            "progress": state.progress,
+            "visits": state.visits,
+            "punches": state.punches,
+        },
     )
 
 
@@ -100,12 +128,5 @@ def record_tier(uow: UnitOfWork, member_id: int, at: datetime, tier: str, reason
 
 def tier_at(uow: UnitOfWork, member_id: int, at: datetime) -> str:
     """The member's tier at a moment (work due at that moment already done)."""
-    cols = sa.select(tier_changes.c.tier).where(tier_changes.c.member_id == member_id)
-    found = uow.conn.execute(
-        cols.where(tier_changes.c.at <= at)
-        .order_by(tier_changes.c.at.desc(), tier_changes.c.id.desc())
-        .limit(1)
-    ).scalar()
-    if found is None:  # an order placed before the member enrolled
-        found = uow.conn.execute(cols.order_by(tier_changes.c.id).limit(1)).scalar()
+    found = uow.conn.execute(_TIER_AT, {"b_member": member_id, "b_at": at}).scalar()
     return str(found)

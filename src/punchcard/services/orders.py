@@ -52,6 +52,7 @@ from punchcard.store.codec import (
     outcome_document,
     outcome_from_document,
 )
+from punchcard.store.database import insert_new
 from punchcard.store.sequences import next_close_seq
 from punchcard.store.tables import lots, members, orders, promotion_uses
 from punchcard.store.uow import Event, UnitOfWork
@@ -59,18 +60,20 @@ from punchcard.store.uow import Event, UnitOfWork
 PLACE_KEYS = {"id", "member", "at", "status", *ORDER_PARTS, "rewards"}
 
 
-def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
-    """Place an order, open or (the default) closed at once."""
+def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """Place an order, open or (the default) closed at once; returns its view."""
     order, member_ref, status, refs = _parse_new(data, now)
     member = load_member(uow, member_ref)
     version = version_at(uow, order.at)
-    rewards.check_names(uow, version.program, member.id, refs)
-    if _find(uow, order.id) is not None:
-        raise InvalidState(f"order id {order.id!r} is taken")
-    chosen = rewards.resolve(uow, version.program, member.id, refs, now)
+    taken = InvalidState(f"order id {order.id!r} is taken")
+    if refs:
+        rewards.check_names(uow, version.program, member.id, refs)
+        if _find(uow, order.id) is not None:
+            raise taken  # before the rewards: their errors would hide this one
+    chosen = rewards.resolve(uow, version.program, member.id, refs, now) if refs else []
     _allocate(version.program, order, rewards.definitions(version.program, chosen))
-    order_pk = uow.conn.execute(
-        sa.insert(orders)
+    row = uow.conn.execute(
+        insert_new(uow.conn, orders)
         .values(
             env_id=uow.env_id,
             external_id=order.id,
@@ -86,11 +89,16 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
             visit=False,
             posted_visit=False,
         )
-        .returning(orders.c.id)
-    ).scalar_one()
-    rewards.move(uow, chosen, "apply to an open order", order_pk, now)
+        .returning(*orders.c)
+    ).first()
+    if row is None:
+        raise taken
+    rewards.move(uow, chosen, "apply to an open order", row.id, now)
     if status == "closed":
-        _close(uow, _find(uow, order.id), now)
+        row = _close(uow, row, now, fresh=not chosen)
+    # A new order holds exactly the rewards it chose: no need to read them back.
+    names: list[str] | None = None if chosen else []
+    return _view_of(uow, row, member=member.external_id, reward_names=names)
 
 
 def close(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
@@ -99,32 +107,34 @@ def close(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     _close(uow, row, now)
 
 
-def _close(uow: UnitOfWork, row: Any, now: datetime) -> None:
+def _close(uow: UnitOfWork, row: Any, now: datetime, *, fresh: bool = False) -> Any:
+    """Close an open order; returns its row as closed. `fresh`: placed in this transaction
+    holding no rewards, so it has no rewards or promotion uses to read or clear."""
     closed = ORDER.target(row.state, "close", row.external_id)
     program = version_by_id(uow, row.version_id).program
     order = order_from_row(row)
-    held = rewards.of_order(uow, row.id)
+    held = [] if fresh else rewards.of_order(uow, row.id)
     allocation = _allocate(program, order, rewards.definitions(program, held))
     standing = _standing(uow, program, row, held=frozenset(), held_visit=False, gains=True)
     outcome = evaluate(program, order, allocation, standing)
-    close_seq = next_close_seq(uow.conn, uow.env_id)
     due_at = now + program.earn.accrual_delay
-    uow.conn.execute(
+    row = uow.conn.execute(
         sa.update(orders)
         .where(orders.c.id == row.id)
         .values(
             state=closed,
             line_discounts=dict(allocation.line_discounts),
             closed_at=now,
-            close_seq=close_seq,
+            close_seq=next_close_seq(uow.conn, uow.env_id),
             post_state="pending",
             due_at=due_at,
             **_outcome_columns(outcome),
         )
-    )
+        .returning(*orders.c)
+    ).one()
     if outcome.points:
         _pending_lot(uow, row, outcome.points, due_at)
-    _sync_promotions(uow, row, outcome)
+    _sync_promotions(uow, row, outcome, fresh=fresh)
     rewards.move(uow, held, "order closes", row.id, now)
     uow.record(Event("order.evaluated", now, _evaluated(uow, row, outcome), row.member_id))
     uow.record(
@@ -135,6 +145,7 @@ def _close(uow: UnitOfWork, row: Any, now: datetime) -> None:
             row.member_id,
         )
     )
+    return row
 
 
 def edit(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
@@ -264,8 +275,14 @@ def void(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
 
 def post(uow: UnitOfWork, order_pk: int, at: datetime) -> None:
     """Post a closed order's pending effects (due work at close + accrual_delay)."""
-    row = uow.conn.execute(sa.select(orders).where(orders.c.id == order_pk)).one()
-    member = member_by_id(uow, row.member_id)
+    member = uow.conn.execute(  # the member's lock first, then the order as it is under it
+        sa.select(members)
+        .where(
+            members.c.id
+            == sa.select(orders.c.member_id).where(orders.c.id == order_pk).scalar_subquery()
+        )
+        .with_for_update()
+    ).one()
     row = uow.conn.execute(sa.select(orders).where(orders.c.id == order_pk)).one()
     if row.post_state != "pending" or row.due_at > at:
         return  # already posted by another run: running it twice changes nothing
@@ -423,8 +440,9 @@ def _history(
     return uses, int(visits)
 
 
-def _sync_promotions(uow: UnitOfWork, row: Any, outcome: Outcome) -> None:
-    uow.conn.execute(sa.delete(promotion_uses).where(promotion_uses.c.order_id == row.id))
+def _sync_promotions(uow: UnitOfWork, row: Any, outcome: Outcome, *, fresh: bool = False) -> None:
+    if not fresh:
+        uow.conn.execute(sa.delete(promotion_uses).where(promotion_uses.c.order_id == row.id))
     if outcome.promotions:
         uow.conn.execute(
             sa.insert(promotion_uses),
@@ -547,11 +565,24 @@ def explanation(uow: UnitOfWork, external_id: str) -> list[str]:
 
 def view(uow: UnitOfWork, external_id: str) -> dict[str, Any]:
     """An order as the API shows it: its parts, state, outcome and when its effects post."""
-    row = _get(uow, {"order": external_id})
+    return _view_of(uow, _get(uow, {"order": external_id}))
+
+
+def _view_of(
+    uow: UnitOfWork,
+    row: Any,
+    *,
+    member: str | None = None,
+    reward_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """`view` of a row in hand; the member's id and the reward names are read unless given."""
     program = version_by_id(uow, row.version_id).program
-    member = uow.conn.execute(
-        sa.select(members.c.external_id).where(members.c.id == row.member_id)
-    ).scalar_one()
+    if member is None:
+        member = uow.conn.execute(
+            sa.select(members.c.external_id).where(members.c.id == row.member_id)
+        ).scalar_one()
+    if reward_names is None:
+        reward_names = [r.alias or r.reward_id for r in rewards.of_order(uow, row.id)]
     outcome = None if row.outcome is None else outcome_from_document(row.outcome)
     return {
         "id": row.external_id,
@@ -563,7 +594,7 @@ def view(uow: UnitOfWork, external_id: str) -> dict[str, Any]:
         "currency": program.currency,
         "document": row.document,
         "refunded": row.refunded,
-        "rewards": [r.alias or r.reward_id for r in rewards.of_order(uow, row.id)],
+        "rewards": reward_names,
         "outcome": outcome,
         "posting": {
             "state": row.post_state,

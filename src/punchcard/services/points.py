@@ -31,17 +31,16 @@ def lot_expiry(program: Program, posted_at: datetime) -> datetime | None:
     return add_months(posted_at, expiry.months_after_earn, program.zone)
 
 
+_TOUCH = sa.update(members).where(members.c.id == sa.bindparam("b_id"))  # built once: hot path
+
+
 def touch_activity(uow: UnitOfWork, program: Program, member_id: int, at: datetime) -> None:
     """A non-zero earning, clawback or redemption restarts the inactivity clock."""
     expiry = program.expiry
     due = None
     if expiry is not None and expiry.inactivity_days is not None:
         due = at + timedelta(days=expiry.inactivity_days)
-    uow.conn.execute(
-        sa.update(members)
-        .where(members.c.id == member_id)
-        .values(last_activity_at=at, inactivity_due_at=due)
-    )
+    uow.conn.execute(_TOUCH, {"b_id": member_id, "last_activity_at": at, "inactivity_due_at": due})
 
 
 def earn(

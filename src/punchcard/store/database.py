@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "punchcard_read_only"
@@ -60,6 +61,13 @@ def open_database(url: str) -> sa.Engine:
     engine = create_engine(url)
     migrate(engine)
     return engine
+
+
+def insert_new(conn: sa.Connection, table: sa.Table) -> Any:
+    """INSERT that skips a row a unique constraint already holds (`ON CONFLICT DO NOTHING`):
+    with RETURNING, one round trip both claims a row and tells whether it was new."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
 
 
 def reading(engine: sa.Engine) -> sa.Connection:

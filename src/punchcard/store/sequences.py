@@ -7,13 +7,14 @@ import sqlalchemy as sa
 from punchcard.store.tables import environments
 
 
-def next_close_seq(conn: sa.Connection, env_id: str) -> int:
-    """The next number in close order. Numbers only grow; gaps are possible on PostgreSQL.
+def next_close_seq(conn: sa.Connection, env_id: str) -> int | sa.ColumnElement[int]:
+    """The next number in close order, as a value to write. Numbers only grow; gaps are
+    possible on PostgreSQL, where it is `nextval` in the writing statement itself.
 
     The caller holds the member's lock, so one member's closes are numbered in commit order,
     which is the order that matters: postings of different members don't interact."""
     if conn.dialect.name == "postgresql":
-        return int(conn.execute(sa.text("SELECT nextval('order_close_seq')")).scalar_one())
+        return sa.func.nextval("order_close_seq", type_=sa.BigInteger)
     return int(
         conn.execute(
             sa.update(environments)

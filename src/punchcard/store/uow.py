@@ -18,6 +18,15 @@ import sqlalchemy as sa
 from punchcard.store.database import reading
 from punchcard.store.tables import members, outbox
 
+# Hot-path statements are built once (SQLAlchemy then reuses their compiled form cheaply).
+_BUMP_EVENT_SEQ = (
+    sa.update(members)
+    .where(members.c.id == sa.bindparam("b_member"))
+    .values(event_seq=members.c.event_seq + sa.bindparam("b_count"))
+    .returning(members.c.event_seq)
+)
+_INSERT_OUTBOX = sa.insert(outbox)
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -73,10 +82,7 @@ class UnitOfWork:
         next_seq = {}
         for member_id, count in counts.items():
             last = self.conn.execute(
-                sa.update(members)
-                .where(members.c.id == member_id)
-                .values(event_seq=members.c.event_seq + count)
-                .returning(members.c.event_seq)
+                _BUMP_EVENT_SEQ, {"b_member": member_id, "b_count": count}
             ).scalar_one()
             next_seq[member_id] = last - count + 1
         rows = []
@@ -96,5 +102,5 @@ class UnitOfWork:
                 }
             )
         if rows:
-            self.conn.execute(sa.insert(outbox), rows)
+            self.conn.execute(_INSERT_OUTBOX, rows)
         self.events = []
