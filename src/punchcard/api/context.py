@@ -262,13 +262,22 @@ class Superseded(Exception):
     """Another request under the same key (one that took over a lapsed claim) answered first."""
 
 
+_FINISH = sa.update(idempotency_keys).where(  # built once: every write runs it
+    idempotency_keys.c.id == sa.bindparam("b_id"), idempotency_keys.c.state == "in_flight"
+)
+
+
 def _finish(call: Call, conn: sa.Connection, claim_id: int, status: int, body: bytes) -> None:
     """Store the answer, only if the key is still unanswered: a request whose claim lapsed and
     was taken over must not apply its effect too (it rolls back and replays the answer)."""
     stored = conn.execute(
-        sa.update(idempotency_keys)
-        .where(idempotency_keys.c.id == claim_id, idempotency_keys.c.state == "in_flight")
-        .values(state="done", status_code=status, response=seal(call.secret, body))
+        _FINISH,
+        {
+            "b_id": claim_id,
+            "state": "done",
+            "status_code": status,
+            "response": seal(call.secret, body),
+        },
     ).rowcount
     if stored != 1:
         raise Superseded

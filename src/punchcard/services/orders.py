@@ -273,25 +273,34 @@ def void(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     uow.record(Event("order.voided", now, {"order": row.external_id}, row.member_id))
 
 
+# Posting's statements are built once: it runs once per order (SQLAlchemy then reuses their
+# compiled form cheaply).
+_LOCK_MEMBER_OF_ORDER = (
+    sa.select(members)
+    .where(
+        members.c.id
+        == sa.select(orders.c.member_id)
+        .where(orders.c.id == sa.bindparam("b_order"))
+        .scalar_subquery()
+    )
+    .with_for_update()
+)
+_ORDER_BY_ID = sa.select(orders).where(orders.c.id == sa.bindparam("b_order"))
+_PENDING_LOT = sa.select(lots.c.id, lots.c.amount).where(
+    lots.c.order_id == sa.bindparam("b_order"), lots.c.state == "pending"
+)
+_MARK_POSTED = sa.update(orders).where(orders.c.id == sa.bindparam("b_order"))
+
+
 def post(uow: UnitOfWork, order_pk: int, at: datetime) -> None:
     """Post a closed order's pending effects (due work at close + accrual_delay)."""
-    member = uow.conn.execute(  # the member's lock first, then the order as it is under it
-        sa.select(members)
-        .where(
-            members.c.id
-            == sa.select(orders.c.member_id).where(orders.c.id == order_pk).scalar_subquery()
-        )
-        .with_for_update()
-    ).one()
-    row = uow.conn.execute(sa.select(orders).where(orders.c.id == order_pk)).one()
+    # The member's lock first, then the order as it is under it.
+    member = uow.conn.execute(_LOCK_MEMBER_OF_ORDER, {"b_order": order_pk}).one()
+    row = uow.conn.execute(_ORDER_BY_ID, {"b_order": order_pk}).one()
     if row.post_state != "pending" or row.due_at > at:
         return  # already posted by another run: running it twice changes nothing
     program = version_at(uow, at).program
-    lot = uow.conn.execute(
-        sa.select(lots.c.id, lots.c.amount).where(
-            lots.c.order_id == row.id, lots.c.state == "pending"
-        )
-    ).first()
+    lot = uow.conn.execute(_PENDING_LOT, {"b_order": row.id}).first()
     if lot is not None and lot.amount > 0:
         points.earn(
             uow,
@@ -309,15 +318,15 @@ def post(uow: UnitOfWork, order_pk: int, at: datetime) -> None:
     change = add_progress(program, state, row.points, int(row.visit), row.spend)
     _after_change(uow, program, row, member, state, change, at)
     uow.conn.execute(
-        sa.update(orders)
-        .where(orders.c.id == row.id)
-        .values(
-            post_state="posted",
-            posted_points=row.points,
-            posted_visit=row.visit,
-            posted_spend=row.spend,
-            posted_window=member.window_start,
-        )
+        _MARK_POSTED,
+        {
+            "b_order": row.id,
+            "post_state": "posted",
+            "posted_points": row.points,
+            "posted_visit": row.visit,
+            "posted_spend": row.spend,
+            "posted_window": member.window_start,
+        },
     )
 
 
@@ -418,26 +427,34 @@ def _history(
     uow: UnitOfWork, program: Program, member_id: int, at: datetime, *, other_than: int | None
 ) -> tuple[dict[str, int], int]:
     """The member's promotion uses, and visits on the local day of `at`, by other orders."""
-    use_filter = [promotion_uses.c.member_id == member_id]
-    visit_filter = [
-        orders.c.member_id == member_id,
-        orders.c.visit_day == at.astimezone(program.zone).date().isoformat(),
-        orders.c.visit.is_(True),
-        orders.c.state != "voided",
-    ]
-    if other_than is not None:
-        use_filter.append(promotion_uses.c.order_id != other_than)
-        visit_filter.append(orders.c.id != other_than)
+    params = {
+        "b_member": member_id,
+        "b_other": 0 if other_than is None else other_than,  # no row has id 0
+        "b_day": at.astimezone(program.zone).date().isoformat(),
+    }
     uses = {
         str(promotion): int(count)
-        for promotion, count in uow.conn.execute(
-            sa.select(promotion_uses.c.promotion_id, sa.func.count())
-            .where(*use_filter)
-            .group_by(promotion_uses.c.promotion_id)
-        ).all()
+        for promotion, count in uow.conn.execute(_PROMOTION_USES, params).all()
     }
-    visits = uow.conn.execute(sa.select(sa.func.count()).where(*visit_filter)).scalar_one()
-    return uses, int(visits)
+    return uses, int(uow.conn.execute(_VISITS_THAT_DAY, params).scalar_one())
+
+
+# Built once: every close and quote runs them.
+_PROMOTION_USES = (
+    sa.select(promotion_uses.c.promotion_id, sa.func.count())
+    .where(
+        promotion_uses.c.member_id == sa.bindparam("b_member"),
+        promotion_uses.c.order_id != sa.bindparam("b_other"),
+    )
+    .group_by(promotion_uses.c.promotion_id)
+)
+_VISITS_THAT_DAY = sa.select(sa.func.count()).where(
+    orders.c.member_id == sa.bindparam("b_member"),
+    orders.c.visit_day == sa.bindparam("b_day"),
+    orders.c.visit.is_(True),
+    orders.c.state != "voided",
+    orders.c.id != sa.bindparam("b_other"),
+)
 
 
 def _sync_promotions(uow: UnitOfWork, row: Any, outcome: Outcome, *, fresh: bool = False) -> None:

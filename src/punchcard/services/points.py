@@ -31,7 +31,9 @@ def lot_expiry(program: Program, posted_at: datetime) -> datetime | None:
     return add_months(posted_at, expiry.months_after_earn, program.zone)
 
 
-_TOUCH = sa.update(members).where(members.c.id == sa.bindparam("b_id"))  # built once: hot path
+# Built once: every posting runs them.
+_TOUCH = sa.update(members).where(members.c.id == sa.bindparam("b_id"))
+_UPDATE_LOT = sa.update(lots).where(lots.c.id == sa.bindparam("b_lot"))
 
 
 def touch_activity(uow: UnitOfWork, program: Program, member_id: int, at: datetime) -> None:
@@ -84,7 +86,7 @@ def earn(
             )
         )
     else:
-        uow.conn.execute(sa.update(lots).where(lots.c.id == lot_id).values(**values))
+        uow.conn.execute(_UPDATE_LOT, {"b_lot": lot_id, **values})
     touch_activity(uow, program, member_id, at)
     uow.record(
         Event(
