@@ -407,7 +407,7 @@ def main() -> None:
             str(r.get("pgbench_tps", "")),
             str(r.get("ratio_to_pgbench", "")),
         )
-    Console().print(table)
+    Console(width=max(Console().width, 140)).print(table)  # readable when piped too
 
 
 if __name__ == "__main__":
