@@ -119,6 +119,44 @@ def test_the_same_key_while_the_first_is_running_is_409(server: Server) -> None:
         assert answer.headers["retry-after"] == "1"
 
 
+def test_an_expired_key_is_a_new_key(server: Server) -> None:
+    env_id, key = _sandbox(server, server.a["sandbox_key"])
+    key_id = "_".join(key.split("_", 3)[:3])
+    long_ago = datetime.now(UTC) - timedelta(hours=73)
+    engine = sa.create_engine(server.database)
+    with engine.begin() as conn:  # answered 73 hours ago, for another body: past its 72 hours
+        conn.execute(
+            sa.insert(idempotency_keys).values(
+                env_id=env_id,
+                api_key_id=key_id,
+                key="old",
+                fingerprint="0" * 64,
+                state="done",
+                locked_until=long_ago,
+                status_code=201,
+                response=b"{}",
+                created_at=long_ago,
+                expires_at=long_ago + timedelta(hours=72),
+            )
+        )
+    with server.client(key) as http:
+        answer = http.post("/v1/members", json={"id": "ann"}, headers={"Idempotency-Key": "old"})
+        assert answer.status_code == 201
+        assert "idempotent-replayed" not in answer.headers
+        assert answer.json()["id"] == "ann"
+        again = http.post("/v1/members", json={"id": "ann"}, headers={"Idempotency-Key": "old"})
+        assert again.status_code == 201
+        assert again.headers["idempotent-replayed"] == "true"
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(idempotency_keys.c.state).where(
+                idempotency_keys.c.env_id == env_id, idempotency_keys.c.key == "old"
+            )
+        ).all()
+    engine.dispose()
+    assert [r.state for r in rows] == ["done"]  # the expired row gave way to the new one
+
+
 def test_fifty_concurrent_requests_with_one_key_make_one_effect(server: Server) -> None:
     _, key = _sandbox(server, server.a["sandbox_key"])
     with server.client(key) as http:

@@ -1,0 +1,43 @@
+"""The program version and the tier in force at an order's time, each found in one query:
+the latest by that time, or (an order dated before the first version, or before the member
+enrolled) the first one."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from punchcard.services import orders
+
+from ..conftest import EXAMPLE_PROGRAM
+from .helpers import START, burritos, new_app
+
+DAY = timedelta(days=1)
+
+
+def test_an_order_takes_the_version_and_tier_in_force_at_its_time(engine: sa.Engine) -> None:
+    app = new_app(engine)  # version 1, live from START
+    app.enroll({"member": "ann"}, START + DAY)
+    # 150 dollars of burritos, posted at once: 1,500 points lift Ann to gold.
+    app.place_order(burritos("big", "ann", qty=15), START + 2 * DAY)
+    app.run_due(START + 2 * DAY)
+    app.publish(EXAMPLE_PROGRAM.read_text(), START + 10 * DAY)  # version 2
+    now = START + 12 * DAY
+    dated = {
+        "before-v1-and-enrolment": START - 3 * DAY,
+        "before-gold": START + 1 * DAY + timedelta(hours=1),
+        "gold-v1": START + 5 * DAY,
+        "gold-v2": START + 11 * DAY,
+    }
+    for order_id, at in dated.items():
+        app.place_order({**burritos(order_id, "ann"), "at": at.isoformat()}, now)
+
+    def seen(order_id: str) -> tuple[int, str]:
+        view = app._read(lambda uow: orders.view(uow, order_id))
+        return view["program_version"], view["tier_at_placement"]
+
+    assert seen("before-v1-and-enrolment") == (1, "member")
+    assert seen("before-gold") == (1, "member")
+    assert seen("gold-v1") == (1, "gold")
+    assert seen("gold-v2") == (2, "gold")
