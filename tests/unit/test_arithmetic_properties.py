@@ -19,6 +19,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from punchcard.engine.documents import load_document
 from punchcard.engine.evaluate import (
     Outcome,
     Standing,
@@ -36,7 +37,7 @@ from punchcard.engine.money import (
     round_ratio,
 )
 from punchcard.engine.orders import Discount, Line, Modifier, Order
-from punchcard.engine.programs import Program, Reward, parse_program
+from punchcard.engine.programs import Program, Reward, parse_program, program_from_data
 
 from ..conftest import EXAMPLE_PROGRAM
 
@@ -589,3 +590,102 @@ def test_double_tuesday_never_applies_outside_its_hours(order: Order, minute: in
     inside = 14 * 60 <= minute < 17 * 60
     if not inside:
         assert outcome.promotions == frozenset()
+
+
+# --------------------------------------------------------------------------- compiled item rules
+
+
+EXAMPLE_SOURCE = load_document(EXAMPLE_PROGRAM.read_text())[0]
+NAMES = ["BURR", "TACO", "GUAC", "CHEESE", "CHIPS", "BEER"]
+GROUPS = ["burrito", "taco", "add_on", "side", "alcohol"]
+
+
+@st.composite
+def item_rules_st(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """1-8 item rules naming overlapping skus and categories, some capped."""
+    rules = []
+    for n in range(draw(st.integers(min_value=1, max_value=8))):
+        skus = draw(st.lists(st.sampled_from(NAMES), max_size=3, unique=True))
+        groups = draw(st.lists(st.sampled_from(GROUPS), min_size=0 if skus else 1, max_size=2))
+        rule: dict[str, Any] = {
+            "id": f"r{n}",
+            "match": {"skus": skus, "categories": sorted(set(groups))},
+            "points_per_unit": draw(st.sampled_from([1, 2, 5, "0.5", "2.5"])),
+        }
+        if draw(st.booleans()):
+            rule["max_units_per_order"] = draw(st.integers(min_value=1, max_value=4))
+        rules.append(rule)
+    return rules
+
+
+def _scanned_item_bonuses(
+    program: Program, order: Order, gone: dict[str, int]
+) -> list[tuple[str, int, int]]:
+    """Each rule against each line and modifier, the slow way: (rule, units counted, points)."""
+    found = []
+    for rule in program.item_bonuses:
+        units = 0
+        for line in order.lines:
+            kept = line.qty - gone.get(line.id, 0)
+            if kept <= 0 or line.gift_card or program.earn.exclude.matches(line.sku, line.category):
+                continue
+            if rule.match.matches(line.sku, line.category):
+                units += kept
+            units += sum(
+                m.qty * kept for m in line.modifiers if rule.match.matches(m.sku, m.category)
+            )
+        if units:
+            counted = min(units, rule.max_units_per_order or units)
+            numerator, denominator = rule.rate
+            found.append((rule.id, counted, round_ratio(numerator * counted, denominator, "floor")))
+    return found
+
+
+@given(rules=item_rules_st(), order=orders_st(), data=st.data())
+def test_compiled_item_rules_count_what_a_scan_of_every_rule_counts(
+    rules: list[dict[str, Any]], order: Order, data: st.DataObject
+) -> None:
+    """The sku/category index gives each rule the units, cap and points (in rule order) that
+    checking every rule against every line and modifier gives; a line naming a rule by both
+    sku and category counts once."""
+    source = EXAMPLE_SOURCE
+    program = program_from_data({**source, "item_bonuses": rules})
+    gone = {
+        line.id: data.draw(st.integers(min_value=0, max_value=line.qty), label=line.id)
+        for line in order.lines
+    }
+    outcome = evaluate(program, order, allocate(program, order), MEMBER, gone)
+    got = [
+        (
+            a.rule.removeprefix("item_bonus:"),
+            int(a.explanation.split(": ")[1].split(" ")[0]),
+            a.points,
+        )
+        for a in outcome.awards
+        if a.rule.startswith("item_bonus:")
+    ]
+    assert got == _scanned_item_bonuses(program, order, gone)
+
+
+def test_a_rule_naming_a_line_by_sku_and_category_counts_it_once() -> None:
+    source = EXAMPLE_SOURCE
+    rule = {
+        "id": "both",
+        "match": {"skus": ["BURR"], "categories": ["burrito"]},
+        "points_per_unit": 3,
+    }
+    program = program_from_data({**source, "item_bonuses": [rule]})
+    order = Order(
+        id="o1",
+        at=datetime(2026, 3, 2, 18, tzinfo=UTC),
+        lines=(
+            Line("l1", "BURR", "burrito", 2, 950, (Modifier("BURR", "burrito", 1, 0),)),
+            Line("l2", "TACO", "burrito", 1, 400),
+        ),
+    )
+    outcome = evaluate(program, order, allocate(program, order), MEMBER)
+    bonus = [a for a in outcome.awards if a.rule == "item_bonus:both"]
+    # l1: 2 units + its modifier 1 x 2 = 4; l2 by category: 1; 5 units x 3 points.
+    assert [(a.points, a.explanation) for a in bonus] == [
+        (15, "Item bonus both: 5 units x 3 = 15.")
+    ]

@@ -235,17 +235,31 @@ def evaluate(
         if points > 0:
             used.add(promo.id)
             awards.append(Award(f"promotion:{promo.id}", points, text))
-    for rule in program.item_bonuses:
-        units = 0
-        for line in order.lines:
-            kept = kept_units[line.id]
-            if kept <= 0 or line.gift_card or exclude.matches(line.sku, line.category):
-                continue
-            if rule.match.matches(line.sku, line.category):
-                units += kept
-            for mod in line.modifiers:
-                if rule.match.matches(mod.sku, mod.category):
-                    units += mod.qty * kept
+    awards.extend(_item_bonuses(program, order, kept_units))
+    visit = _is_visit(program, spend, standing, notes)
+    return Outcome(spend, tuple(awards), visit, day, frozenset(used), tuple(notes))
+
+
+def _item_bonuses(program: Program, order: Order, kept_units: Mapping[str, int]) -> list[Award]:
+    """Each item rule's units (kept line units, and modifier units per kept line), in rule order."""
+    rules = program.item_bonuses
+    if not rules:
+        return []
+    index = program.item_bonus_index
+    exclude = program.earn.exclude
+    per_rule = [0] * len(rules)
+    for line in order.lines:
+        kept = kept_units[line.id]
+        if kept <= 0 or line.gift_card or exclude.matches(line.sku, line.category):
+            continue
+        for position in index.hits(line.sku, line.category):
+            per_rule[position] += kept
+        for mod in line.modifiers:
+            for position in index.hits(mod.sku, mod.category):
+                per_rule[position] += mod.qty * kept
+    awards = []
+    rounding = program.earn.rounding
+    for rule, units in zip(rules, per_rule, strict=True):
         if not units:
             continue
         cap = rule.max_units_per_order
@@ -260,8 +274,7 @@ def evaluate(
                 f"Item bonus {rule.id}: {counted} units{capped} x {rule.points_per_unit} = {points}.",
             )
         )
-    visit = _is_visit(program, spend, standing, notes)
-    return Outcome(spend, tuple(awards), visit, day, frozenset(used), tuple(notes))
+    return awards
 
 
 def _is_visit(program: Program, spend: int, standing: Standing, notes: list[str]) -> bool:

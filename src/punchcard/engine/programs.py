@@ -26,6 +26,7 @@ from pydantic import (
 
 from punchcard.engine.documents import DocumentError, format_path, line_of, load_document
 from punchcard.engine.durations import parse_duration
+from punchcard.engine.matchers import MatchIndex, index_matches
 from punchcard.engine.money import parse_decimal, parse_money, ratio
 
 
@@ -331,6 +332,11 @@ class Program(Strict):
     @cached_property
     def rewards_by_id(self) -> dict[str, Reward]:
         return {reward.id: reward for reward in self.rewards}
+
+    @cached_property
+    def item_bonus_index(self) -> MatchIndex:
+        """The item rules by sku and category, so a line finds its rules without a scan."""
+        return index_matches([rule.match for rule in self.item_bonuses])
 
     @cached_property
     def levels_by_id(self) -> dict[str, Level]:
