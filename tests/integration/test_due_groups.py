@@ -13,21 +13,22 @@ import pytest
 import sqlalchemy as sa
 
 from punchcard.errors import InsufficientPoints
-from punchcard.services import due, orders
+from punchcard.services import due
 from punchcard.services.loyalty import Loyalty
 from punchcard.store.database import open_database
+from punchcard.store.tables import members, outbox
 from punchcard.store.tables import orders as orders_table
-from punchcard.store.uow import UnitOfWork
 
+from ..conftest import EXAMPLE_PROGRAM
 from .helpers import START, burritos, new_app
 
 NOW = START + timedelta(hours=1)
 
 
-def _pending(app: Loyalty, members: list[str], at: datetime, prefix: str) -> None:
-    """One closed, not yet posted order per member, closed in the given order."""
-    for n, member in enumerate(members):
-        app.place_order(burritos(f"{prefix}{n}", member, qty=1 + n % 3), at)
+def _pending(app: Loyalty, names: list[str], at: datetime, prefix: str) -> None:
+    """One closed, not yet posted order per name, a second apart, in the given order."""
+    for n, name in enumerate(names):
+        app.place_order(burritos(f"{prefix}{n}", name, qty=1 + n % 3), at + timedelta(seconds=n))
 
 
 def _post_states(engine: sa.Engine) -> dict[str, str]:
@@ -37,55 +38,90 @@ def _post_states(engine: sa.Engine) -> dict[str, str]:
         )
 
 
-def test_sixty_postings_take_three_transactions_and_post_what_one_by_one_posts(
-    engine: sa.Engine,
-) -> None:
+def test_sixty_postings_due_at_sixty_times_take_three_transactions(engine: sa.Engine) -> None:
     app = new_app(engine)
     names = [f"m{n:02d}" for n in range(30)]
     for name in names:
         app.enroll({"member": name}, START)
-    _pending(app, names + names, START, "o")  # 60 postings, two per member
+    for n, name in enumerate(names + names):  # 60 postings, each due at its own second
+        app.place_order(burritos(f"o{n}", name, qty=1 + n % 3), START + timedelta(seconds=n))
     commits: list[object] = []
 
     def count(conn: object) -> None:
         commits.append(conn)
 
     sa.event.listen(engine, "commit", count)
-    assert app.run_due(START) == 60
+    assert app.run_due(NOW) == 60
     sa.event.remove(engine, "commit", count)
-    # 60 postings in groups of 25: 25 + 25 + 10, one commit each.
+    # Only postings are due: 25 + 25 + 10, one commit each.
     assert due.POST_GROUP == 25
     assert len(commits) == 3
     assert set(_post_states(engine).values()) == {"posted"}
     for n, name in enumerate(names):
-        # qty 1 + n % 3 burritos at 10.00 in each of two orders, 10 points per 1.00.
+        # Orders n and n + 30: qty 1 + n % 3 and 1 + (n + 30) % 3, 10.00 each, 10 points per 1.00.
         assert app.member(name, NOW).posted == 2 * (1 + n % 3) * 100
+    with engine.connect() as conn:
+        posted_at = list(
+            conn.execute(
+                sa.select(outbox.c.created_at).where(outbox.c.type == "points.posted")
+            ).scalars()
+        )
+    # Each order posted at its own due time, not at the group's.
+    assert len(posted_at) == len(set(posted_at)) == 60
 
 
-def test_a_failing_posting_is_retried_alone_after_those_before_it_commit(
+def test_a_posting_that_makes_other_work_due_first_is_done_alone(engine: sa.Engine) -> None:
+    """Ann's posting completes a punch card whose reward lapses a day later; Bob's order is
+    due two days later. The lapse comes between them, so they are not one group."""
+    source = (
+        EXAMPLE_PROGRAM.read_text()
+        .replace("goal: 10", "goal: 1")
+        .replace("valid_days: 30", "valid_days: 1")
+    )
+    app = new_app(engine, program=source)
+    app.enroll({"member": "ann"}, START)
+    app.enroll({"member": "bob"}, START)
+    app.place_order(burritos("o1", "ann"), START)
+    app.place_order(burritos("o2", "bob"), START + timedelta(days=2))
+    # Two postings and ann's lapse (bob's reward lapses a day after his posting, not yet).
+    assert app.run_due(START + timedelta(days=2, hours=12)) == 3
+    with engine.connect() as conn:
+        events = conn.execute(
+            sa.select(outbox.c.type, members.c.external_id, outbox.c.created_at)
+            .join(members, members.c.id == outbox.c.member_id)
+            .where(outbox.c.type.in_(["points.posted", "reward.issued", "reward.expired"]))
+            .order_by(outbox.c.id)
+        ).all()
+    assert [(kind, who) for kind, who, _ in events] == [
+        ("points.posted", "ann"),
+        ("reward.issued", "ann"),
+        ("reward.expired", "ann"),
+        ("points.posted", "bob"),
+        ("reward.issued", "bob"),
+    ]
+    assert [at - events[0][2] for *_, at in events] == [
+        timedelta(0),
+        timedelta(0),
+        timedelta(days=1),
+        timedelta(days=2),
+        timedelta(days=2),
+    ]
+
+
+def test_a_failing_posting_holds_back_only_itself_and_those_after_it(
     engine: sa.Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = new_app(engine)
     names = [f"m{n}" for n in range(6)]
     for name in names:
         app.enroll({"member": name}, START)
-    _pending(app, names, START, "o")
-    with engine.connect() as conn:
-        ids = list(
-            conn.execute(sa.select(orders_table.c.id).order_by(orders_table.c.close_seq)).scalars()
-        )
-    bad = ids[3]
-
-    def work(uow: UnitOfWork, order_pk: int, at: datetime) -> None:
-        orders.post(uow, order_pk, at)
-        if order_pk == bad:
-            raise RuntimeError("this posting cannot be done")
-
-    with caplog.at_level(logging.WARNING, "punchcard.worker"), pytest.raises(RuntimeError):
-        due._do_group(app.uow, work, due._lock_members_of_orders, ids, START)
-    assert "a group of 6 items failed; doing them one by one" in caplog.text
-    # The group rolled back whole, then o0-o2 posted one by one; o3 failed and rolled back,
-    # and o4, o5 wait for the next run, behind it.
+    for n, name in enumerate(names):
+        app.place_order(burritos(f"o{n}", name, qty=1 + n % 3), START + timedelta(seconds=n))
+    with engine.begin() as conn:  # m3's stored punch cards are damaged: its posting fails
+        conn.execute(sa.update(members).where(members.c.external_id == "m3").values(punches=[1]))
+    with caplog.at_level(logging.WARNING, "punchcard.worker"), pytest.raises(TypeError):
+        app.run_due(NOW)
+    assert "a group of 6 postings failed; doing the first alone" in caplog.text
     assert _post_states(engine) == {
         "o0": "posted",
         "o1": "posted",
@@ -94,16 +130,11 @@ def test_a_failing_posting_is_retried_alone_after_those_before_it_commit(
         "o4": "pending",
         "o5": "pending",
     }
-    assert app.run_due(START) == 3
+    with engine.begin() as conn:
+        conn.execute(sa.update(members).where(members.c.external_id == "m3").values(punches={}))
+    assert app.run_due(NOW) == 3
     assert set(_post_states(engine).values()) == {"posted"}
-    assert [app.member(name, NOW).posted for name in names] == [
-        100,
-        200,
-        300,
-        100,
-        200,
-        300,
-    ]
+    assert [app.member(name, NOW).posted for name in names] == [100, 200, 300, 100, 200, 300]
 
 
 @pytest.mark.postgres
@@ -119,8 +150,8 @@ def test_groups_and_transfers_racing_over_the_same_members_never_deadlock(
     for name in names:
         app.enroll({"member": name}, START)
     _pending(app, names, START, "seed")
-    app.run_due(START)  # everyone has points to move
-    _pending(app, list(reversed(names)) * 2, START, "o")
+    assert app.run_due(START + timedelta(minutes=1)) == 40  # everyone has points to move
+    _pending(app, list(reversed(names)) * 2, START + timedelta(minutes=2), "o")
     errors: list[BaseException] = []
     finished = threading.Event()
 

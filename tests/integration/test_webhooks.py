@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +15,8 @@ from punchcard.errors import InvalidInput
 from punchcard.services import webhooks
 from punchcard.services.loyalty import Loyalty
 from punchcard.services.tenants import create_tenant
-from punchcard.store.tables import webhook_deliveries, webhook_endpoints
+from punchcard.store.database import open_database
+from punchcard.store.tables import webhook_deliveries, webhook_endpoints, webhook_messages
 from punchcard.worker.delivery import IN_FLIGHT, RETRY_DELAYS_S, Deliverer
 
 from .helpers import burritos, new_app
@@ -289,3 +291,39 @@ def test_resend_and_recover_send_dead_letters_again(engine: sa.Engine) -> None:
             assert webhooks.resend(conn, app.env_id, message, T0) == 1
         Deliverer(engine, FakeClock(T0), threads=1).run_once()
         assert receiver.ids()[-2:] == [message, message]
+
+
+def test_the_deliverer_makes_messages_of_every_environments_events_once(
+    database_url: str, engine: sa.Engine
+) -> None:
+    """Fan-out is the deliverer's: each round first turns committed events into messages, in
+    every environment, while the due work goes on; deliverers racing make each message once."""
+    with receiving() as receiver:
+        apps = [new_app(engine, start=T0) for _ in range(2)]
+        for app in apps:
+            _endpoint(engine, app, receiver.url)
+            for n in range(30):
+                app.enroll({"member": f"m{n}"}, T0)
+        # Per environment: program.published and 30 x member.enrolled.
+        racers = [open_database(database_url) for _ in range(4)]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            made = list(pool.map(lambda e: webhooks.fan_out_all(e, T0), racers))
+        for racer in racers:
+            racer.dispose()
+        assert sum(made) == 62
+        with engine.connect() as conn:
+            per_env = dict(
+                conn.execute(
+                    sa.select(webhook_messages.c.env_id, sa.func.count()).group_by(
+                        webhook_messages.c.env_id
+                    )
+                ).all()
+            )
+        assert per_env == {apps[0].env_id: 31, apps[1].env_id: 31}
+        apps[0].enroll({"member": "late"}, T0)
+        # The first round makes the late event a message; with one thread, each round sends
+        # to one endpoint: two rounds make 1 message and 63 attempts, all delivered.
+        deliverer = Deliverer(engine, FakeClock(T0), threads=1)
+        assert deliverer.run_once() + deliverer.run_once() == 1 + 63
+        assert len(receiver.ids()) == len(set(receiver.ids())) == 63
+        assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 0

@@ -6,12 +6,16 @@ holds), postings in close order. Each item is done under its member's lock and r
 that it is still due, so running twice changes nothing and a crash between items loses
 nothing.
 
-Postings, the bulk of the work, go up to `POST_GROUP` to a transaction: one commit (and
-one WAL flush) for the group instead of one each. The group's members are locked first,
-in id order, the order every request takes two members' locks in, so a group never
-deadlocks with a request. If a group fails, its postings are redone one per transaction,
-so one bad posting holds back only itself and those after it. Other kinds are rare and go
-one per transaction.
+When only postings are due until some later time (the usual case: orders close all day,
+expiries come rarely), up to `POST_GROUP` of them are done in one transaction, in due time
+and then close order, each at its own due time: one commit (and one WAL flush) for the
+group instead of one each, and one look-up of what is due. The group's members are locked
+first, in id order, the order in which a transfer locks its two members, so a group never
+deadlocks with a request. Before it commits, a group checks that its own postings did not
+make other work due before its last posting (a lot expiring, a reward lapsing); if they
+did, or if the group fails, only its first posting is done, alone, so time order holds
+and a posting that cannot be done holds back only itself and those after it. The other
+kinds go one per transaction.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from punchcard.lifecycle.machines import NEW_WINDOW, REWARD, tier_machine
 from punchcard.services import gift_cards, orders, points
 from punchcard.services.context import member_by_id, record_tier, save_state, state_of, version_at
 from punchcard.services.uow_factory import UowFactory
-from punchcard.store.tables import holds, lots, members, rewards
+from punchcard.store.tables import UtcDateTime, holds, lots, members, rewards
 from punchcard.store.tables import orders as orders_table
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -84,7 +88,11 @@ def run_due(new_uow: UowFactory, now: datetime) -> int:
         if all(t is None for t in times):
             return done
         moment = min(t for t in times if t is not None)
-        for (find, work, lock), due in zip(_KINDS, times, strict=True):
+        others = [t for t in times[:-1] if t is not None]
+        if times[-1] == moment and not (others and min(others) <= moment):
+            done += _post_group(new_uow, now, min(others) if others else None)
+            continue
+        for (find, work), due in zip(_KINDS, times, strict=True):
             # A kind with nothing due at this moment is skipped; if an earlier kind's work makes
             # something of it due now, the next pass (at this same moment) finds it.
             if due is None or due > moment:
@@ -94,38 +102,56 @@ def run_due(new_uow: UowFactory, now: datetime) -> int:
                     ids = find(uow, moment)
                 if not ids:
                     break
-                size = 1 if lock is None else POST_GROUP
-                for start in range(0, len(ids), size):
-                    done += _do_group(new_uow, work, lock, ids[start : start + size], moment)
+                for item in ids:
+                    with new_uow() as uow:
+                        work(uow, item, moment)
+                        uow.commit()
+                    done += 1
                 if len(ids) < BATCH:
                     break  # all of this kind at this moment; more made meanwhile: the next pass
 
 
-Work = Callable[[UnitOfWork, int, datetime], None]
-Lock = Callable[[UnitOfWork, list[int]], None]
+class _Overtaken(Exception):
+    """A group's own postings made other work due before its last posting's time."""
 
 
-def _do_group(
-    new_uow: UowFactory, work: Work, lock: Lock | None, items: list[int], moment: datetime
-) -> int:
-    """Do `items` in one transaction; if that fails, one per transaction (the failing one raises)."""
-    try:
-        with new_uow() as uow:
-            if lock is not None:
-                lock(uow, items)
-            for item in items:
-                work(uow, item, moment)
-            uow.commit()
-        return len(items)
-    except Exception:
-        if len(items) == 1:
-            raise
-        log.warning("a group of %d items failed; doing them one by one", len(items), exc_info=True)
-    for item in items:
-        with new_uow() as uow:
-            work(uow, item, moment)
-            uow.commit()
-    return len(items)
+def _post_group(new_uow: UowFactory, now: datetime, before: datetime | None) -> int:
+    """Post up to POST_GROUP orders due before `before` (other work's next due time), each at
+    its own due time, in one transaction; returns how many were posted.
+
+    Only postings are due until `before`, so doing them in (due time, close) order is time
+    order, unless a posting itself makes other work due before a later posting of the group
+    (a lot expiring, a reward's validity ending). The group checks that before it commits;
+    if so, or if the group fails, only its first posting is done, alone, and the caller
+    looks again. A posting that cannot be done thus holds back only itself and those after it.
+    """
+    with replace(new_uow(), read_only=True) as uow:
+        due = uow.conn.execute(
+            _POSTINGS_DUE if before is None else _POSTINGS_DUE_BEFORE,
+            {"b_env": uow.env_id, "b_now": now, "b_before": before},
+        ).all()
+    if not due:
+        return 0
+    if len(due) > 1:
+        try:
+            with new_uow() as uow:
+                uow.conn.execute(_LOCK_MEMBERS_OF_ORDERS, {"b_orders": [r.id for r in due]}).all()
+                for row in due:
+                    orders.post(uow, row.id, row.due_at)
+                if any(t is not None and t <= due[-1].due_at for t in _due_times(uow, now)[:-1]):
+                    raise _Overtaken
+                uow.commit()
+            return len(due)
+        except _Overtaken:
+            pass
+        except Exception:
+            log.warning(
+                "a group of %d postings failed; doing the first alone", len(due), exc_info=True
+            )
+    with new_uow() as uow:
+        orders.post(uow, due[0].id, due[0].due_at)
+        uow.commit()
+    return 1
 
 
 def _ids(uow: UnitOfWork, query: Any) -> list[int]:
@@ -275,10 +301,19 @@ def _postings_due(uow: UnitOfWork, moment: datetime) -> list[int]:
     )
 
 
-def _lock_members_of_orders(uow: UnitOfWork, order_pks: list[int]) -> None:
-    uow.conn.execute(_LOCK_MEMBERS_OF_ORDERS, {"b_orders": order_pks}).all()
-
-
+_POSTINGS_DUE = (
+    sa.select(orders_table.c.id, orders_table.c.due_at)
+    .where(
+        orders_table.c.env_id == sa.bindparam("b_env"),
+        orders_table.c.post_state == "pending",
+        orders_table.c.due_at <= sa.bindparam("b_now", type_=UtcDateTime),
+    )
+    .order_by(orders_table.c.due_at, orders_table.c.close_seq)
+    .limit(POST_GROUP)
+)
+_POSTINGS_DUE_BEFORE = _POSTINGS_DUE.where(
+    orders_table.c.due_at < sa.bindparam("b_before", type_=UtcDateTime)
+)
 _LOCK_MEMBERS_OF_ORDERS = (
     sa.select(members.c.id)
     .where(
@@ -292,11 +327,13 @@ _LOCK_MEMBERS_OF_ORDERS = (
     .with_for_update()
 )
 
-_KINDS: list[tuple[Callable[[UnitOfWork, datetime], list[int]], Work, Lock | None]] = [
-    (_windows_due, _roll_window, None),
-    (_lots_due, _expire_lots, None),
-    (_inactive_due, _expire_inactive, None),
-    (_rewards_due, _expire_reward, None),
-    (_holds_due, gift_cards.release_expired, None),
-    (_postings_due, orders.post, _lock_members_of_orders),
+_KINDS: list[
+    tuple[Callable[[UnitOfWork, datetime], list[int]], Callable[[UnitOfWork, int, datetime], None]]
+] = [
+    (_windows_due, _roll_window),
+    (_lots_due, _expire_lots),
+    (_inactive_due, _expire_inactive),
+    (_rewards_due, _expire_reward),
+    (_holds_due, gift_cards.release_expired),
+    (_postings_due, orders.post),
 ]

@@ -282,6 +282,30 @@ def fan_out(conn: sa.Connection, env_id: str, now: datetime) -> int:
     return len(rows)
 
 
+_ENVIRONMENTS_TO_FAN_OUT = (
+    sa.select(outbox.c.env_id).where(outbox.c.published_at.is_(None)).distinct()
+)
+
+
+def fan_out_all(engine: sa.Engine, now: datetime) -> int:
+    """Fan out every environment's committed events, a batch per transaction.
+
+    The deliverer does this before each round, beside (not after) the due work that makes
+    the events, so messages go out while postings are still being done; rows taken by a
+    concurrent fan-out are skipped, so each becomes one message."""
+    with engine.connect() as conn:
+        env_ids = list(conn.execute(_ENVIRONMENTS_TO_FAN_OUT).scalars())
+    made = 0
+    for env_id in env_ids:
+        while True:
+            with engine.begin() as conn:
+                count = fan_out(conn, env_id, now)
+            made += count
+            if count < FAN_OUT_BATCH:
+                break
+    return made
+
+
 def resend(conn: sa.Connection, env_id: str, message_id: str, now: datetime) -> int:
     """Send one message again to every endpoint it went to (or was meant for)."""
     found = conn.execute(

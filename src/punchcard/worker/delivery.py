@@ -29,7 +29,7 @@ from standardwebhooks import Webhook
 
 from punchcard.errors import InvalidInput
 from punchcard.services.clock import Clock, SystemClock
-from punchcard.services.webhooks import check_url, signing_secrets
+from punchcard.services.webhooks import check_url, fan_out_all, signing_secrets
 from punchcard.store.tables import (
     environments,
     webhook_attempts,
@@ -149,23 +149,25 @@ class Deliverer:
         self.sending: set[Future[int]] = set()
 
     def run_once(self) -> int:
-        """Claim endpoints with due deliveries and send to them.
+        """Turn committed events into messages, claim endpoints with due deliveries and send.
 
-        With one thread it sends in place and returns the attempts made. With more, each
-        endpoint goes to a free thread and this returns at once: a slow endpoint keeps only
-        its own thread busy while the next rounds serve the others.
+        With one thread it sends in place and returns the messages made plus the attempts
+        made. With more, each endpoint goes to a free thread and this returns at once (the
+        messages made plus the endpoints started): a slow endpoint keeps only its own thread
+        busy while the next rounds serve the others.
         """
+        made = fan_out_all(self.engine, self.clock.now())
         if self.pool is None:
             endpoints = claim_endpoints(self.engine, self.clock.now(), 1, self.lease)
-            return sum(self.send_endpoint(endpoint) for endpoint in endpoints)
+            return made + sum(self.send_endpoint(endpoint) for endpoint in endpoints)
         self.sending = {f for f in self.sending if not f.done()}
         free = self.threads - len(self.sending)
         if free <= 0:
-            return 0
+            return made
         endpoints = claim_endpoints(self.engine, self.clock.now(), free, self.lease)
         for endpoint in endpoints:
             self.sending.add(self.pool.submit(self.send_endpoint, endpoint))
-        return len(endpoints)
+        return made + len(endpoints)
 
     def drain(self) -> None:
         """Wait for the sends under way (for tests and shutdown)."""

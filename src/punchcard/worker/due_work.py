@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from punchcard.services.clock import Clock
 from punchcard.services.due import run_due
 from punchcard.services.inbound import process_due as process_inbound
-from punchcard.services.webhooks import fan_out
 from punchcard.store.database import reading
 from punchcard.store.tables import UtcDateTime, environments, idempotency_keys
 from punchcard.store.uow import UnitOfWork
@@ -101,10 +100,6 @@ def process(engine: sa.Engine, env_id: str, clock: Clock, owner: str) -> int:
     done = 0
     try:
         done = run_due(lambda: UnitOfWork(engine, env_id), now)
-        while True:  # events committed by then become webhook messages, once each
-            with engine.begin() as conn:
-                if not fan_out(conn, env_id, clock.now()):
-                    break
     except Exception:
         log.exception("due work failed in an environment; it will be retried")
         release(engine, env_id, owner, None)
