@@ -38,7 +38,13 @@ def _post_states(engine: sa.Engine) -> dict[str, str]:
         )
 
 
-def test_sixty_postings_due_at_sixty_times_take_three_transactions(engine: sa.Engine) -> None:
+@pytest.mark.parametrize(("budget_s", "transactions"), [(60.0, 3), (0.0, 60)])
+def test_sixty_postings_due_at_sixty_times_take_three_transactions(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, budget_s: float, transactions: int
+) -> None:
+    """25 to a group while a group stays within its time budget: with time to spare, 25 + 25
+    + 10; with none, each group stops after its first posting."""
+    monkeypatch.setattr(due, "GROUP_BUDGET_S", budget_s)
     app = new_app(engine)
     names = [f"m{n:02d}" for n in range(30)]
     for name in names:
@@ -53,9 +59,8 @@ def test_sixty_postings_due_at_sixty_times_take_three_transactions(engine: sa.En
     sa.event.listen(engine, "commit", count)
     assert app.run_due(NOW) == 60
     sa.event.remove(engine, "commit", count)
-    # Only postings are due: 25 + 25 + 10, one commit each.
     assert due.POST_GROUP == 25
-    assert len(commits) == 3
+    assert len(commits) == transactions
     assert set(_post_states(engine).values()) == {"posted"}
     for n, name in enumerate(names):
         # Orders n and n + 30: qty 1 + n % 3 and 1 + (n + 30) % 3, 10.00 each, 10 points per 1.00.
@@ -109,8 +114,9 @@ def test_a_posting_that_makes_other_work_due_first_is_done_alone(engine: sa.Engi
 
 
 def test_a_failing_posting_holds_back_only_itself_and_those_after_it(
-    engine: sa.Engine, caplog: pytest.LogCaptureFixture
+    engine: sa.Engine, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(due, "GROUP_BUDGET_S", 60.0)  # groups as large as the due postings
     app = new_app(engine)
     names = [f"m{n}" for n in range(6)]
     for name in names:
@@ -121,7 +127,11 @@ def test_a_failing_posting_holds_back_only_itself_and_those_after_it(
         conn.execute(sa.update(members).where(members.c.external_id == "m3").values(punches=[1]))
     with caplog.at_level(logging.WARNING, "punchcard.worker"), pytest.raises(TypeError):
         app.run_due(NOW)
-    assert "a group of 6 postings failed; doing the first alone" in caplog.text
+    # Each pass tries the postings left as a group, which fails, and does the first alone:
+    # o0, o1, o2, and then o3, which raises.
+    assert [r.getMessage() for r in caplog.records] == [
+        f"a group of {n} postings failed; doing the first alone" for n in (6, 5, 4, 3)
+    ]
     assert _post_states(engine) == {
         "o0": "posted",
         "o1": "posted",

@@ -9,7 +9,8 @@ nothing.
 When only postings are due until some later time (the usual case: orders close all day,
 expiries come rarely), up to `POST_GROUP` of them are done in one transaction, in due time
 and then close order, each at its own due time: one commit (and one WAL flush) for the
-group instead of one each, and one look-up of what is due. The group's members are locked
+group instead of one each, and one look-up of what is due. A group stops taking postings
+after `GROUP_BUDGET_S`, since requests for its members wait on its locks until it commits. The group's members are locked
 first, in id order, the order in which a transfer locks its two members, so a group never
 deadlocks with a request. Before it commits, a group checks that its own postings did not
 make other work due before its last posting (a lot expiring, a reward lapsing); if they
@@ -21,6 +22,7 @@ kinds go one per transaction.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -39,7 +41,8 @@ from punchcard.store.uow import Event, UnitOfWork
 
 log = logging.getLogger("punchcard.worker")
 BATCH = 200  # items looked up per query
-POST_GROUP = 25  # postings per transaction
+POST_GROUP = 25  # postings per transaction, at most
+GROUP_BUDGET_S = 0.02  # and no more than this long: requests wait on a group's locks
 
 
 def _due_queries(env_id: str, now: datetime) -> list[Any]:
@@ -136,12 +139,16 @@ def _post_group(new_uow: UowFactory, now: datetime, before: datetime | None) -> 
         try:
             with new_uow() as uow:
                 uow.conn.execute(_LOCK_MEMBERS_OF_ORDERS, {"b_orders": [r.id for r in due]}).all()
-                for row in due:
-                    orders.post(uow, row.id, row.due_at)
-                if any(t is not None and t <= due[-1].due_at for t in _due_times(uow, now)[:-1]):
+                ends = time.monotonic() + GROUP_BUDGET_S
+                posted = 0
+                while posted < len(due) and (posted == 0 or time.monotonic() < ends):
+                    orders.post(uow, due[posted].id, due[posted].due_at)
+                    posted += 1
+                last = due[posted - 1].due_at
+                if any(t is not None and t <= last for t in _due_times(uow, now)[:-1]):
                     raise _Overtaken
                 uow.commit()
-            return len(due)
+            return posted
         except _Overtaken:
             pass
         except Exception:
