@@ -225,3 +225,26 @@ def test_a_key_given_twice_is_named(http: httpx.Client) -> None:
     assert (
         _problem(answer, 422, "invalid_input")["detail"] == "body: the key 'amount' is given twice"
     )
+
+
+def test_a_query_parameter_the_endpoint_does_not_take_is_refused_by_name(
+    http: httpx.Client, server: Server
+) -> None:
+    before = _state(http)
+    typo = http.get("/v1/programs/versions", params={"limt": "10"})
+    assert _problem(typo, 422, "invalid_input")["detail"] == (
+        "unknown query parameter 'limt'; this endpoint takes consistency_token, cursor, limit,"
+        " wait_ms"
+    )
+    # A write takes no consistency parameters: they would be silently meaningless there.
+    write = http.post("/v1/members", params={"wait_ms": "5"}, json={"id": "q1"}, headers=_key())
+    assert _problem(write, 422, "invalid_input")["detail"] == (
+        "unknown query parameter 'wait_ms'; this endpoint takes none"
+    )
+    assert _state(http) == before
+    assert http.get("/v1/members/q1").status_code == 404  # the refused write did nothing
+    # What each endpoint declares, and on a read the consistency parameters, are taken.
+    assert http.get("/v1/programs/versions", params={"limit": "1", "wait_ms": "0"}).is_success
+    # Without a key the answer is 401 whatever the query: nothing is told before the key.
+    with httpx.Client(base_url=server.url) as anonymous:
+        assert anonymous.get("/v1/programs/versions", params={"limt": "1"}).status_code == 401

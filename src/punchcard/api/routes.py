@@ -52,7 +52,35 @@ T = TypeVar("T")
 async def call(request: Request) -> Call:
     body = await request.body()
     state = request.app.state
-    return await run_in_threadpool(authenticated, request, state.engine, state.clock, body)
+    found = await run_in_threadpool(authenticated, request, state.engine, state.clock, body)
+    _refuse_unknown_query(request)
+    return found
+
+
+CONSISTENCY_PARAMS = frozenset({"consistency_token", "wait_ms"})  # every read takes them
+_ALLOWED_QUERY: dict[tuple[str, str], frozenset[str]] = {}
+
+
+def _refuse_unknown_query(request: Request) -> None:
+    """A query parameter the route does not take is refused, not ignored: `?limt=10` is a typo
+    to be told about. Checked after the key, so an unauthenticated caller learns nothing."""
+    if not request.query_params:
+        return
+    route = (request.scope["route"].path_format, request.method.lower())
+    allowed = _ALLOWED_QUERY.get(route)
+    if allowed is None:  # what the published OpenAPI document declares (it is built once)
+        operation = request.app.openapi()["paths"][route[0]][route[1]]
+        declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+        allowed = frozenset(declared | (CONSISTENCY_PARAMS if route[1] == "get" else set()))
+        _ALLOWED_QUERY[route] = allowed
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise ApiProblem(
+            422,
+            "invalid_input",
+            f"unknown query parameter {unknown[0]!r}; this endpoint takes "
+            + (", ".join(sorted(allowed)) or "none"),
+        )
 
 
 def _read(c: Call, query: Callable[[UnitOfWork, datetime], T]) -> T:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from punchcard.errors import InvalidInput, NotFound
+from punchcard.store.database import reading
 from punchcard.store.tables import (
     members,
     outbox,
@@ -293,7 +294,7 @@ def fan_out_all(engine: sa.Engine, now: datetime) -> int:
     The deliverer does this before each round, beside (not after) the due work that makes
     the events, so messages go out while postings are still being done; rows taken by a
     concurrent fan-out are skipped, so each becomes one message."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:  # no write lock on SQLite for a look that is mostly empty
         env_ids = list(conn.execute(_ENVIRONMENTS_TO_FAN_OUT).scalars())
     made = 0
     for env_id in env_ids:

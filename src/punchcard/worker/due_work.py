@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from punchcard.services.clock import Clock
+from punchcard.services.clock import Clock, environment_now
 from punchcard.services.due import run_due
 from punchcard.services.inbound import process_due as process_inbound
 from punchcard.store.database import reading
@@ -94,11 +94,10 @@ def release(
 
 def process(engine: sa.Engine, env_id: str, clock: Clock, owner: str) -> int:
     """Do one claimed environment's due work up to its now, then record how far it got."""
-    with reading(engine) as conn:
-        row = conn.execute(sa.select(environments.c.clock).where(environments.c.id == env_id)).one()
-    now = row.clock if row.clock is not None else clock.now()
     done = 0
     try:
+        with reading(engine) as conn:
+            now = environment_now(conn, env_id, clock)
         done = run_due(lambda: UnitOfWork(engine, env_id), now)
     except Exception:
         log.exception("due work failed in an environment; it will be retried")
