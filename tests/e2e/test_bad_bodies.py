@@ -153,6 +153,15 @@ LINE = {"id": "l1", "sku": "BURR", "category": "burrito", "qty": 1, "unit_price"
         ("/v1/gift-cards/g1/redeem", {"amount": 10**30}, "amount"),
         ("/v1/gift-cards/g1/holds", {"amount": "0"}, "amount"),
         ("/v1/gift-cards/g1/holds", {"amount": "1.001"}, "amount"),
+        # JSON true is not 1.00, "2" is not a quantity, "yes" is not a yes: types are strict.
+        ("/v1/gift-cards", {"id": "z", "amount": True}, "amount"),
+        ("/v1/gift-cards/g1/redeem", {"amount": False, "partial": True}, "amount"),
+        ("/v1/gift-cards/g1/redeem", {"amount": "1.00", "partial": "yes"}, "partial"),
+        ("/v1/orders", {"lines": [{**LINE, "qty": "2"}]}, "qty"),
+        ("/v1/orders", {"lines": [{**LINE, "qty": True}]}, "qty"),
+        ("/v1/orders/o1/refunds", {"lines": [{"line": "l1", "qty": 1.0}]}, "qty"),
+        ("/v1/orders", {"lines": [LINE], "at": 1772539200}, "at"),
+        ("/v1/sandboxes", {"name": "s", "start": 212}, "start"),
     ],
 )
 def test_huge_negative_and_zero_amounts_and_quantities_are_422_and_change_nothing(
@@ -248,3 +257,19 @@ def test_a_query_parameter_the_endpoint_does_not_take_is_refused_by_name(
     # Without a key the answer is 401 whatever the query: nothing is told before the key.
     with httpx.Client(base_url=server.url) as anonymous:
         assert anonymous.get("/v1/programs/versions", params={"limt": "1"}).status_code == 401
+
+
+def test_an_id_written_as_a_whole_number_is_its_text_as_the_document_declares(
+    http: httpx.Client, server: Server
+) -> None:
+    made = http.post("/v1/members", json={"id": 1001}, headers=_key())
+    assert made.status_code == 201, made.text
+    assert http.get("/v1/members/1001").json()["id"] == "1001"
+    schema = httpx.get(f"{server.url}/openapi.json").json()["components"]["schemas"]
+    assert schema["EnrollBody"]["properties"]["id"]["anyOf"] == [
+        {"type": "string", "maxLength": 200, "minLength": 1},
+        {"type": "integer"},
+    ]
+    assert _problem(
+        http.post("/v1/members", json={"id": True}, headers=_key()), 422, "invalid_input"
+    )

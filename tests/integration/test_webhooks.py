@@ -235,12 +235,14 @@ def test_a_slow_receiver_slows_only_its_own_endpoint(engine: sa.Engine) -> None:
         _publish(engine, app, T0)
         started = time.monotonic()
         deliverer = Deliverer(engine, FakeClock(T0), threads=4)
+        # The slow receiver answers after 2 s; anything under 1.5 s did not wait for it, with
+        # room for a loaded machine.
         assert deliverer.run_once() == 2  # both endpoints handed to threads; nothing waited for
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 1.5
         while len(fast.received) < IN_FLIGHT + 2 and time.monotonic() - started < 5:
             time.sleep(0.05)
         assert len(fast.received) == IN_FLIGHT + 2
-        assert max(r.at for r in fast.received) - started < 1.0  # not behind the slow one
+        assert max(r.at for r in fast.received) - started < 1.5  # not behind the slow one
         assert len(slow.received) < IN_FLIGHT + 2  # the slow one is still at it
         deliverer.drain()
         assert len(slow.received) == IN_FLIGHT + 2

@@ -14,11 +14,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
     StrictInt,
+    StrictStr,
+    WithJsonSchema,
     field_validator,
 )
 
-Money = str | int | float
+# Strict: JSON `true` is not 1.00, and "5" is not a quantity (lax Pydantic would take both).
+Money = StrictStr | StrictInt | StrictFloat
 
 
 def _name(value: Any) -> Any:
@@ -30,8 +35,25 @@ def _name(value: Any) -> Any:
     return value
 
 
-Name = Annotated[str, BeforeValidator(_name), Field(min_length=1, max_length=200)]
-When = AwareDatetime
+# Declared as text or a whole number, as it is read: a client that sends 1001 is not wrong.
+Name = Annotated[
+    str,
+    BeforeValidator(_name),
+    Field(min_length=1, max_length=200),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 200}, {"type": "integer"}]}
+    ),
+]
+
+
+def _time_text(value: Any) -> Any:
+    # Lax Pydantic would read 212 as 212 s after 1970: a time must be written out, with its offset.
+    if not isinstance(value, str):
+        raise ValueError("a date-time is text with an offset, like 2026-03-03T12:00:00Z")
+    return value
+
+
+When = Annotated[AwareDatetime, BeforeValidator(_time_text)]
 
 
 def _has_nul(value: Any) -> bool:
@@ -64,7 +86,7 @@ class EnrollBody(Body):
 class ModifierBody(Body):
     sku: Name
     category: Name
-    qty: int = 1
+    qty: StrictInt = 1
     unit_price: Money
 
 
@@ -72,7 +94,7 @@ class LineBody(Body):
     id: Name
     sku: Name
     category: Name
-    qty: int
+    qty: StrictInt
     unit_price: Money
     modifiers: list[ModifierBody] = []
     kind: Literal["item", "gift_card"] = "item"
@@ -110,12 +132,12 @@ class OrderBody(OrderParts):
 class RefundLine(Body):
     line: Name
     # Bounded here so a malformed quantity is answered before the order's state is (precedence).
-    qty: int = Field(gt=0, le=1_000_000)
+    qty: StrictInt = Field(gt=0, le=1_000_000)
 
 
 class RefundBody(Body):
     lines: list[RefundLine] | None = None
-    all: bool = False
+    all: StrictBool = False
 
 
 class RedeemBody(Body):
@@ -130,7 +152,7 @@ class GiftCardBody(Body):
 
 class AmountBody(Body):
     amount: Money
-    partial: bool = False
+    partial: StrictBool = False
 
 
 class HoldBody(AmountBody):
@@ -159,7 +181,7 @@ class InquiryBody(Body):
 class ProgramBody(Body):
     source: str = Field(description="The program document, YAML or JSON text")
     live_from: When | None = Field(None, description="Default: now. Null with activate=false")
-    activate: bool = True
+    activate: StrictBool = True
 
 
 class ActivateBody(Body):
@@ -169,7 +191,9 @@ class ActivateBody(Body):
 class SandboxBody(Body):
     name: str = Field(min_length=1, max_length=200)
     start: When
-    copy_programs: bool = Field(True, description="Start with this environment's program versions")
+    copy_programs: StrictBool = Field(
+        True, description="Start with this environment's program versions"
+    )
 
 
 class ClockBody(Body):
@@ -185,7 +209,7 @@ class EndpointBody(Body):
 class EndpointPatch(Body):
     url: str | None = None
     event_types: list[str] | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class RecoverBody(Body):
