@@ -180,11 +180,13 @@ def evaluate(
     notes = list(allocation.explanations)
     spend = 0
     kept_units: dict[str, int] = {}
+    earning: list[tuple[Line, int]] = []  # lines that can earn, with their units kept
     for line in order.lines:
         gone = refunded.get(line.id, 0)
         kept_units[line.id] = line.qty - gone
         if line.gift_card or exclude.matches(line.sku, line.category):
             continue
+        earning.append((line, line.qty - gone))
         spend += line_remaining(line, allocation.line_discounts.get(line.id, 0), gone)
     fully_refunded = bool(order.lines) and all(v == 0 for v in kept_units.values())
     day = local.date()
@@ -235,22 +237,20 @@ def evaluate(
         if points > 0:
             used.add(promo.id)
             awards.append(Award(f"promotion:{promo.id}", points, text))
-    awards.extend(_item_bonuses(program, order, kept_units))
+    awards.extend(_item_bonuses(program, earning))
     visit = _is_visit(program, spend, standing, notes)
     return Outcome(spend, tuple(awards), visit, day, frozenset(used), tuple(notes))
 
 
-def _item_bonuses(program: Program, order: Order, kept_units: Mapping[str, int]) -> list[Award]:
+def _item_bonuses(program: Program, earning: Sequence[tuple[Line, int]]) -> list[Award]:
     """Each item rule's units (kept line units, and modifier units per kept line), in rule order."""
     rules = program.item_bonuses
     if not rules:
         return []
     index = program.item_bonus_index
-    exclude = program.earn.exclude
     per_rule = [0] * len(rules)
-    for line in order.lines:
-        kept = kept_units[line.id]
-        if kept <= 0 or line.gift_card or exclude.matches(line.sku, line.category):
+    for line, kept in earning:
+        if kept <= 0:
             continue
         for position in index.hits(line.sku, line.category):
             per_rule[position] += kept

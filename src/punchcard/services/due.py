@@ -10,13 +10,13 @@ When only postings are due until some later time (the usual case: orders close a
 expiries come rarely), up to `POST_GROUP` of them are done in one transaction, in due time
 and then close order, each at its own due time: one commit (and one WAL flush) for the
 group instead of one each, and one look-up of what is due. A group stops taking postings
-after `GROUP_BUDGET_S`, since requests for its members wait on its locks until it commits. The group's members are locked
-first, in id order, the order in which a transfer locks its two members, so a group never
-deadlocks with a request. Before it commits, a group checks that its own postings did not
-make other work due before its last posting (a lot expiring, a reward lapsing); if they
-did, or if the group fails, only its first posting is done, alone, so time order holds
-and a posting that cannot be done holds back only itself and those after it. The other
-kinds go one per transaction.
+after `GROUP_BUDGET_S`, since requests for its members wait on its locks until it commits.
+The group's members are locked first, in id order, the order in which a transfer locks its
+two members, so a group never deadlocks with a request. Before it commits, a group checks
+that its own postings did not make other work due before its last posting (a lot expiring,
+a reward lapsing); if they did, or if the group fails, only its first posting is done,
+alone, so time order holds and a posting that cannot be done holds back only itself and
+those after it. The other kinds go one per transaction.
 """
 
 from __future__ import annotations
@@ -296,16 +296,9 @@ def _holds_due(uow: UnitOfWork, moment: datetime) -> list[int]:
 
 
 def _postings_due(uow: UnitOfWork, moment: datetime) -> list[int]:
-    return _ids(
-        uow,
-        sa.select(orders_table.c.id)
-        .where(
-            orders_table.c.env_id == uow.env_id,
-            orders_table.c.post_state == "pending",
-            orders_table.c.due_at <= moment,
-        )
-        .order_by(orders_table.c.close_seq),
-    )
+    # Everything due by `moment` is due at it (it is the earliest), so this is close order.
+    rows = uow.conn.execute(_POSTINGS_DUE.limit(BATCH), {"b_env": uow.env_id, "b_now": moment})
+    return [int(row.id) for row in rows]
 
 
 _POSTINGS_DUE = (
