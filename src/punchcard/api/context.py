@@ -38,7 +38,7 @@ from punchcard.errors import PunchcardError
 from punchcard.services.clock import Clock
 from punchcard.services.due import next_due
 from punchcard.services.tenants import Principal, authenticate
-from punchcard.store.database import insert_new, reading
+from punchcard.store.database import insert_new, single_statement
 from punchcard.store.errors import translate
 from punchcard.store.tables import idempotency_keys
 from punchcard.store.uow import UnitOfWork
@@ -88,7 +88,7 @@ def authenticated(request: Request, engine: sa.Engine, clock: Clock, body: bytes
             "send Authorization: Bearer <api key>",
             {"WWW-Authenticate": "Bearer"},
         )
-    with reading(engine) as conn:
+    with single_statement(engine) as conn:
         principal = authenticate(conn, key.strip())
     if principal is None:
         raise ApiProblem(
@@ -176,8 +176,8 @@ async def wait_consistent(call: Call) -> bool:
     deadline = time.monotonic() + wait_ms / 1000
     while True:
         # Exact, not a watermark: nothing due at or before the write's moment is still undone.
-        with call.uow(read_only=True) as uow:
-            if next_due(uow, wanted) is None:
+        with single_statement(call.engine) as conn:
+            if next_due(conn, call.env_id, wanted) is None:
                 return True
         if time.monotonic() >= deadline:
             return False
@@ -200,6 +200,16 @@ def _replay(call: Call, row: Any) -> Response:
     )
 
 
+_CLAIMS: dict[str, Any] = {}  # built once per dialect: every write runs one
+
+
+def _claim_statement(conn: sa.Connection) -> Any:
+    name = conn.dialect.name
+    if name not in _CLAIMS:
+        _CLAIMS[name] = insert_new(conn, idempotency_keys).returning(idempotency_keys.c.id)
+    return _CLAIMS[name]
+
+
 def _claim(call: Call, key: str, fingerprint: str) -> Response | int:
     """Claim the key (returns its row id), or answer now: replay, 409 or 422."""
     now = call.clock.now()
@@ -208,22 +218,23 @@ def _claim(call: Call, key: str, fingerprint: str) -> Response | int:
         idempotency_keys.c.api_key_id == call.principal.key_id,
         idempotency_keys.c.key == key,
     )
+    new_key = {
+        "env_id": call.env_id,
+        "api_key_id": call.principal.key_id,
+        "key": key,
+        "fingerprint": fingerprint,
+        "state": "in_flight",
+        "locked_until": now + IN_FLIGHT_LEASE,
+        "created_at": now,
+        "expires_at": now + IDEMPOTENCY_TTL,
+    }
+    with single_statement(call.engine, write=True) as conn:  # a new key: the usual case
+        claimed = conn.execute(_claim_statement(conn), new_key).scalar()
+    if claimed is not None:
+        return int(claimed)
     for _ in range(3):
         with call.engine.begin() as conn:
-            claimed = conn.execute(
-                insert_new(conn, idempotency_keys)
-                .values(
-                    env_id=call.env_id,
-                    api_key_id=call.principal.key_id,
-                    key=key,
-                    fingerprint=fingerprint,
-                    state="in_flight",
-                    locked_until=now + IN_FLIGHT_LEASE,
-                    created_at=now,
-                    expires_at=now + IDEMPOTENCY_TTL,
-                )
-                .returning(idempotency_keys.c.id)
-            ).scalar()
+            claimed = conn.execute(_claim_statement(conn), new_key).scalar()
             if claimed is not None:
                 return int(claimed)
             row = conn.execute(sa.select(idempotency_keys).where(*scope).with_for_update()).first()

@@ -6,7 +6,9 @@ equals their sum; `punchcard.ledger.audit` recomputes it to prove so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -25,7 +27,7 @@ _MOVE_BALANCE = (
     sa.update(ledger_accounts)
     .where(*_ACCOUNT)
     .values(balance=ledger_accounts.c.balance + sa.bindparam("b_amount"))
-    .returning(ledger_accounts.c.id)
+    .returning(ledger_accounts.c.id, ledger_accounts.c.balance)
 )
 _INSERT_TRANSACTION = sa.insert(ledger_transactions).returning(ledger_transactions.c.id)
 _INSERT_POSTINGS = sa.insert(ledger_postings)
@@ -46,34 +48,85 @@ def snapshot(conn: sa.Connection) -> None:
         conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
 
-def write(conn: sa.Connection, env_id: str, entry: Entry, at: datetime) -> int:
-    """Append one balanced transaction and move the cached balances with it."""
-    txn_id = conn.execute(
-        _INSERT_TRANSACTION,
-        {
-            "env_id": env_id,
-            "asset": entry.asset,
-            "kind": entry.kind,
-            "reference": entry.reference,
-            "at": at,
-        },
-    ).scalar_one()
-    rows = []
-    for name, amount in entry.postings:
-        acct = _move_balance(conn, env_id, entry.asset, name, amount)
+def write(conn: sa.Connection, env_id: str, entry: Entry, at: datetime) -> dict[str, int]:
+    """Append one balanced transaction and move the cached balances with it; returns each
+    account's balance after the move."""
+    params = {
+        "env_id": env_id,
+        "asset": entry.asset,
+        "kind": entry.kind,
+        "reference": entry.reference,
+        "at": at,
+    }
+    if conn.dialect.name == "postgresql":
+        return _write_at_once(conn, entry, params)
+    txn_id = conn.execute(_INSERT_TRANSACTION, params).scalar_one()
+    return _write_legs(conn, env_id, entry.asset, txn_id, entry.postings)
+
+
+def _write_legs(
+    conn: sa.Connection, env_id: str, asset: str, txn_id: int, legs: Sequence[tuple[str, int]]
+) -> dict[str, int]:
+    rows, balances = [], {}
+    for name, amount in legs:
+        acct, balances[name] = _move_balance(conn, env_id, asset, name, amount)
         rows.append({"transaction_id": txn_id, "account_id": acct, "amount": amount})
     conn.execute(_INSERT_POSTINGS, rows)
-    return int(txn_id)
+    return balances
 
 
-def _move_balance(conn: sa.Connection, env_id: str, asset: str, name: str, amount: int) -> int:
-    """Add `amount` to an account's cached balance and return its id: one round trip once the
-    account exists, which is every time but the first."""
+# PostgreSQL writes a whole transaction in one round trip: the transaction row, every
+# existing account's balance, and their postings (in the legs' order). An account used for
+# the first time is made, moved and posted afterwards, in the same database transaction.
+_WRITE_AT_ONCE = sa.text(
+    """
+    WITH legs AS (
+        SELECT * FROM unnest(CAST(:names AS text[]), CAST(:amounts AS bigint[]))
+            WITH ORDINALITY AS leg(name, amount, n)
+    ), moved AS (
+        UPDATE ledger_accounts AS a SET balance = a.balance + legs.amount
+        FROM legs
+        WHERE a.env_id = :env_id AND a.asset = :asset AND a.name = legs.name
+        RETURNING a.id, a.name, a.balance, legs.amount, legs.n
+    ), txn AS (
+        INSERT INTO ledger_transactions (env_id, asset, kind, reference, at)
+        VALUES (:env_id, :asset, :kind, :reference, :at)
+        RETURNING id
+    ), posted AS (
+        INSERT INTO ledger_postings (transaction_id, account_id, amount)
+        SELECT txn.id, moved.id, moved.amount FROM txn, moved ORDER BY moved.n
+    )
+    SELECT txn.id AS txn_id, moved.name, moved.balance FROM txn LEFT JOIN moved ON true
+    """
+).bindparams(sa.bindparam("at", type_=ledger_transactions.c.at.type))
+
+
+def _write_at_once(conn: sa.Connection, entry: Entry, params: dict[str, Any]) -> dict[str, int]:
+    names = [name for name, _ in entry.postings]
+    if len(set(names)) != len(names):  # an account twice: one UPDATE would move it once
+        txn_id = conn.execute(_INSERT_TRANSACTION, params).scalar_one()
+        return _write_legs(conn, params["env_id"], entry.asset, txn_id, entry.postings)
+    rows = conn.execute(
+        _WRITE_AT_ONCE,
+        {**params, "names": names, "amounts": [amount for _, amount in entry.postings]},
+    ).all()
+    balances = {row.name: int(row.balance) for row in rows if row.name is not None}
+    missing = [(name, amount) for name, amount in entry.postings if name not in balances]
+    if missing:
+        balances |= _write_legs(conn, params["env_id"], entry.asset, rows[0].txn_id, missing)
+    return balances
+
+
+def _move_balance(
+    conn: sa.Connection, env_id: str, asset: str, name: str, amount: int
+) -> tuple[int, int]:
+    """Add `amount` to an account's cached balance; returns its id and new balance: one round
+    trip once the account exists, which is every time but the first."""
     moved = conn.execute(
         _MOVE_BALANCE, {"b_env": env_id, "b_asset": asset, "b_name": name, "b_amount": amount}
-    ).scalar()
+    ).first()
     if moved is not None:
-        return int(moved)
+        return int(moved.id), int(moved.balance)
     conn.execute(  # made on first use (or by a concurrent writer just now)
         insert_new(conn, ledger_accounts).values(env_id=env_id, asset=asset, name=name, balance=0)
     )

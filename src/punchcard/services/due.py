@@ -35,6 +35,7 @@ from punchcard.lifecycle.machines import NEW_WINDOW, REWARD, tier_machine
 from punchcard.services import gift_cards, orders, points
 from punchcard.services.context import member_by_id, record_tier, save_state, state_of, version_at
 from punchcard.services.uow_factory import UowFactory
+from punchcard.store.database import single_statement
 from punchcard.store.tables import UtcDateTime, holds, lots, members, rewards
 from punchcard.store.tables import orders as orders_table
 from punchcard.store.uow import Event, UnitOfWork
@@ -70,24 +71,25 @@ def _due_queries(env_id: str, now: datetime) -> list[Any]:
     ]
 
 
-def _due_times(uow: UnitOfWork, now: datetime) -> list[datetime | None]:
+def _due_times(conn: sa.Connection, env_id: str, now: datetime) -> list[datetime | None]:
     """The earliest due time of each kind (None: nothing due by `now`), in one round trip."""
-    queries = _due_queries(uow.env_id, now)
-    return list(uow.conn.execute(sa.select(*(q.scalar_subquery() for q in queries))).one())
+    queries = _due_queries(env_id, now)
+    return list(conn.execute(sa.select(*(q.scalar_subquery() for q in queries))).one())
 
 
-def next_due(uow: UnitOfWork, now: datetime) -> datetime | None:
+def next_due(conn: sa.Connection, env_id: str, now: datetime) -> datetime | None:
     """The earliest moment at or before `now` at which anything is due."""
-    times = [t for t in _due_times(uow, now) if t is not None]
+    times = [t for t in _due_times(conn, env_id, now) if t is not None]
     return min(times) if times else None
 
 
 def run_due(new_uow: UowFactory, now: datetime) -> int:
     """Do all work due at or before `now`, in time order; returns how many items were done."""
     done = 0
+    first = new_uow()
     while True:
-        with replace(new_uow(), read_only=True) as uow:
-            times = _due_times(uow, now)
+        with single_statement(first.engine) as conn:
+            times = _due_times(conn, first.env_id, now)
         if all(t is None for t in times):
             return done
         moment = min(t for t in times if t is not None)
@@ -128,10 +130,11 @@ def _post_group(new_uow: UowFactory, now: datetime, before: datetime | None) -> 
     if so, or if the group fails, only its first posting is done, alone, and the caller
     looks again. A posting that cannot be done thus holds back only itself and those after it.
     """
-    with replace(new_uow(), read_only=True) as uow:
-        due = uow.conn.execute(
+    first = new_uow()
+    with single_statement(first.engine) as conn:
+        due = conn.execute(
             _POSTINGS_DUE if before is None else _POSTINGS_DUE_BEFORE,
-            {"b_env": uow.env_id, "b_now": now, "b_before": before},
+            {"b_env": first.env_id, "b_now": now, "b_before": before},
         ).all()
     if not due:
         return 0
@@ -145,7 +148,9 @@ def _post_group(new_uow: UowFactory, now: datetime, before: datetime | None) -> 
                     orders.post(uow, due[posted].id, due[posted].due_at)
                     posted += 1
                 last = due[posted - 1].due_at
-                if any(t is not None and t <= last for t in _due_times(uow, now)[:-1]):
+                if any(
+                    t is not None and t <= last for t in _due_times(uow.conn, uow.env_id, now)[:-1]
+                ):
                     raise _Overtaken
                 uow.commit()
             return posted

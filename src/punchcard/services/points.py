@@ -57,9 +57,7 @@ def earn(
     lot_id: int | None = None,
 ) -> None:
     """Post `points` (> 0): they pay any debt first, the rest forms a lot."""
-    balance = posted_balance(uow, program, member_id)
-    split = split_earning(balance, points)
-    ledger.write(
+    balances = ledger.write(
         uow.conn,
         uow.env_id,
         transfer(
@@ -72,6 +70,7 @@ def earn(
         ),
         at,
     )
+    split = split_earning(balances[account(member_id)] - points, points)
     values = {
         "state": "posted" if split.lot else "spent",
         "amount": points,

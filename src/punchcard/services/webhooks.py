@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from punchcard.errors import InvalidInput, NotFound
-from punchcard.store.database import reading
+from punchcard.store.database import single_statement
 from punchcard.store.tables import (
     members,
     outbox,
@@ -294,7 +294,7 @@ def fan_out_all(engine: sa.Engine, now: datetime) -> int:
     The deliverer does this before each round, beside (not after) the due work that makes
     the events, so messages go out while postings are still being done; rows taken by a
     concurrent fan-out are skipped, so each becomes one message."""
-    with reading(engine) as conn:  # no write lock on SQLite for a look that is mostly empty
+    with single_statement(engine) as conn:  # on SQLite no write lock, for a look mostly empty
         env_ids = list(conn.execute(_ENVIRONMENTS_TO_FAN_OUT).scalars())
     made = 0
     for env_id in env_ids:

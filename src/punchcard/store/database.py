@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import select
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +46,17 @@ def create_engine(url: str) -> sa.Engine:
 
         return engine
     # hide_parameters: a logged database error never carries an email, a phone or a hash.
-    return sa.create_engine(
-        url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
-    )
+    engine = sa.create_engine(url, pool_size=10, max_overflow=20, hide_parameters=True)
+    sa.event.listen(engine, "checkout", _refuse_if_closed)
+    return engine
+
+
+def _refuse_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Hand out only a live connection, without a round trip (`pool_pre_ping` costs one per
+    checkout). An idle connection has nothing to read unless the server has closed it (a
+    restart, `pg_terminate_backend`): then the pool drops it and checks out another."""
+    if dbapi_connection.closed or select.select([dbapi_connection.fileno()], [], [], 0)[0]:
+        raise sa.exc.DisconnectionError("the server closed this pooled connection")
 
 
 def migrate(engine: sa.Engine) -> None:
@@ -73,3 +84,20 @@ def insert_new(conn: sa.Connection, table: sa.Table) -> Any:
 def reading(engine: sa.Engine) -> sa.Connection:
     """A connection for reads only: on SQLite it takes no write lock."""
     return engine.connect().execution_options(**{READ_ONLY: True})
+
+
+@contextmanager
+def single_statement(engine: sa.Engine, *, write: bool = False) -> Iterator[sa.Connection]:
+    """A connection for one statement that is atomic by itself: a read, or a write such as
+    `INSERT ... ON CONFLICT`. PostgreSQL runs it in autocommit, with no BEGIN before it and
+    no COMMIT or ROLLBACK after: two round trips fewer than a transaction of one statement.
+    SQLite runs it as a read (no write lock) or a write (its own committed transaction)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+    elif write:
+        with engine.begin() as conn:
+            yield conn
+    else:
+        with reading(engine) as conn:
+            yield conn

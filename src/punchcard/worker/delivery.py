@@ -30,7 +30,7 @@ from standardwebhooks import Webhook
 from punchcard.errors import InvalidInput
 from punchcard.services.clock import Clock, SystemClock
 from punchcard.services.webhooks import check_url, fan_out_all, signing_secrets
-from punchcard.store.database import reading
+from punchcard.store.database import single_statement
 from punchcard.store.tables import (
     environments,
     webhook_attempts,
@@ -215,7 +215,7 @@ class Deliverer:
         allow_private = self.allow_private or not self._live(endpoint.env_id)
         while time.monotonic() - began < self.lease.total_seconds() / 2:
             now = self.clock.now()
-            with reading(self.engine) as conn:
+            with single_statement(self.engine) as conn:
                 due = conn.execute(
                     sa.select(webhook_deliveries, webhook_messages.c.body)
                     .join(
@@ -253,7 +253,7 @@ class Deliverer:
         return tries
 
     def _live(self, env_id: str) -> bool:
-        with reading(self.engine) as conn:
+        with single_statement(self.engine) as conn:
             kind = conn.execute(
                 sa.select(environments.c.kind).where(environments.c.id == env_id)
             ).scalar()

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from punchcard.services.clock import Clock, environment_now
 from punchcard.services.due import run_due
 from punchcard.services.inbound import process_due as process_inbound
-from punchcard.store.database import reading
+from punchcard.store.database import single_statement
 from punchcard.store.tables import UtcDateTime, environments, idempotency_keys
 from punchcard.store.uow import UnitOfWork
 
@@ -96,7 +96,7 @@ def process(engine: sa.Engine, env_id: str, clock: Clock, owner: str) -> int:
     """Do one claimed environment's due work up to its now, then record how far it got."""
     done = 0
     try:
-        with reading(engine) as conn:
+        with single_statement(engine) as conn:
             now = environment_now(conn, env_id, clock)
         done = run_due(lambda: UnitOfWork(engine, env_id), now)
     except Exception:
