@@ -8,16 +8,19 @@ import logging
 import random
 import threading
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 
 from punchcard.errors import InsufficientPoints
-from punchcard.services import due
+from punchcard.ledger.lots import add_months
+from punchcard.services import due, programs
 from punchcard.services.loyalty import Loyalty
 from punchcard.store.database import open_database
-from punchcard.store.tables import members, outbox
+from punchcard.store.tables import lots, members, outbox
 from punchcard.store.tables import orders as orders_table
+from punchcard.store.uow import UnitOfWork
 
 from ..conftest import EXAMPLE_PROGRAM
 from .helpers import START, burritos, new_app
@@ -73,6 +76,19 @@ def test_sixty_postings_due_at_sixty_times_take_three_transactions(
         )
     # Each order posted at its own due time, not at the group's.
     assert len(posted_at) == len(set(posted_at)) == 60
+    with engine.connect() as conn:
+        numbered = conn.execute(
+            sa.select(outbox.c.member_id, outbox.c.member_seq)
+            .where(outbox.c.member_id.is_not(None))
+            .order_by(outbox.c.id)
+        ).all()
+        last_seq = dict(conn.execute(sa.select(members.c.id, members.c.event_seq)).all())
+    seqs: dict[int, list[int]] = {}
+    for member_id, seq in numbered:
+        seqs.setdefault(member_id, []).append(seq)
+    assert len(seqs) == 30
+    for member_id, got in seqs.items():  # each member's events numbered 1, 2, ... in order
+        assert got == list(range(1, len(got) + 1)) and last_seq[member_id] == len(got)
 
 
 def test_a_posting_that_makes_other_work_due_first_is_done_alone(engine: sa.Engine) -> None:
@@ -197,3 +213,49 @@ def test_groups_and_transfers_racing_over_the_same_members_never_deadlock(
     seeds = sum((1 + n % 3) * 100 for n in range(40))
     assert total == seeds + sum((1 + n % 3) * 100 for n in range(80)) == 23_800
     engine.dispose()
+
+
+def test_a_group_that_spans_a_new_version_posts_each_order_under_its_own(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group remembers the version live at its postings' times only until the next one goes
+    live: ten postings a second apart, version 2 (points expire after 6 months instead of 12)
+    live from the sixth."""
+    monkeypatch.setattr(due, "GROUP_BUDGET_S", 60.0)
+    app = new_app(engine)
+    switch = START + timedelta(seconds=5)
+    source = EXAMPLE_PROGRAM.read_text()
+    assert source.count("months_after_earn: 12") == 1
+    with UnitOfWork(engine, app.env_id) as uow:
+        programs.publish(
+            uow,
+            source.replace("months_after_earn: 12", "months_after_earn: 6"),
+            START,
+            live_from=switch,
+        )
+        uow.commit()
+    names = [f"m{n}" for n in range(10)]
+    for name in names:
+        app.enroll({"member": name}, START)
+    _pending(app, names, START, "o")
+    commits: list[object] = []
+
+    def count(conn: object) -> None:
+        commits.append(conn)
+
+    sa.event.listen(engine, "commit", count)
+    assert app.run_due(NOW) == 10
+    sa.event.remove(engine, "commit", count)
+    assert len(commits) == 1  # one group
+    with engine.connect() as conn:
+        expiry = dict(
+            conn.execute(
+                sa.select(orders_table.c.external_id, lots.c.expires_at).join(
+                    lots, lots.c.order_id == orders_table.c.id
+                )
+            ).all()
+        )
+    for n in range(10):
+        posted = START + timedelta(seconds=n)
+        months = 12 if posted < switch else 6
+        assert expiry[f"o{n}"] == add_months(posted, months, ZoneInfo("America/Chicago")), n

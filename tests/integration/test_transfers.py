@@ -430,3 +430,49 @@ def test_balances_of_members_and_cards_read_together(engine: sa.Engine) -> None:
         gift_cards.names([str(i) for i in range(101)], "gift_card")
     with pytest.raises(InvalidInput, match="one or more ids"):
         gift_cards.names([], "member")
+
+
+def test_the_ledger_writes_new_and_existing_accounts_and_one_named_twice(
+    engine: sa.Engine,
+) -> None:
+    """A ledger transaction moves existing accounts, makes new ones on first use, and takes an
+    account named in two legs as two postings; each balance returned is the balance after."""
+    from punchcard.ledger import store as ledger
+    from punchcard.ledger.entries import Entry
+
+    app = new_app(engine)
+    with engine.begin() as conn:
+        first = ledger.write(conn, app.env_id, Entry("points:x", "t", (("a", -5), ("b", 5))), START)
+        mixed = ledger.write(
+            conn, app.env_id, Entry("points:x", "t", (("b", -3), ("c", 2), ("a", 1))), START
+        )
+        twice = ledger.write(
+            conn, app.env_id, Entry("points:x", "t", (("c", -2), ("c", 7), ("a", -5))), START
+        )
+    assert first == {"a": -5, "b": 5}
+    assert mixed == {"b": 2, "c": 2, "a": -4}
+    assert twice["a"] == -9 and twice["c"] == 7
+    with engine.connect() as conn:
+        balances = dict(
+            conn.execute(
+                sa.select(ledger_accounts.c.name, ledger_accounts.c.balance).where(
+                    ledger_accounts.c.asset == "points:x"
+                )
+            ).all()
+        )
+        legs = conn.execute(
+            sa.select(
+                ledger_postings.c.transaction_id, ledger_accounts.c.name, ledger_postings.c.amount
+            )
+            .join(ledger_accounts, ledger_accounts.c.id == ledger_postings.c.account_id)
+            .where(ledger_accounts.c.asset == "points:x")
+        ).all()
+    assert balances == {"a": -9, "b": 2, "c": 7}
+    by_transaction: dict[int, list[tuple[str, int]]] = {}
+    for txn, name, amount in legs:
+        by_transaction.setdefault(txn, []).append((name, amount))
+    assert sorted(sorted(t) for t in by_transaction.values()) == [
+        [("a", -5), ("b", 5)],
+        [("a", -5), ("c", -2), ("c", 7)],
+        [("a", 1), ("b", -3), ("c", 2)],
+    ]

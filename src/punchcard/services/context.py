@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -32,8 +33,22 @@ def _parsed(source: str) -> Program:
 # Hot-path statements are built once (SQLAlchemy then reuses their compiled form cheaply).
 _LIVE_FROM = program_versions.c.live_from
 _LIVE_BY = program_versions.c.live_from <= sa.bindparam("b_at", type_=_LIVE_FROM.type)
+_NEXT_LIVE_FROM = (
+    sa.select(sa.func.min(_LIVE_FROM))
+    .where(
+        program_versions.c.env_id == sa.bindparam("b_env"),
+        sa.bindparam("b_at", type_=_LIVE_FROM.type) < _LIVE_FROM,
+    )
+    .scalar_subquery()
+)
 _VERSION_AT = (
-    sa.select(program_versions.c.id, program_versions.c.version, program_versions.c.source)
+    sa.select(
+        program_versions.c.id,
+        program_versions.c.version,
+        program_versions.c.source,
+        _LIVE_FROM,
+        _NEXT_LIVE_FROM.label("next_live_from"),
+    )
     .where(program_versions.c.env_id == sa.bindparam("b_env"), _LIVE_FROM.is_not(None))
     # One round trip: the latest live by `at`, else (an order from before) the earliest.
     .order_by(
@@ -69,12 +84,20 @@ _SAVE_STATE = sa.update(members).where(members.c.id == sa.bindparam("b_id"))
 
 
 def version_at(uow: UnitOfWork, at: datetime) -> Version:
-    """The version live at `at` (before the first version: the first one)."""
+    """The version live at `at` (before the first version: the first one).
+
+    A transaction remembers the span its answer holds for (until the next version goes
+    live), so a group of postings at nearby times reads it once."""
+    live = uow.memo.get("live")
+    if live is not None and live[0] <= at and (live[1] is None or at < live[1]):
+        return live[2]  # type: ignore[no-any-return]
     row = uow.conn.execute(_VERSION_AT, {"b_env": uow.env_id, "b_at": at}).first()
     if row is None:
         raise NotFound("no program version is live in this environment")
     version = Version(row.id, row.version, _parsed(row.source))
     uow.memo[("version", row.id)] = version
+    if row.live_from <= at:
+        uow.memo["live"] = (row.live_from, row.next_live_from, version)
     return version
 
 
@@ -107,7 +130,10 @@ def state_of(row: Any) -> MemberState:
     return MemberState(row.tier, row.progress, row.visits, dict(row.punches))
 
 
-def save_state(uow: UnitOfWork, member_id: int, state: MemberState) -> None:
+def save_state(
+    uow: UnitOfWork, member_id: int, state: MemberState, also: Mapping[str, Any] | None = None
+) -> None:
+    """Write the member's state, and `also` (other member columns) in the same statement."""
     uow.conn.execute(
         _SAVE_STATE,
         {
@@ -116,6 +142,7 @@ def save_state(uow: UnitOfWork, member_id: int, state: MemberState) -> None:
             "progress": state.progress,
             "visits": state.visits,
             "punches": state.punches,
+            **(also or {}),
         },
     )
 

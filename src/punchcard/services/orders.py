@@ -285,9 +285,13 @@ _LOCK_MEMBER_OF_ORDER = (
     )
     .with_for_update()
 )
-_ORDER_BY_ID = sa.select(orders).where(orders.c.id == sa.bindparam("b_order"))
-_PENDING_LOT = sa.select(lots.c.id, lots.c.amount).where(
-    lots.c.order_id == sa.bindparam("b_order"), lots.c.state == "pending"
+# The order with its pending lot (an order has at most one), in one round trip.
+_ORDER_AND_LOT = (
+    sa.select(orders, lots.c.id.label("lot_id"), lots.c.amount.label("lot_amount"))
+    .select_from(
+        orders.outerjoin(lots, sa.and_(lots.c.order_id == orders.c.id, lots.c.state == "pending"))
+    )
+    .where(orders.c.id == sa.bindparam("b_order"))
 )
 _MARK_POSTED = sa.update(orders).where(orders.c.id == sa.bindparam("b_order"))
 
@@ -296,27 +300,30 @@ def post(uow: UnitOfWork, order_pk: int, at: datetime) -> None:
     """Post a closed order's pending effects (due work at close + accrual_delay)."""
     # The member's lock first, then the order as it is under it.
     member = uow.conn.execute(_LOCK_MEMBER_OF_ORDER, {"b_order": order_pk}).one()
-    row = uow.conn.execute(_ORDER_BY_ID, {"b_order": order_pk}).one()
+    row = uow.conn.execute(_ORDER_AND_LOT, {"b_order": order_pk}).first()
+    assert row is not None  # the member was found through it
     if row.post_state != "pending" or row.due_at > at:
         return  # already posted by another run: running it twice changes nothing
     program = version_at(uow, at).program
-    lot = uow.conn.execute(_PENDING_LOT, {"b_order": row.id}).first()
-    if lot is not None and lot.amount > 0:
+    touched = None
+    if row.lot_id is not None and row.lot_amount > 0:
         points.earn(
             uow,
             program,
             member.id,
-            lot.amount,
+            row.lot_amount,
             at,
             row.id,
             order_ref=row.external_id,
-            lot_id=lot.id,
+            lot_id=row.lot_id,
+            touch=False,
         )
-    elif lot is not None:
-        _withdraw_lot(uow, lot.id)
+        touched = points.activity(program, at)
+    elif row.lot_id is not None:
+        _withdraw_lot(uow, row.lot_id)
     state = state_of(member)
     change = add_progress(program, state, row.points, int(row.visit), row.spend)
-    _after_change(uow, program, row, member, state, change, at)
+    _after_change(uow, program, row, member, state, change, at, also=touched)
     uow.conn.execute(
         _MARK_POSTED,
         {
@@ -382,9 +389,17 @@ def _apply_change(
 
 
 def _after_change(
-    uow: UnitOfWork, program: Program, row: Any, member: Any, state: Any, change: Any, at: datetime
+    uow: UnitOfWork,
+    program: Program,
+    row: Any,
+    member: Any,
+    state: Any,
+    change: Any,
+    at: datetime,
+    *,
+    also: Mapping[str, Any] | None = None,
 ) -> None:
-    save_state(uow, member.id, state)
+    save_state(uow, member.id, state, also)
     for card_id, count in change.punches:
         uow.record(
             Event("punch_card.progressed", at, {"punch_card": card_id, "count": count}, member.id)

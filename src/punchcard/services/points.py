@@ -36,13 +36,18 @@ _TOUCH = sa.update(members).where(members.c.id == sa.bindparam("b_id"))
 _UPDATE_LOT = sa.update(lots).where(lots.c.id == sa.bindparam("b_lot"))
 
 
-def touch_activity(uow: UnitOfWork, program: Program, member_id: int, at: datetime) -> None:
-    """A non-zero earning, clawback or redemption restarts the inactivity clock."""
+def activity(program: Program, at: datetime) -> dict[str, Any]:
+    """A non-zero earning, clawback or redemption restarts the inactivity clock: the member's
+    columns that say so."""
     expiry = program.expiry
     due = None
     if expiry is not None and expiry.inactivity_days is not None:
         due = at + timedelta(days=expiry.inactivity_days)
-    uow.conn.execute(_TOUCH, {"b_id": member_id, "last_activity_at": at, "inactivity_due_at": due})
+    return {"last_activity_at": at, "inactivity_due_at": due}
+
+
+def touch_activity(uow: UnitOfWork, program: Program, member_id: int, at: datetime) -> None:
+    uow.conn.execute(_TOUCH, {"b_id": member_id, **activity(program, at)})
 
 
 def earn(
@@ -55,8 +60,10 @@ def earn(
     *,
     order_ref: str,
     lot_id: int | None = None,
+    touch: bool = True,
 ) -> None:
-    """Post `points` (> 0): they pay any debt first, the rest forms a lot."""
+    """Post `points` (> 0): they pay any debt first, the rest forms a lot. `touch=False`: the
+    caller writes `activity` with the member's other changes, in one statement."""
     balances = ledger.write(
         uow.conn,
         uow.env_id,
@@ -86,7 +93,8 @@ def earn(
         )
     else:
         uow.conn.execute(_UPDATE_LOT, {"b_lot": lot_id, **values})
-    touch_activity(uow, program, member_id, at)
+    if touch:
+        touch_activity(uow, program, member_id, at)
     uow.record(
         Event(
             "points.posted",

@@ -25,6 +25,12 @@ _BUMP_EVENT_SEQ = (
     .values(event_seq=members.c.event_seq + sa.bindparam("b_count"))
     .returning(members.c.event_seq)
 )
+# PostgreSQL bumps the sequences of a transaction's members in one statement.
+_BUMP_EVENT_SEQS = sa.text(
+    "UPDATE members SET event_seq = members.event_seq + bump.n"
+    " FROM unnest(CAST(:ids AS integer[]), CAST(:counts AS bigint[])) AS bump(id, n)"
+    " WHERE members.id = bump.id RETURNING members.id, members.event_seq"
+)
 _INSERT_OUTBOX = sa.insert(outbox)
 
 
@@ -80,11 +86,19 @@ class UnitOfWork:
         # One sequence bump per member, however many of its events: numbers run in event order.
         counts = Counter(e.member_id for e in self.events if e.member_id is not None)
         next_seq = {}
+        if len(counts) > 1 and self.conn.dialect.name == "postgresql":
+            bumped = self.conn.execute(
+                _BUMP_EVENT_SEQS, {"ids": list(counts), "counts": list(counts.values())}
+            ).all()
+            assert len(bumped) == len(counts)
+            for member_id, last in bumped:
+                next_seq[member_id] = last - counts[member_id] + 1
         for member_id, count in counts.items():
-            last = self.conn.execute(
-                _BUMP_EVENT_SEQ, {"b_member": member_id, "b_count": count}
-            ).scalar_one()
-            next_seq[member_id] = last - count + 1
+            if member_id not in next_seq:
+                last = self.conn.execute(
+                    _BUMP_EVENT_SEQ, {"b_member": member_id, "b_count": count}
+                ).scalar_one()
+                next_seq[member_id] = last - count + 1
         rows = []
         for event in self.events:
             seq = None
