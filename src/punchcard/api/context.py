@@ -200,14 +200,8 @@ def _replay(call: Call, row: Any) -> Response:
     )
 
 
-_CLAIMS: dict[str, Any] = {}  # built once per dialect: every write runs one
-
-
 def _claim_statement(conn: sa.Connection) -> Any:
-    name = conn.dialect.name
-    if name not in _CLAIMS:
-        _CLAIMS[name] = insert_new(conn, idempotency_keys).returning(idempotency_keys.c.id)
-    return _CLAIMS[name]
+    return insert_new(conn, idempotency_keys, idempotency_keys.c.id)
 
 
 def _claim(call: Call, key: str, fingerprint: str) -> Response | int:

@@ -128,6 +128,7 @@ def _move_balance(
     if moved is not None:
         return int(moved.id), int(moved.balance)
     conn.execute(  # made on first use (or by a concurrent writer just now)
-        insert_new(conn, ledger_accounts).values(env_id=env_id, asset=asset, name=name, balance=0)
+        insert_new(conn, ledger_accounts),
+        {"env_id": env_id, "asset": asset, "name": name, "balance": 0},
     )
     return _move_balance(conn, env_id, asset, name, amount)

@@ -53,7 +53,7 @@ from punchcard.store.codec import (
     outcome_from_document,
 )
 from punchcard.store.database import insert_new
-from punchcard.store.sequences import next_close_seq
+from punchcard.store.sequences import NEXT_CLOSE_SEQ, next_close_seq
 from punchcard.store.tables import lots, members, orders, promotion_uses
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -73,23 +73,22 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
     chosen = rewards.resolve(uow, version.program, member.id, refs, now) if refs else []
     _allocate(version.program, order, rewards.definitions(version.program, chosen))
     row = uow.conn.execute(
-        insert_new(uow.conn, orders)
-        .values(
-            env_id=uow.env_id,
-            external_id=order.id,
-            member_id=member.id,
-            state="open",
-            at=order.at,
-            version_id=version.id,
+        insert_new(uow.conn, orders, *orders.c),
+        {
+            "env_id": uow.env_id,
+            "external_id": order.id,
+            "member_id": member.id,
+            "state": "open",
+            "at": order.at,
+            "version_id": version.id,
             # Everything due before this moment is done, and nothing this order causes is:
             # so this is the tier at its placed time, even when its own posting lifts it.
-            tier=tier_at(uow, member.id, order.at),
-            document=order_document(order),
-            refunded={},
-            visit=False,
-            posted_visit=False,
-        )
-        .returning(*orders.c)
+            "tier": tier_at(uow, member.id, order.at),
+            "document": order_document(order),
+            "refunded": {},
+            "visit": False,
+            "posted_visit": False,
+        },
     ).first()
     if row is None:
         raise taken
@@ -107,6 +106,11 @@ def close(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     _close(uow, row, now)
 
 
+# Built once: every close runs one (PostgreSQL numbers it from its sequence, in the statement).
+_CLOSE = sa.update(orders).where(orders.c.id == sa.bindparam("b_order")).returning(*orders.c)
+_CLOSE_FROM_SEQUENCE = _CLOSE.values(close_seq=NEXT_CLOSE_SEQ)
+
+
 def _close(uow: UnitOfWork, row: Any, now: datetime, *, fresh: bool = False) -> Any:
     """Close an open order; returns its row as closed. `fresh`: placed in this transaction
     holding no rewards, so it has no rewards or promotion uses to read or clear."""
@@ -118,19 +122,20 @@ def _close(uow: UnitOfWork, row: Any, now: datetime, *, fresh: bool = False) -> 
     standing = _standing(uow, program, row, held=frozenset(), held_visit=False, gains=True)
     outcome = evaluate(program, order, allocation, standing)
     due_at = now + program.earn.accrual_delay
+    seq = next_close_seq(uow.conn, uow.env_id)
+    numbered = {"close_seq": seq} if isinstance(seq, int) else {}
     row = uow.conn.execute(
-        sa.update(orders)
-        .where(orders.c.id == row.id)
-        .values(
-            state=closed,
-            line_discounts=dict(allocation.line_discounts),
-            closed_at=now,
-            close_seq=next_close_seq(uow.conn, uow.env_id),
-            post_state="pending",
-            due_at=due_at,
+        _CLOSE if numbered else _CLOSE_FROM_SEQUENCE,
+        {
+            "b_order": row.id,
+            "state": closed,
+            "line_discounts": dict(allocation.line_discounts),
+            "closed_at": now,
+            "post_state": "pending",
+            "due_at": due_at,
+            **numbered,
             **_outcome_columns(outcome),
-        )
-        .returning(*orders.c)
+        },
     ).one()
     if outcome.points:
         _pending_lot(uow, row, outcome.points, due_at)
@@ -519,18 +524,22 @@ def _fixed_allocation(row: Any) -> Allocation:
     return Allocation(line_discounts=dict(row.line_discounts or {}))
 
 
+_INSERT_LOT = sa.insert(lots)
+
+
 def _pending_lot(uow: UnitOfWork, row: Any, points: int, due_at: datetime) -> None:
     """Points on their way: a lot that posts at `due_at` (shown as pending until then)."""
     uow.conn.execute(
-        sa.insert(lots).values(
-            env_id=uow.env_id,
-            member_id=row.member_id,
-            order_id=row.id,
-            state=POINTS_LOT.initial,
-            amount=points,
-            remaining=0,
-            due_at=due_at,
-        )
+        _INSERT_LOT,
+        {
+            "env_id": uow.env_id,
+            "member_id": row.member_id,
+            "order_id": row.id,
+            "state": POINTS_LOT.initial,
+            "amount": points,
+            "remaining": 0,
+            "due_at": due_at,
+        },
     )
 
 

@@ -92,23 +92,27 @@ def create_key(
     return key
 
 
+# Built once: every request runs it.
+_KEY_WITH_ENVIRONMENT = (
+    sa.select(
+        api_keys,
+        environments.c.tenant_id,
+        environments.c.kind,
+        environments.c.deleted_at,
+        environments.c.clock,
+    )
+    .join(environments, environments.c.id == api_keys.c.env_id)
+    .where(api_keys.c.id == sa.bindparam("b_key"))
+)
+
+
 def authenticate(conn: sa.Connection, key: str) -> Principal | None:
     """The principal a key stands for, or None for an unknown, revoked or malformed key."""
     parts = key.split("_", 3)  # pc_<kind>_<id>_<secret>; the secret may hold "_" too
     if len(parts) != 4:
         return None
     key_id = "_".join(parts[:3])
-    row = conn.execute(
-        sa.select(
-            api_keys,
-            environments.c.tenant_id,
-            environments.c.kind,
-            environments.c.deleted_at,
-            environments.c.clock,
-        )
-        .join(environments, environments.c.id == api_keys.c.env_id)
-        .where(api_keys.c.id == key_id)
-    ).first()
+    row = conn.execute(_KEY_WITH_ENVIRONMENT, {"b_key": key_id}).first()
     if row is None or row.revoked_at is not None or row.deleted_at is not None:
         return None
     if not hmac.compare_digest(row.secret_hash, _hash(key)):

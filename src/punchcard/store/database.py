@@ -6,6 +6,7 @@ import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +75,18 @@ def open_database(url: str) -> sa.Engine:
     return engine
 
 
-def insert_new(conn: sa.Connection, table: sa.Table) -> Any:
+def insert_new(conn: sa.Connection, table: sa.Table, *returning: sa.Column[Any]) -> Any:
     """INSERT that skips a row a unique constraint already holds (`ON CONFLICT DO NOTHING`):
-    with RETURNING, one round trip both claims a row and tells whether it was new."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
+    with RETURNING, one round trip both claims a row and tells whether it was new. Built
+    once per dialect and table: execute it with the row's values as parameters."""
+    return _insert_new(conn.dialect.name, table, returning)
+
+
+@lru_cache(maxsize=64)
+def _insert_new(dialect_name: str, table: sa.Table, returning: tuple[sa.Column[Any], ...]) -> Any:
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(table).on_conflict_do_nothing()
+    return statement.returning(*returning) if returning else statement
 
 
 def reading(engine: sa.Engine) -> sa.Connection:

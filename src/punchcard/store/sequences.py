@@ -6,6 +6,8 @@ import sqlalchemy as sa
 
 from punchcard.store.tables import environments
 
+NEXT_CLOSE_SEQ = sa.func.nextval("order_close_seq", type_=sa.BigInteger)  # PostgreSQL's
+
 
 def next_close_seq(conn: sa.Connection, env_id: str) -> int | sa.ColumnElement[int]:
     """The next number in close order, as a value to write. Numbers only grow; gaps are
@@ -14,7 +16,7 @@ def next_close_seq(conn: sa.Connection, env_id: str) -> int | sa.ColumnElement[i
     The caller holds the member's lock, so one member's closes are numbered in commit order,
     which is the order that matters: postings of different members don't interact."""
     if conn.dialect.name == "postgresql":
-        return sa.func.nextval("order_close_seq", type_=sa.BigInteger)
+        return NEXT_CLOSE_SEQ
     return int(
         conn.execute(
             sa.update(environments)
