@@ -1,7 +1,8 @@
 """Per-request plumbing: who is calling, the environment's now, idempotency, consistency.
 
-Idempotency: every POST/PUT/PATCH carries `Idempotency-Key`. The key is claimed in a
-short transaction first (`in_flight`, with a lease so a crashed request frees it);
+Idempotency: every POST/PUT/PATCH carries `Idempotency-Key`. The key is claimed first and
+committed at once (`in_flight`, with a lease so a crashed request frees it): a new key
+by one statement, a key seen before in a short transaction that decides what to answer;
 the use case then runs in one unit of work that also stores the response under the
 key, so the effect and its stored response commit together or not at all. Keys are
 scoped to the environment and the API key, and kept for 72 hours.
