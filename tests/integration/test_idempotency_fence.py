@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +85,44 @@ def test_a_request_whose_claim_was_taken_over_rolls_back_and_replays(
             ).scalar_one()
             == 1
         )
+
+
+class _Killed(Exception):
+    """The server died after moving the clock, before storing its answer."""
+
+
+def test_a_clock_advance_retried_after_a_crash_moves_the_clock_once(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = open_database(database_url)
+    clock = SystemClock()
+    made = tenants.create_tenant(engine, "Clock", clock.now())
+    monkeypatch.setattr(context, "IN_FLIGHT_LEASE", timedelta(0))  # the retry may take over
+    finish, release = context._finish, context._release
+
+    def die(*_args: Any) -> None:
+        raise _Killed
+
+    headers = {"Authorization": f"Bearer {made['sandbox_key']}"}
+    advance = {"advance": "P1D"}
+    with TestClient(create_app(engine, clock), raise_server_exceptions=False) as client:
+        client.headers.update(headers)
+        before = datetime.fromisoformat(client.get("/v1/clock").json()["now"])
+        monkeypatch.setattr(context, "_finish", die)
+        monkeypatch.setattr(
+            context, "_release", lambda *_args: None
+        )  # a killed server runs nothing
+        crashed = client.post("/v1/clock", json=advance, headers={"Idempotency-Key": "c"})
+        assert crashed.status_code == 500
+        moved = datetime.fromisoformat(client.get("/v1/clock").json()["now"])
+        assert moved - before >= timedelta(days=1)  # the first attempt moved it, then died
+        monkeypatch.setattr(context, "_finish", finish)
+        monkeypatch.setattr(context, "_release", release)
+        retry = client.post("/v1/clock", json=advance, headers={"Idempotency-Key": "c"})
+        assert retry.status_code == 200, retry.text
+        assert datetime.fromisoformat(retry.json()["clock"]) == moved
+        assert datetime.fromisoformat(client.get("/v1/clock").json()["now"]) == moved
+        replay = client.post("/v1/clock", json=advance, headers={"Idempotency-Key": "c"})
+        assert replay.headers.get("idempotent-replayed") == "true"
+        assert replay.content == retry.content
+    engine.dispose()

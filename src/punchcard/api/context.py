@@ -382,17 +382,52 @@ def write(
     return _run_claimed(call, claimed, work)
 
 
-def idempotent(call: Call, scope: str, run: Callable[[], tuple[int, dict[str, Any]]]) -> Response:
+def _stored_plan(call: Call, claimed: int) -> dict[str, Any] | None:
+    """The plan a request under this key stored before it died, if any (while a key is in
+    flight its response column holds the plan, sealed like an answer)."""
+    with single_statement(call.engine) as conn:
+        stored = conn.execute(
+            sa.select(idempotency_keys.c.response).where(
+                idempotency_keys.c.id == claimed, idempotency_keys.c.state == "in_flight"
+            )
+        ).scalar()
+    return None if stored is None else dict(json.loads(unseal(call.secret, stored)))
+
+
+def _store_plan(call: Call, claimed: int, plan: dict[str, Any]) -> None:
+    with call.engine.begin() as conn:
+        stored = conn.execute(
+            sa.update(idempotency_keys)
+            .where(idempotency_keys.c.id == claimed, idempotency_keys.c.state == "in_flight")
+            .values(response=seal(call.secret, json.dumps(plan).encode()))
+        ).rowcount
+    if stored != 1:
+        raise Superseded
+
+
+def idempotent(
+    call: Call,
+    scope: str,
+    plan: Callable[[], dict[str, Any]],
+    run: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]],
+) -> Response:
     """For operations that run their own transactions (moving a sandbox clock): claim the key,
-    run, store the answer. Each step of such an operation is idempotent by itself, so a crash
-    before the answer is stored is repaired by the retry."""
+    fix the plan and store it under the key, run it, store the answer.
+
+    The plan is what the request means, resolved against the state it is about to change
+    ("advance 1 day" becomes "move to" a time). Running a plan twice changes nothing more, so
+    a retry after a crash carries out the stored plan again, not a plan made anew."""
     call.require(scope)
     claimed = _claim(call, _idempotency_key(call), _fingerprint(call))
     if isinstance(claimed, Response):
         return claimed
 
     def work() -> Response:
-        status, payload = run()
+        fixed = _stored_plan(call, claimed)
+        if fixed is None:
+            fixed = plan()
+            _store_plan(call, claimed, fixed)
+        status, payload = run(fixed)
         body = json.dumps(payload, separators=(",", ":")).encode()
         with call.engine.begin() as conn:
             _finish(call, conn, claimed, status, body)

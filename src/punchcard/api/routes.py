@@ -612,16 +612,30 @@ def delete_sandbox(sandbox_id: str, c: Call = Depends(call)) -> Response:
 MAX_CLOCK_MOVE = timedelta(days=3660)  # ten years
 
 
-def _move(c: Call, env_id: str, body: ClockBody) -> dict[str, Any]:
+def _sandbox_now(c: Call, env_id: str) -> datetime:
     with reading(c.engine) as conn:
         row = tenants.sandbox_row(conn, c.principal, env_id)
-    current = row.clock if row.clock is not None else c.clock.now()
+    return row.clock if row.clock is not None else c.clock.now()
+
+
+def _clock_plan(c: Call, env_id: str, body: ClockBody) -> dict[str, Any]:
+    """Where the clock goes: `advance` is resolved against the clock as it is now, once, so a
+    retry after a crash moves it to the same time instead of advancing it again."""
+    current = _sandbox_now(c, env_id)
     if (body.to is None) == (body.advance is None):
         raise InvalidInput("give to or advance")
+    if body.to is not None:
+        return {"to": body.to.isoformat()}
     try:
-        target = body.to if body.to is not None else current + parse_duration(body.advance or "")
+        target = current + parse_duration(body.advance or "")
     except (ValueError, OverflowError) as exc:
         raise InvalidInput(f"advance: {exc}") from exc
+    return {"to": target.isoformat()}
+
+
+def _move(c: Call, env_id: str, plan: dict[str, Any]) -> dict[str, Any]:
+    current = _sandbox_now(c, env_id)
+    target = datetime.fromisoformat(plan["to"])
     if target.year > 9000:
         raise InvalidInput("the clock can not go past the year 9000")
     if target < current:
@@ -636,7 +650,12 @@ def _move(c: Call, env_id: str, body: ClockBody) -> dict[str, Any]:
 @router.post("/sandboxes/{sandbox_id}/clock", tags=["sandboxes"])
 def move_sandbox_clock(sandbox_id: str, body: ClockBody, c: Call = Depends(call)) -> Response:
     """Move a sandbox's clock forward, doing all the due work on the way."""
-    return idempotent(c, "sandboxes:write", lambda: (200, _move(c, sandbox_id, body)))
+    return idempotent(
+        c,
+        "sandboxes:write",
+        lambda: _clock_plan(c, sandbox_id, body),
+        lambda plan: (200, _move(c, sandbox_id, plan)),
+    )
 
 
 @router.post("/clock", tags=["sandboxes"])
@@ -645,7 +664,12 @@ def move_own_clock(body: ClockBody, c: Call = Depends(call)) -> Response:
     c.require("sandboxes:write")  # a key without the scope is refused alike in live and sandbox
     if c.principal.env_kind == "live":
         raise InvalidState("live has no movable clock")
-    return idempotent(c, "sandboxes:write", lambda: (200, _move(c, c.env_id, body)))
+    return idempotent(
+        c,
+        "sandboxes:write",
+        lambda: _clock_plan(c, c.env_id, body),
+        lambda plan: (200, _move(c, c.env_id, plan)),
+    )
 
 
 @router.get("/consistency", tags=["consistency"])
