@@ -7,6 +7,7 @@ import contextlib
 import logging
 import random
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -34,6 +35,21 @@ def _pending(app: Loyalty, names: list[str], at: datetime, prefix: str) -> None:
         app.place_order(burritos(f"{prefix}{n}", name, qty=1 + n % 3), at + timedelta(seconds=n))
 
 
+@contextlib.contextmanager
+def _commits(engine: sa.Engine) -> Iterator[list[object]]:
+    """The transactions committed inside the block, one entry each."""
+    commits: list[object] = []
+
+    def count(conn: object) -> None:
+        commits.append(conn)
+
+    sa.event.listen(engine, "commit", count)
+    try:
+        yield commits
+    finally:
+        sa.event.remove(engine, "commit", count)
+
+
 def _post_states(engine: sa.Engine) -> dict[str, str]:
     with engine.connect() as conn:
         return dict(
@@ -54,14 +70,8 @@ def test_sixty_postings_due_at_sixty_times_take_three_transactions(
         app.enroll({"member": name}, START)
     for n, name in enumerate(names + names):  # 60 postings, each due at its own second
         app.place_order(burritos(f"o{n}", name, qty=1 + n % 3), START + timedelta(seconds=n))
-    commits: list[object] = []
-
-    def count(conn: object) -> None:
-        commits.append(conn)
-
-    sa.event.listen(engine, "commit", count)
-    assert app.run_due(NOW) == 60
-    sa.event.remove(engine, "commit", count)
+    with _commits(engine) as commits:
+        assert app.run_due(NOW) == 60
     assert due.POST_GROUP == 25
     assert len(commits) == transactions
     assert set(_post_states(engine).values()) == {"posted"}
@@ -238,14 +248,8 @@ def test_a_group_that_spans_a_new_version_posts_each_order_under_its_own(
     for name in names:
         app.enroll({"member": name}, START)
     _pending(app, names, START, "o")
-    commits: list[object] = []
-
-    def count(conn: object) -> None:
-        commits.append(conn)
-
-    sa.event.listen(engine, "commit", count)
-    assert app.run_due(NOW) == 10
-    sa.event.remove(engine, "commit", count)
+    with _commits(engine) as commits:
+        assert app.run_due(NOW) == 10
     assert len(commits) == 1  # one group
     with engine.connect() as conn:
         expiry = dict(

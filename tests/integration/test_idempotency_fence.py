@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from starlette.exceptions import StarletteDeprecationWarning
 
 from punchcard.api import context
@@ -31,15 +32,24 @@ ORDER = {
 }
 
 
+def _tenant_whose_claims_lapse(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[sa.Engine, SystemClock, dict[str, Any]]:
+    """A database with one tenant, where every in-flight claim lapses at once: a retry may
+    take it over."""
+    engine = open_database(url)
+    clock = SystemClock()
+    made = tenants.create_tenant(engine, "Fence", clock.now())
+    monkeypatch.setattr(context, "IN_FLIGHT_LEASE", timedelta(0))
+    return engine, clock, made
+
+
 @pytest.mark.postgres
 def test_a_request_whose_claim_was_taken_over_rolls_back_and_replays(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # PostgreSQL only: SQLite's single writer would make the retry wait for the first request.
-    engine = open_database(postgres_url)
-    clock = SystemClock()
-    made = tenants.create_tenant(engine, "Fence", clock.now())
-    monkeypatch.setattr(context, "IN_FLIGHT_LEASE", timedelta(0))  # every claim lapses at once
+    engine, clock, made = _tenant_whose_claims_lapse(postgres_url, monkeypatch)
     first_inside, go_on = threading.Event(), threading.Event()
     parse = orders._parse_new
 
@@ -94,10 +104,7 @@ class _Killed(Exception):
 def test_a_clock_advance_retried_after_a_crash_moves_the_clock_once(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = open_database(database_url)
-    clock = SystemClock()
-    made = tenants.create_tenant(engine, "Clock", clock.now())
-    monkeypatch.setattr(context, "IN_FLIGHT_LEASE", timedelta(0))  # the retry may take over
+    engine, clock, made = _tenant_whose_claims_lapse(database_url, monkeypatch)
     finish, release = context._finish, context._release
 
     def die(*_args: Any) -> None:

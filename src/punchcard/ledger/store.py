@@ -58,7 +58,9 @@ def write(conn: sa.Connection, env_id: str, entry: Entry, at: datetime) -> dict[
         "reference": entry.reference,
         "at": at,
     }
-    if conn.dialect.name == "postgresql":
+    names = [name for name, _ in entry.postings]
+    # One statement on PostgreSQL, unless an account is named twice (one UPDATE moves it once).
+    if conn.dialect.name == "postgresql" and len(set(names)) == len(names):
         return _write_at_once(conn, entry, params)
     txn_id = conn.execute(_INSERT_TRANSACTION, params).scalar_one()
     return _write_legs(conn, env_id, entry.asset, txn_id, entry.postings)
@@ -102,13 +104,13 @@ _WRITE_AT_ONCE = sa.text(
 
 
 def _write_at_once(conn: sa.Connection, entry: Entry, params: dict[str, Any]) -> dict[str, int]:
-    names = [name for name, _ in entry.postings]
-    if len(set(names)) != len(names):  # an account twice: one UPDATE would move it once
-        txn_id = conn.execute(_INSERT_TRANSACTION, params).scalar_one()
-        return _write_legs(conn, params["env_id"], entry.asset, txn_id, entry.postings)
     rows = conn.execute(
         _WRITE_AT_ONCE,
-        {**params, "names": names, "amounts": [amount for _, amount in entry.postings]},
+        {
+            **params,
+            "names": [name for name, _ in entry.postings],
+            "amounts": [amount for _, amount in entry.postings],
+        },
     ).all()
     balances = {row.name: int(row.balance) for row in rows if row.name is not None}
     missing = [(name, amount) for name, amount in entry.postings if name not in balances]

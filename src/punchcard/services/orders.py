@@ -123,7 +123,7 @@ def _close(uow: UnitOfWork, row: Any, now: datetime, *, fresh: bool = False) -> 
     outcome = evaluate(program, order, allocation, standing)
     due_at = now + program.earn.accrual_delay
     seq = next_close_seq(uow.conn, uow.env_id)
-    numbered = {"close_seq": seq} if isinstance(seq, int) else {}
+    numbered = {} if seq is None else {"close_seq": seq}
     row = uow.conn.execute(
         _CLOSE if numbered else _CLOSE_FROM_SEQUENCE,
         {

@@ -6,17 +6,18 @@ import sqlalchemy as sa
 
 from punchcard.store.tables import environments
 
-NEXT_CLOSE_SEQ = sa.func.nextval("order_close_seq", type_=sa.BigInteger)  # PostgreSQL's
+# PostgreSQL's close number: `nextval` inside the statement that closes the order.
+NEXT_CLOSE_SEQ = sa.func.nextval("order_close_seq", type_=sa.BigInteger)
 
 
-def next_close_seq(conn: sa.Connection, env_id: str) -> int | sa.ColumnElement[int]:
-    """The next number in close order, as a value to write. Numbers only grow; gaps are
-    possible on PostgreSQL, where it is `nextval` in the writing statement itself.
+def next_close_seq(conn: sa.Connection, env_id: str) -> int | None:
+    """The next number in close order, or None on PostgreSQL, where the closing statement
+    takes it with `NEXT_CLOSE_SEQ`. Numbers only grow; gaps are possible on PostgreSQL.
 
     The caller holds the member's lock, so one member's closes are numbered in commit order,
     which is the order that matters: postings of different members don't interact."""
     if conn.dialect.name == "postgresql":
-        return NEXT_CLOSE_SEQ
+        return None
     return int(
         conn.execute(
             sa.update(environments)

@@ -93,8 +93,8 @@ class UnitOfWork:
             assert len(bumped) == len(counts)
             for member_id, last in bumped:
                 next_seq[member_id] = last - counts[member_id] + 1
-        for member_id, count in counts.items():
-            if member_id not in next_seq:
+        else:
+            for member_id, count in counts.items():
                 last = self.conn.execute(
                     _BUMP_EVENT_SEQ, {"b_member": member_id, "b_count": count}
                 ).scalar_one()
