@@ -63,11 +63,9 @@ def test_the_same_key_replays_the_first_response_byte_for_byte(server: Server) -
         assert again.content == first.content
         assert again.headers["idempotent-replayed"] == "true"
         assert "idempotent-replayed" not in first.headers
-        assert (
-            http.get("/v1/members/ann").json()["points"]["pending"]
-            + http.get("/v1/members/ann").json()["points"]["posted"]
-            == 190
-        )
+        # One read: the worker may post the order between two reads.
+        points = http.get("/v1/members/ann").json()["points"]
+        assert points["pending"] + points["posted"] == 190
 
 
 def test_the_same_key_with_another_body_is_422(server: Server) -> None:
