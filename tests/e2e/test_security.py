@@ -919,6 +919,12 @@ PRIVATE_URLS = [
     "http://[::ffff:a9fe:a9fe]/hook",
     "http://[fe80::1]/hook",
     "http://[fc00::1]/hook",
+    "http://[64:ff9b::7f00:1]/hook",  # NAT64 to 127.0.0.1
+    "http://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 to the metadata address
+    "http://[64:ff9b:1::a00:1]/hook",
+    "http://[2002:a00:1::1]/hook",  # 6to4 through 10.0.0.1
+    "http://[::127.0.0.1]/hook",
+    "http://[::ffff:0:a00:1]/hook",
     "http://100.64.0.1/hook",
     "http://2130706433/hook",
     "http://017700000001/hook",

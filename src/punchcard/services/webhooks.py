@@ -9,10 +9,8 @@ Message bodies carry the member's sequence number so a receiver can order them.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import secrets
-import socket
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -22,6 +20,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from punchcard.errors import InvalidInput, NotFound
+from punchcard.services.addresses import is_public, resolve
 from punchcard.store.database import single_statement
 from punchcard.store.tables import (
     members,
@@ -64,7 +63,9 @@ def new_secret() -> str:
 
 
 def check_url(url: Any, *, allow_private: bool) -> str:
-    """Only http(s); unless allowed (sandboxes, tests), never loopback or private addresses."""
+    """Only http(s); unless allowed (sandboxes, tests), never loopback or private addresses.
+
+    The worker checks again, at each connection it makes (`worker/egress.py`)."""
     if not isinstance(url, str) or len(url) > 2000:
         raise InvalidInput("url: an http(s) URL")
     try:
@@ -77,13 +78,11 @@ def check_url(url: Any, *, allow_private: bool) -> str:
     if allow_private:
         return url
     try:
-        infos = socket.getaddrinfo(parts.hostname, port or 443, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as exc:
+        found = resolve(parts.hostname, port or 443)
+    except (OSError, UnicodeError) as exc:
         raise InvalidInput(f"url: {parts.hostname} does not resolve") from exc
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if not address.is_global or address.is_multicast:
-            raise InvalidInput(f"url: {parts.hostname} is a loopback or private address")
+    if not all(is_public(address) for address in found):
+        raise InvalidInput(f"url: {parts.hostname} is a loopback or private address")
     return url
 
 

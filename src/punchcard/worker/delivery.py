@@ -27,9 +27,8 @@ import httpx
 import sqlalchemy as sa
 from standardwebhooks import Webhook
 
-from punchcard.errors import InvalidInput
 from punchcard.services.clock import Clock, SystemClock
-from punchcard.services.webhooks import check_url, fan_out_all, signing_secrets
+from punchcard.services.webhooks import fan_out_all, signing_secrets
 from punchcard.store.database import single_statement
 from punchcard.store.tables import (
     environments,
@@ -38,6 +37,7 @@ from punchcard.store.tables import (
     webhook_endpoints,
     webhook_messages,
 )
+from punchcard.worker.egress import PublicOnlyTransport
 
 log = logging.getLogger("punchcard.webhooks")
 RETRY_DELAYS_S = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)  # before attempts 1..8
@@ -133,7 +133,6 @@ class Deliverer:
         allow_private: bool = False,
         threads: int = 8,
         timeout_s: float = 10.0,
-        transport: httpx.BaseTransport | None = None,
         signing_clock: Clock | None = None,
         lease: timedelta = ENDPOINT_LEASE,
     ) -> None:
@@ -144,7 +143,10 @@ class Deliverer:
         self.signing_clock = signing_clock or SystemClock()
         self.allow_private = allow_private
         self.threads = threads
-        self.http = httpx.Client(timeout=timeout_s, transport=transport, follow_redirects=False)
+        self.http = httpx.Client(timeout=timeout_s, follow_redirects=False)  # sandboxes
+        self.public_http = httpx.Client(  # live: connects to public addresses only
+            timeout=timeout_s, follow_redirects=False, transport=PublicOnlyTransport()
+        )
         self.stopping = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads)) if threads > 1 else None
         self.sending: set[Future[int]] = set()
@@ -265,11 +267,9 @@ class Deliverer:
         error = None
         started = time.monotonic()
         try:
-            check_url(endpoint.url, allow_private=allow_private)
             headers = self._headers(endpoint, delivery.message_id, delivery.body, now)
-            response = self.http.post(endpoint.url, content=delivery.body.encode(), headers=headers)
-        except InvalidInput as exc:
-            error = f"refused: {exc.message}"
+            http = self.http if allow_private else self.public_http
+            response = http.post(endpoint.url, content=delivery.body.encode(), headers=headers)
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:EXCERPT]
         return Attempt(delivery, response, error, int((time.monotonic() - started) * 1000))

@@ -1,0 +1,104 @@
+"""Live webhooks connect only to addresses that were checked, at the moment of connecting.
+
+The receiver is real, on loopback. The resolver is scripted where a test needs a name to
+resolve differently from one look-up to the next (DNS rebinding): that is a DNS server's
+behaviour, outside this machine.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from punchcard.services import webhooks
+from punchcard.store.tables import environments, webhook_attempts, webhook_deliveries
+from punchcard.worker.delivery import Deliverer
+from punchcard.worker.egress import PublicOnly, PublicOnlyTransport
+
+from .helpers import new_app
+from .receiver import receiving
+
+T0 = datetime(2026, 3, 3, 15, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.at = now
+
+    def now(self) -> datetime:
+        return self.at
+
+
+class ScriptedResolver:
+    """Answers each look-up with the next list of addresses (the last one repeats)."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers = list(answers)
+        self.asked: list[tuple[str, int]] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append((host, port))
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_the_connection_goes_to_the_address_that_was_checked() -> None:
+    """A name that rebinds after its check (to 127.0.0.2, where nothing listens) is still
+    reached at the address checked: it is resolved once, and that answer is used."""
+    resolver = ScriptedResolver(["127.0.0.1"], ["127.0.0.2"])
+    backend = PublicOnly(resolver, admit=lambda address: address == "127.0.0.1")
+    with receiving() as receiver, httpx.Client(transport=PublicOnlyTransport(backend)) as http:
+        port = receiver.server.server_address[1]
+        answer = http.post(f"http://rebind.test:{port}/hooks", content=b"{}")
+    assert answer.status_code == 200
+    assert resolver.asked == [("rebind.test", port)]
+    assert [r.headers["host"] for r in receiver.received] == [f"rebind.test:{port}"]
+
+
+def test_a_name_with_any_private_address_is_refused_without_connecting() -> None:
+    resolver = ScriptedResolver(["93.184.216.34", "127.0.0.1"])
+    with (
+        receiving() as receiver,
+        httpx.Client(transport=PublicOnlyTransport(PublicOnly(resolver))) as http,
+    ):
+        port = receiver.server.server_address[1]
+        with pytest.raises(httpx.ConnectError) as refused:
+            http.post(f"http://mixed.test:{port}/hooks", content=b"{}")
+    assert str(refused.value) == "refused: mixed.test resolves to 127.0.0.1"
+    assert receiver.received == []
+
+
+def test_a_live_endpoint_whose_name_now_resolves_to_loopback_is_not_sent_to(
+    engine: sa.Engine,
+) -> None:
+    """`localhost` stands for a name that was public when the endpoint was saved."""
+    with receiving() as receiver:
+        app = new_app(engine, start=T0)
+        port = receiver.server.server_address[1]
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(environments).where(environments.c.id == app.env_id).values(kind="live")
+            )
+            webhooks.create_endpoint(
+                conn, app.env_id, {"url": f"http://localhost:{port}/hooks"}, T0, allow_private=True
+            )
+        app.enroll({"member": "ann"}, T0)
+        assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 2 + 2  # made + tried
+        assert receiver.received == []
+        with engine.connect() as conn:
+            errors = conn.execute(sa.select(webhook_attempts.c.error)).scalars().all()
+            pending = conn.execute(
+                sa.select(webhook_deliveries.c.state, webhook_deliveries.c.next_attempt_at)
+            ).all()
+        assert len(errors) == 2
+        assert all(e.startswith("ConnectError: refused: localhost resolves to ") for e in errors)
+        assert all("127.0.0.1" in e for e in errors)
+        retry_at = T0 + timedelta(seconds=5)
+        assert [(state, at.replace(tzinfo=UTC)) for state, at in pending] == [
+            ("pending", retry_at)
+        ] * 2
+        # The same endpoint with private addresses allowed (as a sandbox is) is reached.
+        assert Deliverer(engine, FakeClock(retry_at), threads=1, allow_private=True).run_once()
+        assert len(receiver.received) == 2
