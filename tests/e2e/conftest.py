@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .shapes import check_shape
+
 PUNCHCARD = str(Path(sys.executable).parent / "punchcard")
 
 
@@ -28,7 +30,10 @@ class Server:
 
     def client(self, key: str) -> httpx.Client:
         return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+            event_hooks={"response": [check_shape]},
         )
 
 

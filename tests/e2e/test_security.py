@@ -42,6 +42,7 @@ from punchcard.services.tenants import SCOPES
 from punchcard.store import tables
 
 from .conftest import PUNCHCARD, cli, free_port, stop
+from .shapes import check_shape
 
 PROGRAM = (
     Path(__file__).resolve().parents[2] / "src/punchcard/demo/burrito-rewards.yaml"
@@ -71,7 +72,12 @@ class Srv:
 
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=30,
+            event_hooks={"response": [check_shape]},
+        )
 
     def http(self) -> httpx.Client:
         """A keep-alive client without a key (each call brings its own), shared by threads."""

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from punchcard.api import responses
 from punchcard.api.context import Call, write
 from punchcard.api.problems import ApiProblem
 from punchcard.api.routes import call, read
@@ -15,7 +16,7 @@ from punchcard.services import inbound
 router = APIRouter(prefix="/v1/inbound", tags=["inbound"])
 
 
-@router.post("/sources", status_code=201)
+@router.post("/sources", status_code=201, response_model=responses.written(responses.InboundSource))
 def create_source(body: SourceBody, c: Call = Depends(call)) -> Response:
     """A source and its signing secret (in this answer only); events go to its `url`."""
     return write(
@@ -27,7 +28,7 @@ def create_source(body: SourceBody, c: Call = Depends(call)) -> Response:
     )
 
 
-@router.get("/sources/{source_id}/events")
+@router.get("/sources/{source_id}/events", response_model=responses.InboundEvents)
 async def list_events(source_id: str, c: Call = Depends(call)) -> Response:
     """What became of each event: pending (waiting for its order), done, or failed and why."""
     return await read(
@@ -40,7 +41,13 @@ async def list_events(source_id: str, c: Call = Depends(call)) -> Response:
 @router.post(
     "/{source_id}",
     status_code=202,
-    responses={200: {"description": "A duplicate of an event already received; stored once"}},
+    response_model=responses.Received,
+    responses={
+        200: {
+            "description": "A duplicate of an event already received; stored once",
+            "model": responses.Received,
+        }
+    },
 )
 async def receive(source_id: str, request: Request) -> Response:
     """Verify the signature on the raw bytes, store the event once, answer at once.

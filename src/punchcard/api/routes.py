@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from punchcard.api import views
+from punchcard.api import responses, views
 from punchcard.api.context import Call, authenticated, idempotent, wait_consistent, write
 from punchcard.api.problems import ApiProblem
 from punchcard.api.schemas import (
@@ -122,7 +122,12 @@ def _next_cursor(position: int | None) -> str | None:
 # Members ---------------------------------------------------------------------------------
 
 
-@router.post("/members", status_code=201, tags=["members"])
+@router.post(
+    "/members",
+    status_code=201,
+    tags=["members"],
+    response_model=responses.written(responses.Member),
+)
 def enroll(body: EnrollBody, c: Call = Depends(call)) -> Response:
     data = {"member": body.id, **body.model_dump(exclude={"id"})}
     return write(
@@ -134,21 +139,21 @@ def enroll(body: EnrollBody, c: Call = Depends(call)) -> Response:
     )
 
 
-@router.get("/members/{member_id}", tags=["members"])
+@router.get("/members/{member_id}", tags=["members"], response_model=responses.Member)
 async def get_member(member_id: str, c: Call = Depends(call)) -> Response:
     return await read(
         c, "members:read", lambda uow, now, ok: views.member(members.view(uow, member_id, now), ok)
     )
 
 
-@router.get("/members/{member_id}/balance", tags=["members"])
+@router.get("/members/{member_id}/balance", tags=["members"], response_model=responses.Balance)
 async def get_balance(member_id: str, c: Call = Depends(call)) -> Response:
     return await read(
         c, "members:read", lambda uow, now, ok: views.balance(members.view(uow, member_id, now), ok)
     )
 
 
-@router.get("/members/{member_id}/timeline", tags=["members"])
+@router.get("/members/{member_id}/timeline", tags=["members"], response_model=responses.Timeline)
 async def get_timeline(
     member_id: str,
     c: Call = Depends(call),
@@ -176,7 +181,7 @@ async def get_timeline(
     return await read(c, "members:read", page)
 
 
-@router.get("/members/{member_id}/rewards", tags=["rewards"])
+@router.get("/members/{member_id}/rewards", tags=["rewards"], response_model=responses.HeldRewards)
 async def member_rewards(
     member_id: str,
     c: Call = Depends(call),
@@ -206,7 +211,12 @@ async def member_rewards(
     return await read(c, "members:read", held)
 
 
-@router.post("/members/{member_id}/rewards", status_code=201, tags=["rewards"])
+@router.post(
+    "/members/{member_id}/rewards",
+    status_code=201,
+    tags=["rewards"],
+    response_model=responses.written(responses.Member),
+)
 def redeem_reward(member_id: str, body: RedeemBody, c: Call = Depends(call)) -> Response:
     data = {"member": member_id, "reward": body.reward, "as": body.alias}
     return write(
@@ -218,7 +228,12 @@ def redeem_reward(member_id: str, body: RedeemBody, c: Call = Depends(call)) -> 
     )
 
 
-@router.post("/members/{member_id}/points/transfers", status_code=201, tags=["members"])
+@router.post(
+    "/members/{member_id}/points/transfers",
+    status_code=201,
+    tags=["members"],
+    response_model=responses.written(responses.PointsTransfer),
+)
 def transfer_points(member_id: str, body: PointsTransferBody, c: Call = Depends(call)) -> Response:
     """Move posted points to another member; each part keeps its expiry (docs/api.md)."""
     data = {"member": member_id, "to": body.to, "points": body.points}
@@ -236,7 +251,7 @@ def transfer_points(member_id: str, body: PointsTransferBody, c: Call = Depends(
     )
 
 
-@router.get("/balances", tags=["members", "gift cards"])
+@router.get("/balances", tags=["members", "gift cards"], response_model=responses.Balances)
 async def get_balances(
     c: Call = Depends(call),
     member: list[str] = Query([], description="A member id; repeat for each (at most 100 ids)"),
@@ -269,7 +284,7 @@ async def get_balances(
     return await read(c, "members:read" if member else "gift_cards:read", both)
 
 
-@router.get("/rewards", tags=["rewards"])
+@router.get("/rewards", tags=["rewards"], response_model=responses.Catalogue)
 async def catalogue(c: Call = Depends(call)) -> Response:
     def listing(uow: UnitOfWork, now: datetime, _ok: bool) -> dict[str, Any]:
         program = version_at(uow, now).program
@@ -295,7 +310,7 @@ def _order_data(body: OrderParts) -> dict[str, Any]:
     return body.model_dump(exclude_none=True)
 
 
-@router.post("/orders/quote", tags=["orders"])
+@router.post("/orders/quote", tags=["orders"], response_model=responses.written(responses.Quote))
 def quote(body: OrderBody, c: Call = Depends(call)) -> Response:
     """What the order would earn and which of the member's rewards apply; changes nothing."""
 
@@ -309,7 +324,9 @@ def quote(body: OrderBody, c: Call = Depends(call)) -> Response:
     )
 
 
-@router.post("/orders", status_code=201, tags=["orders"])
+@router.post(
+    "/orders", status_code=201, tags=["orders"], response_model=responses.written(responses.Order)
+)
 def place_order(body: OrderBody, c: Call = Depends(call)) -> Response:
     return write(
         c,
@@ -320,7 +337,7 @@ def place_order(body: OrderBody, c: Call = Depends(call)) -> Response:
     )
 
 
-@router.get("/orders/{order_id}", tags=["orders"])
+@router.get("/orders/{order_id}", tags=["orders"], response_model=responses.OrderRead)
 async def get_order(order_id: str, c: Call = Depends(call)) -> Response:
     return await read(
         c,
@@ -346,17 +363,26 @@ def _order_write(
     )
 
 
-@router.post("/orders/{order_id}/close", tags=["orders"])
+@router.post(
+    "/orders/{order_id}/close", tags=["orders"], response_model=responses.written(responses.Order)
+)
 def close_order(order_id: str, c: Call = Depends(call)) -> Response:
     return _order_write(c, order_id, orders.close, {})
 
 
-@router.patch("/orders/{order_id}", tags=["orders"])
+@router.patch(
+    "/orders/{order_id}", tags=["orders"], response_model=responses.written(responses.Order)
+)
 def edit_order(order_id: str, body: OrderParts, c: Call = Depends(call)) -> Response:
     return _order_write(c, order_id, orders.edit, _order_data(body))
 
 
-@router.post("/orders/{order_id}/refunds", status_code=201, tags=["orders"])
+@router.post(
+    "/orders/{order_id}/refunds",
+    status_code=201,
+    tags=["orders"],
+    response_model=responses.written(responses.Order),
+)
 def refund_order(order_id: str, body: RefundBody, c: Call = Depends(call)) -> Response:
     data: dict[str, Any] = {"all": True} if body.all else {}
     if body.lines is not None:
@@ -364,7 +390,9 @@ def refund_order(order_id: str, body: RefundBody, c: Call = Depends(call)) -> Re
     return _order_write(c, order_id, orders.refund, data, status=201)
 
 
-@router.post("/orders/{order_id}/void", tags=["orders"])
+@router.post(
+    "/orders/{order_id}/void", tags=["orders"], response_model=responses.written(responses.Order)
+)
 def void_order(order_id: str, c: Call = Depends(call)) -> Response:
     return _order_write(c, order_id, orders.void, {})
 
@@ -394,7 +422,12 @@ class InquiryLimiter:
             return (1 - tokens) / rate
 
 
-@router.post("/gift-cards", status_code=201, tags=["gift cards"])
+@router.post(
+    "/gift-cards",
+    status_code=201,
+    tags=["gift cards"],
+    response_model=responses.written(responses.IssuedGiftCard),
+)
 def issue_gift_card(body: GiftCardBody, c: Call = Depends(call)) -> Response:
     def render(issued: gift_cards.IssuedCard, uow: UnitOfWork, _now: datetime) -> dict[str, Any]:
         # The number and PIN are in this response only (and in its idempotent replay).
@@ -413,7 +446,11 @@ def issue_gift_card(body: GiftCardBody, c: Call = Depends(call)) -> Response:
     )
 
 
-@router.post("/gift-cards/inquiries", tags=["gift cards"])
+@router.post(
+    "/gift-cards/inquiries",
+    tags=["gift cards"],
+    response_model=responses.written(responses.GiftCard),
+)
 def inquire(body: InquiryBody, request: Request, c: Call = Depends(call)) -> Response:
     """Balance by number and PIN; unknown card and wrong PIN are answered alike."""
     c.require("gift_cards:read")  # before the limiter: a key without the scope spends nothing
@@ -430,7 +467,7 @@ def inquire(body: InquiryBody, request: Request, c: Call = Depends(call)) -> Res
     )
 
 
-@router.get("/gift-cards/{card_id}", tags=["gift cards"])
+@router.get("/gift-cards/{card_id}", tags=["gift cards"], response_model=responses.GiftCardRead)
 async def get_gift_card(card_id: str, c: Call = Depends(call)) -> Response:
     return await read(
         c,
@@ -450,21 +487,34 @@ def _card_write(c: Call, card_id: str, use_case: Callable[[UnitOfWork, datetime]
     return write(c, "gift_cards:write", use_case, render)
 
 
-@router.post("/gift-cards/{card_id}/reload", tags=["gift cards"])
+@router.post(
+    "/gift-cards/{card_id}/reload",
+    tags=["gift cards"],
+    response_model=responses.written(responses.CardMoved),
+)
 def reload_gift_card(card_id: str, body: AmountBody, c: Call = Depends(call)) -> Response:
     return _card_write(
         c, card_id, lambda uow, now: gift_cards.reload(uow, card_id, body.model_dump(), now)
     )
 
 
-@router.post("/gift-cards/{card_id}/redeem", tags=["gift cards"])
+@router.post(
+    "/gift-cards/{card_id}/redeem",
+    tags=["gift cards"],
+    response_model=responses.written(responses.CardMoved),
+)
 def redeem_gift_card(card_id: str, body: AmountBody, c: Call = Depends(call)) -> Response:
     return _card_write(
         c, card_id, lambda uow, now: gift_cards.redeem(uow, card_id, body.model_dump(), now)
     )
 
 
-@router.post("/gift-cards/{card_id}/transfers", status_code=201, tags=["gift cards"])
+@router.post(
+    "/gift-cards/{card_id}/transfers",
+    status_code=201,
+    tags=["gift cards"],
+    response_model=responses.written(responses.CardTransfer),
+)
 def transfer_gift_card(card_id: str, body: CardTransferBody, c: Call = Depends(call)) -> Response:
     """Move money to another card of the same currency (consolidating cards), all or nothing."""
     data = {"to": body.to, "amount": body.amount}
@@ -482,7 +532,12 @@ def transfer_gift_card(card_id: str, body: CardTransferBody, c: Call = Depends(c
     )
 
 
-@router.post("/gift-cards/{card_id}/holds", status_code=201, tags=["gift cards"])
+@router.post(
+    "/gift-cards/{card_id}/holds",
+    status_code=201,
+    tags=["gift cards"],
+    response_model=responses.written(responses.Authorized),
+)
 def authorize_gift_card(card_id: str, body: HoldBody, c: Call = Depends(call)) -> Response:
     data = {"amount": body.amount, "partial": body.partial, "hold": body.id}
 
@@ -503,7 +558,11 @@ def authorize_gift_card(card_id: str, body: HoldBody, c: Call = Depends(call)) -
     )
 
 
-@router.post("/gift-cards/holds/{hold_id}/capture", tags=["gift cards"])
+@router.post(
+    "/gift-cards/holds/{hold_id}/capture",
+    tags=["gift cards"],
+    response_model=responses.written(responses.Hold),
+)
 def capture_hold(hold_id: str, body: CaptureBody, c: Call = Depends(call)) -> Response:
     return write(
         c,
@@ -513,7 +572,11 @@ def capture_hold(hold_id: str, body: CaptureBody, c: Call = Depends(call)) -> Re
     )
 
 
-@router.post("/gift-cards/holds/{hold_id}/void", tags=["gift cards"])
+@router.post(
+    "/gift-cards/holds/{hold_id}/void",
+    tags=["gift cards"],
+    response_model=responses.written(responses.Hold),
+)
 def void_hold(hold_id: str, c: Call = Depends(call)) -> Response:
     return write(
         c,
@@ -526,7 +589,12 @@ def void_hold(hold_id: str, c: Call = Depends(call)) -> Response:
 # Programs --------------------------------------------------------------------------------
 
 
-@router.post("/programs/versions", status_code=201, tags=["programs"])
+@router.post(
+    "/programs/versions",
+    status_code=201,
+    tags=["programs"],
+    response_model=responses.written(responses.Versions),
+)
 def upload_program(body: ProgramBody, c: Call = Depends(call)) -> Response:
     def use_case(uow: UnitOfWork, now: datetime) -> int:
         live_from = (body.live_from or now) if body.activate else None
@@ -544,7 +612,7 @@ def _versions(uow: UnitOfWork, after: int = 0, limit: int = 500) -> list[dict[st
     ]
 
 
-@router.get("/programs/versions", tags=["programs"])
+@router.get("/programs/versions", tags=["programs"], response_model=responses.VersionsPage)
 async def list_versions(
     c: Call = Depends(call), cursor: str | None = None, limit: int = Query(50, ge=1, le=500)
 ) -> Response:
@@ -560,7 +628,11 @@ async def list_versions(
     return await read(c, "programs:read", page)
 
 
-@router.post("/programs/versions/{number}/activate", tags=["programs"])
+@router.post(
+    "/programs/versions/{number}/activate",
+    tags=["programs"],
+    response_model=responses.written(responses.Versions),
+)
 def activate_version(
     body: ActivateBody, number: int = Path(ge=1, lt=2**31), c: Call = Depends(call)
 ) -> Response:
@@ -585,7 +657,12 @@ def get_diagram(name: str, c: Call = Depends(call)) -> Response:
 # Sandboxes and the clock -----------------------------------------------------------------
 
 
-@router.post("/sandboxes", status_code=201, tags=["sandboxes"])
+@router.post(
+    "/sandboxes",
+    status_code=201,
+    tags=["sandboxes"],
+    response_model=responses.written(responses.Sandbox),
+)
 def create_sandbox(body: SandboxBody, c: Call = Depends(call)) -> Response:
     c.require("sandboxes:write")
     if body.name in ("live", "sandbox"):
@@ -647,7 +724,9 @@ def _move(c: Call, env_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     return {"id": env_id, "clock": target.isoformat(), "work_done": done}
 
 
-@router.post("/sandboxes/{sandbox_id}/clock", tags=["sandboxes"])
+@router.post(
+    "/sandboxes/{sandbox_id}/clock", tags=["sandboxes"], response_model=responses.ClockMoved
+)
 def move_sandbox_clock(sandbox_id: str, body: ClockBody, c: Call = Depends(call)) -> Response:
     """Move a sandbox's clock forward, doing all the due work on the way."""
     return idempotent(
@@ -658,7 +737,7 @@ def move_sandbox_clock(sandbox_id: str, body: ClockBody, c: Call = Depends(call)
     )
 
 
-@router.post("/clock", tags=["sandboxes"])
+@router.post("/clock", tags=["sandboxes"], response_model=responses.ClockMoved)
 def move_own_clock(body: ClockBody, c: Call = Depends(call)) -> Response:
     """Move this sandbox's own clock (a live key gets invalid_state: live has no movable clock)."""
     c.require("sandboxes:write")  # a key without the scope is refused alike in live and sandbox
@@ -672,13 +751,13 @@ def move_own_clock(body: ClockBody, c: Call = Depends(call)) -> Response:
     )
 
 
-@router.get("/consistency", tags=["consistency"])
+@router.get("/consistency", tags=["consistency"], response_model=responses.Consistency)
 async def consistency(c: Call = Depends(call)) -> Response:
     """Wait (up to wait_ms) until the read side includes the write of `consistency_token`."""
     return JSONResponse({"consistent": await wait_consistent(c)})
 
 
-@router.get("/clock", tags=["sandboxes"])
+@router.get("/clock", tags=["sandboxes"], response_model=responses.Clock)
 def get_clock(c: Call = Depends(call)) -> Response:
     return JSONResponse({"now": c.now().isoformat(), "movable": c.principal.env_kind == "sandbox"})
 
@@ -690,7 +769,11 @@ def health_router(engine_getter: Callable[[], sa.Engine]) -> APIRouter:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @health.get("/readyz", responses={503: {"description": "The database is unreachable"}})
+    @health.get(
+        "/readyz",
+        response_model=responses.Ready,
+        responses={503: {"description": "The database is unreachable", "model": responses.Ready}},
+    )
     def readyz() -> Response:
         try:
             with engine_getter().connect() as conn:

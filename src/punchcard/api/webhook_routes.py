@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
+from punchcard.api import responses
 from punchcard.api.context import Call, write
 from punchcard.api.routes import _cursor, _next_cursor, call, read
 from punchcard.api.schemas import EndpointBody, EndpointPatch, RecoverBody
@@ -22,7 +23,9 @@ def _allow_private(c: Call) -> bool:
     return bool(c.request.app.state.webhook_allow_private) or c.principal.env_kind != "live"
 
 
-@router.post("/endpoints", status_code=201)
+@router.post(
+    "/endpoints", status_code=201, response_model=responses.written(responses.EndpointWithSecret)
+)
 def create_endpoint(body: EndpointBody, c: Call = Depends(call)) -> Response:
     """Subscribe a URL to event types (none: all). The signing secret is in this answer only."""
     return write(
@@ -36,7 +39,7 @@ def create_endpoint(body: EndpointBody, c: Call = Depends(call)) -> Response:
     )
 
 
-@router.get("/endpoints")
+@router.get("/endpoints", response_model=responses.Endpoints)
 async def list_endpoints(c: Call = Depends(call)) -> Response:
     return await read(
         c,
@@ -45,7 +48,7 @@ async def list_endpoints(c: Call = Depends(call)) -> Response:
     )
 
 
-@router.get("/endpoints/{endpoint_id}")
+@router.get("/endpoints/{endpoint_id}", response_model=responses.Endpoint)
 async def get_endpoint(endpoint_id: str, c: Call = Depends(call)) -> Response:
     return await read(
         c,
@@ -56,7 +59,7 @@ async def get_endpoint(endpoint_id: str, c: Call = Depends(call)) -> Response:
     )
 
 
-@router.patch("/endpoints/{endpoint_id}")
+@router.patch("/endpoints/{endpoint_id}", response_model=responses.written(responses.Endpoint))
 def update_endpoint(endpoint_id: str, body: EndpointPatch, c: Call = Depends(call)) -> Response:
     return write(
         c,
@@ -77,7 +80,10 @@ def delete_endpoint(endpoint_id: str, c: Call = Depends(call)) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/endpoints/{endpoint_id}/rotate-secret")
+@router.post(
+    "/endpoints/{endpoint_id}/rotate-secret",
+    response_model=responses.written(responses.EndpointWithSecret),
+)
 def rotate_secret(endpoint_id: str, c: Call = Depends(call)) -> Response:
     """A new secret; the previous one keeps signing (beside it) for 24 hours."""
     return write(
@@ -88,7 +94,7 @@ def rotate_secret(endpoint_id: str, c: Call = Depends(call)) -> Response:
     )
 
 
-@router.get("/endpoints/{endpoint_id}/attempts")
+@router.get("/endpoints/{endpoint_id}/attempts", response_model=responses.Attempts)
 async def list_attempts(
     endpoint_id: str,
     c: Call = Depends(call),
@@ -117,7 +123,7 @@ async def list_attempts(
     return await read(c, "webhooks:read", page)
 
 
-@router.get("/endpoints/{endpoint_id}/dead-letters")
+@router.get("/endpoints/{endpoint_id}/dead-letters", response_model=responses.DeadLetters)
 async def list_dead_letters(endpoint_id: str, c: Call = Depends(call)) -> Response:
     return await read(
         c,
@@ -126,7 +132,9 @@ async def list_dead_letters(endpoint_id: str, c: Call = Depends(call)) -> Respon
     )
 
 
-@router.post("/endpoints/{endpoint_id}/recover")
+@router.post(
+    "/endpoints/{endpoint_id}/recover", response_model=responses.written(responses.Requeued)
+)
 def recover(endpoint_id: str, body: RecoverBody, c: Call = Depends(call)) -> Response:
     """Send again every dead-lettered message since a time."""
     return write(
@@ -137,7 +145,7 @@ def recover(endpoint_id: str, body: RecoverBody, c: Call = Depends(call)) -> Res
     )
 
 
-@router.post("/messages/{message_id}/resend")
+@router.post("/messages/{message_id}/resend", response_model=responses.written(responses.Requeued))
 def resend(message_id: str, c: Call = Depends(call)) -> Response:
     return write(
         c,
