@@ -21,9 +21,7 @@ class Shape(BaseModel):
 def written(shape: type[Shape]) -> type[Shape]:
     """The shape as a write answers it: with the token a later read can wait for."""
     token = Field(description="Pass to a read (query or header) to see this write")
-    return create_model(
-        f"{shape.__name__}Written", __base__=shape, consistency_token=(str, token)
-    )
+    return create_model(f"{shape.__name__}Written", __base__=shape, consistency_token=(str, token))
 
 
 class Money(Shape):
