@@ -15,6 +15,16 @@ CHICAGO_WINTER = timezone(timedelta(hours=-6))
 START = datetime(2026, 3, 3, 9, 0, tzinfo=CHICAGO_WINTER)
 
 
+class FakeClock:
+    """A clock a test sets by hand (`clock.at = ...`)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.at = now
+
+    def now(self) -> datetime:
+        return self.at
+
+
 def new_app(engine: sa.Engine, program: str | None = None, start: datetime = START) -> Loyalty:
     app = Loyalty(engine, create_environment(engine, "test", start, clock=start))
     app.publish(program or EXAMPLE_PROGRAM.read_text(), start)

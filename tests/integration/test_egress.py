@@ -18,18 +18,10 @@ from punchcard.store.tables import environments, webhook_attempts, webhook_deliv
 from punchcard.worker.delivery import Deliverer
 from punchcard.worker.egress import PublicOnly, PublicOnlyTransport
 
-from .helpers import new_app
+from .helpers import FakeClock, new_app
 from .receiver import receiving
 
 T0 = datetime(2026, 3, 3, 15, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.at = now
-
-    def now(self) -> datetime:
-        return self.at
 
 
 class ScriptedResolver:

@@ -19,18 +19,10 @@ from punchcard.store.database import open_database
 from punchcard.store.tables import webhook_deliveries, webhook_endpoints, webhook_messages
 from punchcard.worker.delivery import IN_FLIGHT, RETRY_DELAYS_S, Deliverer
 
-from .helpers import burritos, new_app
+from .helpers import FakeClock, burritos, new_app
 from .receiver import Reply, receiving
 
 T0 = datetime(2026, 3, 3, 15, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.at = now
-
-    def now(self) -> datetime:
-        return self.at
 
 
 def _endpoint(

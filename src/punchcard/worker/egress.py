@@ -17,10 +17,6 @@ import httpx
 from punchcard.services.addresses import Resolver, is_public, resolve
 
 
-class PrivateAddress(httpcore.ConnectError):
-    """The host resolved to an address a live webhook may not reach."""
-
-
 class PublicOnly(httpcore.SyncBackend):
     """A network backend that opens TCP connections to checked addresses only."""
 
@@ -44,7 +40,9 @@ class PublicOnly(httpcore.SyncBackend):
             raise httpcore.ConnectError(f"{host} does not resolve: {exc}") from exc
         refused = [address for address in found if not self.admit(address)]
         if refused or not found:
-            raise PrivateAddress(f"refused: {host} resolves to {', '.join(refused) or 'nothing'}")
+            raise httpcore.ConnectError(
+                f"refused: {host} resolves to {', '.join(refused) or 'nothing'}"
+            )
         error: Exception | None = None
         for address in found:  # as `socket.create_connection` does: each address in turn
             try:
