@@ -133,7 +133,7 @@ def test_the_document_declares_problems_keys_and_idempotency(server: Server) -> 
     enroll = document["paths"]["/v1/members"]["post"]
     problems = enroll["responses"]["4XX"]["content"]["application/problem+json"]
     assert problems["schema"] == {"$ref": "#/components/schemas/Problem"}
-    assert enroll["security"] == [{"apiKey": []}]
+    assert enroll["security"] == [{"apiKey": ["members:write"]}]
     assert {"name": "Idempotency-Key", "in": "header", "required": True}.items() <= (
         enroll["parameters"][0].items()
     )

@@ -692,6 +692,78 @@ def test_scopes_are_checked_before_anything_else(srv: Srv) -> None:
         assert (answer.status_code, answer.json()["code"]) == (403, "forbidden")
 
 
+# What a request gets wrong, sent by a key that may not make it at all.
+MALFORMED: dict[str, dict[str, Any]] = {
+    "unparseable JSON": {"content": b'{"id": ', "headers": {"content-type": "application/json"}},
+    "a body of the wrong shape": {"json": {"nonsense": [1]}},
+    "a body that is not JSON": {
+        "content": b"id=1",
+        "headers": {"content-type": "application/x-www-form-urlencoded"},
+    },
+    "an unknown query parameter": {"query": "limt=10"},
+}
+
+
+def test_a_key_without_the_scope_learns_nothing_from_what_its_request_got_wrong(
+    srv: Srv, world: World
+) -> None:
+    """The key and its scope are checked before the query is read and before the body is
+    parsed: a key without the scope gets, for a malformed request, the very 403 a good one
+    gets, and a request without a key gets 401, not a 422 that tells it what to fix."""
+    wrong = []
+    for route in ROUTES:
+        if route.scope in (PUBLIC, SIGNED, None):
+            continue
+        other = next(s for s in SCOPES if s not in ("admin", route.scope))
+        good = _call(srv, world.keys[other], route, world.own)
+        if good.status_code != 403:
+            wrong.append(f"{route.method} {route.path} with {other}: {good.status_code}")
+            continue
+        url = _fill(route.path, world.own)
+        for what, malformed in MALFORMED.items():
+            if route.method in ("GET", "DELETE") and what != "an unknown query parameter":
+                continue  # no body to get wrong
+            for key, want in ((world.keys[other], good.content), (None, None)):
+                headers = {**_key(), **malformed.get("headers", {})}
+                if key:
+                    headers["Authorization"] = f"Bearer {key}"
+                sent = {k: v for k, v in malformed.items() if k not in ("headers", "query")}
+                target = url
+                if "query" in malformed:  # added to the route's own query, if it has one
+                    target += ("&" if "?" in url else "?") + malformed["query"]
+                    if route.body is not None:
+                        sent["json"] = _fill(route.body, world.own)
+                answer = srv.http().request(route.method, target, headers=headers, **sent)
+                if want is None:
+                    ok = (answer.status_code, answer.json()["code"]) == (401, "unauthenticated")
+                else:
+                    ok = answer.status_code == 403 and answer.content == want
+                if not ok:
+                    who = other if key else "no key"
+                    wrong.append(
+                        f"{route.method} {route.path}, {what}, {who}: "
+                        f"{answer.status_code} {answer.text}"
+                    )
+    assert wrong == []
+
+
+def test_each_operation_declares_the_scope_its_key_needs(srv: Srv) -> None:
+    spec = httpx.get(f"{srv.url}/openapi.json").json()
+    for route in ROUTES:
+        operation = spec["paths"][route.path.split("?")[0]][route.method.lower()]
+        if route.scope in (PUBLIC, SIGNED):
+            assert "security" not in operation, route
+            continue
+        needed = [] if route.scope is None else [route.scope]
+        if route.path.startswith("/v1/balances"):  # what it needs is what it is asked for
+            assert operation["security"] == [
+                {"apiKey": ["members:read"]},
+                {"apiKey": ["gift_cards:read"]},
+            ]
+            continue
+        assert operation["security"] == [{"apiKey": needed}], route
+
+
 # Secrets at rest ------------------------------------------------------------------------
 
 

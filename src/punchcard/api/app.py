@@ -8,7 +8,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
-from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -18,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from punchcard import __version__
+from punchcard.api.guard import declared
 from punchcard.api.inbound_routes import router as inbound_router
 from punchcard.api.problems import (
     PROBLEM_RESPONSES,
@@ -26,7 +26,7 @@ from punchcard.api.problems import (
     from_domain,
     problem,
 )
-from punchcard.api.routes import InquiryLimiter, call, health_router, router
+from punchcard.api.routes import InquiryLimiter, health_router, router
 from punchcard.api.webhook_routes import router as webhook_router
 from punchcard.errors import PunchcardError
 from punchcard.services.clock import Clock
@@ -129,13 +129,10 @@ def _key_given_twice(body: bytes) -> str | None:
     return None
 
 
-def _depends_on(dependant: Dependant, target: Any) -> bool:
-    return any(d.call is target or _depends_on(d, target) for d in dependant.dependencies)
-
-
 def openapi_document(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus what it cannot see: the bearer key and Idempotency-Key that
-    `call` and `write` read from the headers, and the Problem body of every 4xx."""
+    """FastAPI's document plus what it cannot see: the bearer key (with the scopes each
+    operation needs) and Idempotency-Key that the guard and `write` read from the headers,
+    and the Problem body of every 4xx."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     document = get_openapi(
@@ -154,11 +151,12 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         route = context.original_route
         if not (isinstance(route, APIRoute) and route.include_in_schema):
             continue
-        if not _depends_on(route.dependant, call):
+        guard = declared(route)
+        if guard is None:
             continue
         for method in context.methods or ():
             operation = document["paths"][context.path_format][method.lower()]
-            operation["security"] = [{"apiKey": []}]
+            operation["security"] = guard.security()  # with the scopes it needs
             if method in {"POST", "PUT", "PATCH"}:
                 operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY_PARAMETER)
     app.openapi_schema = document

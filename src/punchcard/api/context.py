@@ -351,13 +351,11 @@ def _run_claimed(call: Call, claimed: int, work: Callable[[], Response]) -> Resp
 
 def write(
     call: Call,
-    scope: str,
     use_case: Callable[[UnitOfWork, datetime], Any],
     render: Callable[[Any, UnitOfWork, datetime], dict[str, Any]],
     status: int = 200,
 ) -> Response:
     """Run a mutating use case once per Idempotency-Key; store its response with its effect."""
-    call.require(scope)
     claimed = _claim(call, _idempotency_key(call), _fingerprint(call))
     if isinstance(claimed, Response):
         return claimed
@@ -407,7 +405,6 @@ def _store_plan(call: Call, claimed: int, plan: dict[str, Any]) -> None:
 
 def idempotent(
     call: Call,
-    scope: str,
     plan: Callable[[], dict[str, Any]],
     run: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]],
 ) -> Response:
@@ -417,7 +414,6 @@ def idempotent(
     The plan is what the request means, resolved against the state it is about to change
     ("advance 1 day" becomes "move to" a time). Running a plan twice changes nothing more, so
     a retry after a crash carries out the stored plan again, not a plan made anew."""
-    call.require(scope)
     claimed = _claim(call, _idempotency_key(call), _fingerprint(call))
     if isinstance(claimed, Response):
         return claimed

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from punchcard.api import responses
 from punchcard.api.context import Call, write
+from punchcard.api.guard import GuardedRoute, needs
 from punchcard.api.problems import ApiProblem
-from punchcard.api.routes import call, read
+from punchcard.api.routes import read
 from punchcard.api.schemas import SourceBody
 from punchcard.services import inbound
 
-router = APIRouter(prefix="/v1/inbound", tags=["inbound"])
+router = APIRouter(prefix="/v1/inbound", route_class=GuardedRoute, tags=["inbound"])
 
 
 @router.post("/sources", status_code=201, response_model=responses.written(responses.InboundSource))
-def create_source(body: SourceBody, c: Call = Depends(call)) -> Response:
+def create_source(body: SourceBody, c: Call = needs("inbound:write")) -> Response:
     """A source and its signing secret (in this answer only); events go to its `url`."""
     return write(
         c,
-        "inbound:write",
         lambda uow, now: inbound.create_source(uow.conn, c.env_id, body.mapping, now),
         lambda made, _uow, _now: made,
         status=201,
@@ -29,11 +29,10 @@ def create_source(body: SourceBody, c: Call = Depends(call)) -> Response:
 
 
 @router.get("/sources/{source_id}/events", response_model=responses.InboundEvents)
-async def list_events(source_id: str, c: Call = Depends(call)) -> Response:
+async def list_events(source_id: str, c: Call = needs("inbound:write")) -> Response:
     """What became of each event: pending (waiting for its order), done, or failed and why."""
     return await read(
         c,
-        "inbound:write",
         lambda uow, _now, _ok: {"events": inbound.events(uow.conn, c.env_id, source_id)},
     )
 

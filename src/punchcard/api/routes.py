@@ -10,12 +10,13 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from punchcard.api import responses, views
-from punchcard.api.context import Call, authenticated, idempotent, wait_consistent, write
+from punchcard.api.context import Call, idempotent, wait_consistent, write
+from punchcard.api.guard import GuardedRoute, needs
 from punchcard.api.problems import ApiProblem
 from punchcard.api.schemas import (
     ActivateBody,
@@ -45,42 +46,8 @@ from punchcard.store.database import reading
 from punchcard.store.uow import UnitOfWork
 from punchcard.worker.due_work import move_clock
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=GuardedRoute)
 T = TypeVar("T")
-
-
-async def call(request: Request) -> Call:
-    body = await request.body()
-    state = request.app.state
-    found = await run_in_threadpool(authenticated, request, state.engine, state.clock, body)
-    _refuse_unknown_query(request)
-    return found
-
-
-CONSISTENCY_PARAMS = frozenset({"consistency_token", "wait_ms"})  # every read takes them
-_ALLOWED_QUERY: dict[tuple[str, str], frozenset[str]] = {}
-
-
-def _refuse_unknown_query(request: Request) -> None:
-    """A query parameter the route does not take is refused, not ignored: `?limt=10` is a typo
-    to be told about. Checked after the key, so an unauthenticated caller learns nothing."""
-    if not request.query_params:
-        return
-    route = (request.scope["route"].path_format, request.method.lower())
-    allowed = _ALLOWED_QUERY.get(route)
-    if allowed is None:  # what the published OpenAPI document declares (it is built once)
-        operation = request.app.openapi()["paths"][route[0]][route[1]]
-        declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
-        allowed = frozenset(declared | (CONSISTENCY_PARAMS if route[1] == "get" else set()))
-        _ALLOWED_QUERY[route] = allowed
-    unknown = sorted(set(request.query_params) - allowed)
-    if unknown:
-        raise ApiProblem(
-            422,
-            "invalid_input",
-            f"unknown query parameter {unknown[0]!r}; this endpoint takes "
-            + (", ".join(sorted(allowed)) or "none"),
-        )
 
 
 def _read(c: Call, query: Callable[[UnitOfWork, datetime], T]) -> T:
@@ -89,11 +56,9 @@ def _read(c: Call, query: Callable[[UnitOfWork, datetime], T]) -> T:
         return query(uow, now)
 
 
-async def read(
-    c: Call, scope: str, query: Callable[[UnitOfWork, datetime, bool], Any]
-) -> JSONResponse:
-    """A read: checks the scope, waits for a consistency token if given, then answers."""
-    c.require(scope)
+async def read(c: Call, query: Callable[[UnitOfWork, datetime, bool], Any]) -> JSONResponse:
+    """A read: waits for a consistency token if given, then answers (the scope was checked
+    before the route ran)."""
     consistent = await wait_consistent(c)
     result = await run_in_threadpool(_read, c, lambda uow, now: query(uow, now, consistent))
     return JSONResponse(result)
@@ -128,11 +93,10 @@ def _next_cursor(position: int | None) -> str | None:
     tags=["members"],
     response_model=responses.written(responses.Member),
 )
-def enroll(body: EnrollBody, c: Call = Depends(call)) -> Response:
+def enroll(body: EnrollBody, c: Call = needs("members:write")) -> Response:
     data = {"member": body.id, **body.model_dump(exclude={"id"})}
     return write(
         c,
-        "members:write",
         lambda uow, now: members.enroll(uow, data, now),
         lambda _, uow, now: views.member(members.view(uow, body.id, now)),
         status=201,
@@ -140,23 +104,19 @@ def enroll(body: EnrollBody, c: Call = Depends(call)) -> Response:
 
 
 @router.get("/members/{member_id}", tags=["members"], response_model=responses.Member)
-async def get_member(member_id: str, c: Call = Depends(call)) -> Response:
-    return await read(
-        c, "members:read", lambda uow, now, ok: views.member(members.view(uow, member_id, now), ok)
-    )
+async def get_member(member_id: str, c: Call = needs("members:read")) -> Response:
+    return await read(c, lambda uow, now, ok: views.member(members.view(uow, member_id, now), ok))
 
 
 @router.get("/members/{member_id}/balance", tags=["members"], response_model=responses.Balance)
-async def get_balance(member_id: str, c: Call = Depends(call)) -> Response:
-    return await read(
-        c, "members:read", lambda uow, now, ok: views.balance(members.view(uow, member_id, now), ok)
-    )
+async def get_balance(member_id: str, c: Call = needs("members:read")) -> Response:
+    return await read(c, lambda uow, now, ok: views.balance(members.view(uow, member_id, now), ok))
 
 
 @router.get("/members/{member_id}/timeline", tags=["members"], response_model=responses.Timeline)
 async def get_timeline(
     member_id: str,
-    c: Call = Depends(call),
+    c: Call = needs("members:read"),
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> Response:
@@ -178,13 +138,13 @@ async def get_timeline(
             "consistent": ok,
         }
 
-    return await read(c, "members:read", page)
+    return await read(c, page)
 
 
 @router.get("/members/{member_id}/rewards", tags=["rewards"], response_model=responses.HeldRewards)
 async def member_rewards(
     member_id: str,
-    c: Call = Depends(call),
+    c: Call = needs("members:read"),
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> Response:
@@ -208,7 +168,7 @@ async def member_rewards(
             "consistent": ok,
         }
 
-    return await read(c, "members:read", held)
+    return await read(c, held)
 
 
 @router.post(
@@ -217,11 +177,10 @@ async def member_rewards(
     tags=["rewards"],
     response_model=responses.written(responses.Member),
 )
-def redeem_reward(member_id: str, body: RedeemBody, c: Call = Depends(call)) -> Response:
+def redeem_reward(member_id: str, body: RedeemBody, c: Call = needs("rewards:write")) -> Response:
     data = {"member": member_id, "reward": body.reward, "as": body.alias}
     return write(
         c,
-        "rewards:write",
         lambda uow, now: rewards.redeem(uow, data, now),
         lambda _, uow, now: views.member(members.view(uow, member_id, now)),
         status=201,
@@ -234,7 +193,9 @@ def redeem_reward(member_id: str, body: RedeemBody, c: Call = Depends(call)) -> 
     tags=["members"],
     response_model=responses.written(responses.PointsTransfer),
 )
-def transfer_points(member_id: str, body: PointsTransferBody, c: Call = Depends(call)) -> Response:
+def transfer_points(
+    member_id: str, body: PointsTransferBody, c: Call = needs("members:write")
+) -> Response:
     """Move posted points to another member; each part keeps its expiry (docs/api.md)."""
     data = {"member": member_id, "to": body.to, "points": body.points}
 
@@ -244,7 +205,6 @@ def transfer_points(member_id: str, body: PointsTransferBody, c: Call = Depends(
 
     return write(
         c,
-        "members:write",
         lambda uow, now: members.transfer_points(uow, data, now),
         render,
         status=201,
@@ -253,7 +213,7 @@ def transfer_points(member_id: str, body: PointsTransferBody, c: Call = Depends(
 
 @router.get("/balances", tags=["members", "gift cards"], response_model=responses.Balances)
 async def get_balances(
-    c: Call = Depends(call),
+    c: Call = needs(per_query={"member": "members:read", "gift_card": "gift_cards:read"}),
     member: list[str] = Query([], description="A member id; repeat for each (at most 100 ids)"),
     gift_card: list[str] = Query([], description="A gift card id; repeat for each"),
 ) -> Response:
@@ -262,10 +222,6 @@ async def get_balances(
         raise InvalidInput("name at least one member or gift_card")
     if len(member) + len(gift_card) > gift_cards.MAX_BATCH:
         raise InvalidInput(f"at most {gift_cards.MAX_BATCH} ids in one read")
-    if member:
-        c.require("members:read")
-    if gift_card:
-        c.require("gift_cards:read")
 
     def both(uow: UnitOfWork, now: datetime, ok: bool) -> dict[str, Any]:
         ledger.snapshot(uow.conn)  # first: every read below sees the same moment
@@ -281,11 +237,11 @@ async def get_balances(
             "consistent": ok,
         }
 
-    return await read(c, "members:read" if member else "gift_cards:read", both)
+    return await read(c, both)
 
 
 @router.get("/rewards", tags=["rewards"], response_model=responses.Catalogue)
-async def catalogue(c: Call = Depends(call)) -> Response:
+async def catalogue(c: Call = needs("members:read")) -> Response:
     def listing(uow: UnitOfWork, now: datetime, _ok: bool) -> dict[str, Any]:
         program = version_at(uow, now).program
         return {
@@ -300,7 +256,7 @@ async def catalogue(c: Call = Depends(call)) -> Response:
             ]
         }
 
-    return await read(c, "members:read", listing)
+    return await read(c, listing)
 
 
 # Orders ----------------------------------------------------------------------------------
@@ -311,7 +267,7 @@ def _order_data(body: OrderParts) -> dict[str, Any]:
 
 
 @router.post("/orders/quote", tags=["orders"], response_model=responses.written(responses.Quote))
-def quote(body: OrderBody, c: Call = Depends(call)) -> Response:
+def quote(body: OrderBody, c: Call = needs("orders:read")) -> Response:
     """What the order would earn and which of the member's rewards apply; changes nothing."""
 
     def render(result: Any, uow: UnitOfWork, now: datetime) -> dict[str, Any]:
@@ -319,18 +275,15 @@ def quote(body: OrderBody, c: Call = Depends(call)) -> Response:
         currency = version_at(uow, now).program.currency
         return {"outcome": views.outcome(outcome, currency), "applicable_rewards": applicable}
 
-    return write(
-        c, "orders:read", lambda uow, now: orders.quote(uow, _order_data(body), now), render
-    )
+    return write(c, lambda uow, now: orders.quote(uow, _order_data(body), now), render)
 
 
 @router.post(
     "/orders", status_code=201, tags=["orders"], response_model=responses.written(responses.Order)
 )
-def place_order(body: OrderBody, c: Call = Depends(call)) -> Response:
+def place_order(body: OrderBody, c: Call = needs("orders:write")) -> Response:
     return write(
         c,
-        "orders:write",
         lambda uow, now: orders.place(uow, _order_data(body), now),
         lambda placed, _uow, _now: views.order(placed),
         status=201,
@@ -338,10 +291,9 @@ def place_order(body: OrderBody, c: Call = Depends(call)) -> Response:
 
 
 @router.get("/orders/{order_id}", tags=["orders"], response_model=responses.OrderRead)
-async def get_order(order_id: str, c: Call = Depends(call)) -> Response:
+async def get_order(order_id: str, c: Call = needs("orders:read")) -> Response:
     return await read(
         c,
-        "orders:read",
         lambda uow, now, ok: {**views.order(orders.view(uow, order_id)), "consistent": ok},
     )
 
@@ -356,7 +308,6 @@ def _order_write(
     payload = {**data, "order": order_id}
     return write(
         c,
-        "orders:write",
         lambda uow, now: use_case(uow, payload, now),
         lambda _, uow, now: views.order(orders.view(uow, order_id)),
         status=status,
@@ -366,14 +317,14 @@ def _order_write(
 @router.post(
     "/orders/{order_id}/close", tags=["orders"], response_model=responses.written(responses.Order)
 )
-def close_order(order_id: str, c: Call = Depends(call)) -> Response:
+def close_order(order_id: str, c: Call = needs("orders:write")) -> Response:
     return _order_write(c, order_id, orders.close, {})
 
 
 @router.patch(
     "/orders/{order_id}", tags=["orders"], response_model=responses.written(responses.Order)
 )
-def edit_order(order_id: str, body: OrderParts, c: Call = Depends(call)) -> Response:
+def edit_order(order_id: str, body: OrderParts, c: Call = needs("orders:write")) -> Response:
     return _order_write(c, order_id, orders.edit, _order_data(body))
 
 
@@ -383,7 +334,7 @@ def edit_order(order_id: str, body: OrderParts, c: Call = Depends(call)) -> Resp
     tags=["orders"],
     response_model=responses.written(responses.Order),
 )
-def refund_order(order_id: str, body: RefundBody, c: Call = Depends(call)) -> Response:
+def refund_order(order_id: str, body: RefundBody, c: Call = needs("orders:write")) -> Response:
     data: dict[str, Any] = {"all": True} if body.all else {}
     if body.lines is not None:
         data["lines"] = [line.model_dump() for line in body.lines]
@@ -393,7 +344,7 @@ def refund_order(order_id: str, body: RefundBody, c: Call = Depends(call)) -> Re
 @router.post(
     "/orders/{order_id}/void", tags=["orders"], response_model=responses.written(responses.Order)
 )
-def void_order(order_id: str, c: Call = Depends(call)) -> Response:
+def void_order(order_id: str, c: Call = needs("orders:write")) -> Response:
     return _order_write(c, order_id, orders.void, {})
 
 
@@ -428,7 +379,7 @@ class InquiryLimiter:
     tags=["gift cards"],
     response_model=responses.written(responses.IssuedGiftCard),
 )
-def issue_gift_card(body: GiftCardBody, c: Call = Depends(call)) -> Response:
+def issue_gift_card(body: GiftCardBody, c: Call = needs("gift_cards:write")) -> Response:
     def render(issued: gift_cards.IssuedCard, uow: UnitOfWork, _now: datetime) -> dict[str, Any]:
         # The number and PIN are in this response only (and in its idempotent replay).
         return {
@@ -439,7 +390,6 @@ def issue_gift_card(body: GiftCardBody, c: Call = Depends(call)) -> Response:
 
     return write(
         c,
-        "gift_cards:write",
         lambda uow, now: gift_cards.issue(uow, body.id, body.model_dump(), now),
         render,
         status=201,
@@ -451,9 +401,8 @@ def issue_gift_card(body: GiftCardBody, c: Call = Depends(call)) -> Response:
     tags=["gift cards"],
     response_model=responses.written(responses.GiftCard),
 )
-def inquire(body: InquiryBody, request: Request, c: Call = Depends(call)) -> Response:
+def inquire(body: InquiryBody, request: Request, c: Call = needs("gift_cards:read")) -> Response:
     """Balance by number and PIN; unknown card and wrong PIN are answered alike."""
-    c.require("gift_cards:read")  # before the limiter: a key without the scope spends nothing
     wait_s = request.app.state.inquiries.take(c.principal.key_id)
     if wait_s:
         raise ApiProblem(
@@ -461,17 +410,15 @@ def inquire(body: InquiryBody, request: Request, c: Call = Depends(call)) -> Res
         )
     return write(
         c,
-        "gift_cards:read",
         lambda uow, now: gift_cards.inquire(uow, body.number, body.pin, now),
         lambda card, _uow, _now: views.gift_card(card),
     )
 
 
 @router.get("/gift-cards/{card_id}", tags=["gift cards"], response_model=responses.GiftCardRead)
-async def get_gift_card(card_id: str, c: Call = Depends(call)) -> Response:
+async def get_gift_card(card_id: str, c: Call = needs("gift_cards:read")) -> Response:
     return await read(
         c,
-        "gift_cards:read",
         lambda uow, _now, ok: {**views.gift_card(gift_cards.view(uow, card_id)), "consistent": ok},
     )
 
@@ -484,7 +431,7 @@ def _card_write(c: Call, card_id: str, use_case: Callable[[UnitOfWork, datetime]
             out["approved"] = views.money(approved, view.currency)
         return out
 
-    return write(c, "gift_cards:write", use_case, render)
+    return write(c, use_case, render)
 
 
 @router.post(
@@ -492,7 +439,9 @@ def _card_write(c: Call, card_id: str, use_case: Callable[[UnitOfWork, datetime]
     tags=["gift cards"],
     response_model=responses.written(responses.CardMoved),
 )
-def reload_gift_card(card_id: str, body: AmountBody, c: Call = Depends(call)) -> Response:
+def reload_gift_card(
+    card_id: str, body: AmountBody, c: Call = needs("gift_cards:write")
+) -> Response:
     return _card_write(
         c, card_id, lambda uow, now: gift_cards.reload(uow, card_id, body.model_dump(), now)
     )
@@ -503,7 +452,9 @@ def reload_gift_card(card_id: str, body: AmountBody, c: Call = Depends(call)) ->
     tags=["gift cards"],
     response_model=responses.written(responses.CardMoved),
 )
-def redeem_gift_card(card_id: str, body: AmountBody, c: Call = Depends(call)) -> Response:
+def redeem_gift_card(
+    card_id: str, body: AmountBody, c: Call = needs("gift_cards:write")
+) -> Response:
     return _card_write(
         c, card_id, lambda uow, now: gift_cards.redeem(uow, card_id, body.model_dump(), now)
     )
@@ -515,7 +466,9 @@ def redeem_gift_card(card_id: str, body: AmountBody, c: Call = Depends(call)) ->
     tags=["gift cards"],
     response_model=responses.written(responses.CardTransfer),
 )
-def transfer_gift_card(card_id: str, body: CardTransferBody, c: Call = Depends(call)) -> Response:
+def transfer_gift_card(
+    card_id: str, body: CardTransferBody, c: Call = needs("gift_cards:write")
+) -> Response:
     """Move money to another card of the same currency (consolidating cards), all or nothing."""
     data = {"to": body.to, "amount": body.amount}
 
@@ -525,7 +478,6 @@ def transfer_gift_card(card_id: str, body: CardTransferBody, c: Call = Depends(c
 
     return write(
         c,
-        "gift_cards:write",
         lambda uow, now: gift_cards.transfer_value(uow, card_id, data, now),
         render,
         status=201,
@@ -538,7 +490,9 @@ def transfer_gift_card(card_id: str, body: CardTransferBody, c: Call = Depends(c
     tags=["gift cards"],
     response_model=responses.written(responses.Authorized),
 )
-def authorize_gift_card(card_id: str, body: HoldBody, c: Call = Depends(call)) -> Response:
+def authorize_gift_card(
+    card_id: str, body: HoldBody, c: Call = needs("gift_cards:write")
+) -> Response:
     data = {"amount": body.amount, "partial": body.partial, "hold": body.id}
 
     def render(approved: int, uow: UnitOfWork, _now: datetime) -> dict[str, Any]:
@@ -551,7 +505,6 @@ def authorize_gift_card(card_id: str, body: HoldBody, c: Call = Depends(call)) -
 
     return write(
         c,
-        "gift_cards:write",
         lambda uow, now: gift_cards.authorize(uow, card_id, data, now),
         render,
         status=201,
@@ -563,10 +516,9 @@ def authorize_gift_card(card_id: str, body: HoldBody, c: Call = Depends(call)) -
     tags=["gift cards"],
     response_model=responses.written(responses.Hold),
 )
-def capture_hold(hold_id: str, body: CaptureBody, c: Call = Depends(call)) -> Response:
+def capture_hold(hold_id: str, body: CaptureBody, c: Call = needs("gift_cards:write")) -> Response:
     return write(
         c,
-        "gift_cards:write",
         lambda uow, now: gift_cards.capture(uow, hold_id, body.model_dump(), now),
         lambda captured, uow, _now: gift_cards.hold_view(uow, hold_id),
     )
@@ -577,10 +529,9 @@ def capture_hold(hold_id: str, body: CaptureBody, c: Call = Depends(call)) -> Re
     tags=["gift cards"],
     response_model=responses.written(responses.Hold),
 )
-def void_hold(hold_id: str, c: Call = Depends(call)) -> Response:
+def void_hold(hold_id: str, c: Call = needs("gift_cards:write")) -> Response:
     return write(
         c,
-        "gift_cards:write",
         lambda uow, now: gift_cards.void(uow, hold_id, now),
         lambda _, uow, _now: gift_cards.hold_view(uow, hold_id),
     )
@@ -595,14 +546,12 @@ def void_hold(hold_id: str, c: Call = Depends(call)) -> Response:
     tags=["programs"],
     response_model=responses.written(responses.Versions),
 )
-def upload_program(body: ProgramBody, c: Call = Depends(call)) -> Response:
+def upload_program(body: ProgramBody, c: Call = needs("programs:write")) -> Response:
     def use_case(uow: UnitOfWork, now: datetime) -> int:
         live_from = (body.live_from or now) if body.activate else None
         return programs.publish(uow, body.source, now, live_from=live_from)
 
-    return write(
-        c, "programs:write", use_case, lambda _, uow, _now: {"versions": _versions(uow)}, status=201
-    )
+    return write(c, use_case, lambda _, uow, _now: {"versions": _versions(uow)}, status=201)
 
 
 def _versions(uow: UnitOfWork, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
@@ -614,7 +563,9 @@ def _versions(uow: UnitOfWork, after: int = 0, limit: int = 500) -> list[dict[st
 
 @router.get("/programs/versions", tags=["programs"], response_model=responses.VersionsPage)
 async def list_versions(
-    c: Call = Depends(call), cursor: str | None = None, limit: int = Query(50, ge=1, le=500)
+    c: Call = needs("programs:read"),
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
 ) -> Response:
     def page(uow: UnitOfWork, _now: datetime, _ok: bool) -> dict[str, Any]:
         rows = _versions(uow, after=_cursor(cursor), limit=limit + 1)
@@ -625,7 +576,7 @@ async def list_versions(
             "next_cursor": _next_cursor(rows[-1]["version"]) if more else None,
         }
 
-    return await read(c, "programs:read", page)
+    return await read(c, page)
 
 
 @router.post(
@@ -634,19 +585,17 @@ async def list_versions(
     response_model=responses.written(responses.Versions),
 )
 def activate_version(
-    body: ActivateBody, number: int = Path(ge=1, lt=2**31), c: Call = Depends(call)
+    body: ActivateBody, number: int = Path(ge=1, lt=2**31), c: Call = needs("programs:write")
 ) -> Response:
     return write(
         c,
-        "programs:write",
         lambda uow, now: programs.activate(uow, number, body.at or now, now),
         lambda _, uow, _now: {"versions": _versions(uow)},
     )
 
 
 @router.get("/programs/diagrams/{name}", tags=["programs"], response_class=PlainTextResponse)
-def get_diagram(name: str, c: Call = Depends(call)) -> Response:
-    c.require("programs:read")
+def get_diagram(name: str, c: Call = needs("programs:read")) -> Response:
     program = _read(c, lambda uow, now: version_at(uow, now).program) if name == "tier" else None
     try:
         return PlainTextResponse(diagram(name, program))
@@ -663,13 +612,11 @@ def get_diagram(name: str, c: Call = Depends(call)) -> Response:
     tags=["sandboxes"],
     response_model=responses.written(responses.Sandbox),
 )
-def create_sandbox(body: SandboxBody, c: Call = Depends(call)) -> Response:
-    c.require("sandboxes:write")
+def create_sandbox(body: SandboxBody, c: Call = needs("sandboxes:write")) -> Response:
     if body.name in ("live", "sandbox"):
         raise InvalidInput("name: live and sandbox are the tenant's own environments")
     return write(
         c,
-        "sandboxes:write",
         lambda uow, now: tenants.create_sandbox(
             uow.conn, c.principal, body.name, body.start, now, copy_programs=body.copy_programs
         ),
@@ -679,8 +626,7 @@ def create_sandbox(body: SandboxBody, c: Call = Depends(call)) -> Response:
 
 
 @router.delete("/sandboxes/{sandbox_id}", status_code=204, tags=["sandboxes"])
-def delete_sandbox(sandbox_id: str, c: Call = Depends(call)) -> Response:
-    c.require("sandboxes:write")
+def delete_sandbox(sandbox_id: str, c: Call = needs("sandboxes:write")) -> Response:
     with c.engine.begin() as conn:
         tenants.delete_sandbox(conn, c.principal, sandbox_id, c.clock.now())
     return Response(status_code=204)
@@ -727,38 +673,37 @@ def _move(c: Call, env_id: str, plan: dict[str, Any]) -> dict[str, Any]:
 @router.post(
     "/sandboxes/{sandbox_id}/clock", tags=["sandboxes"], response_model=responses.ClockMoved
 )
-def move_sandbox_clock(sandbox_id: str, body: ClockBody, c: Call = Depends(call)) -> Response:
+def move_sandbox_clock(
+    sandbox_id: str, body: ClockBody, c: Call = needs("sandboxes:write")
+) -> Response:
     """Move a sandbox's clock forward, doing all the due work on the way."""
     return idempotent(
         c,
-        "sandboxes:write",
         lambda: _clock_plan(c, sandbox_id, body),
         lambda plan: (200, _move(c, sandbox_id, plan)),
     )
 
 
 @router.post("/clock", tags=["sandboxes"], response_model=responses.ClockMoved)
-def move_own_clock(body: ClockBody, c: Call = Depends(call)) -> Response:
+def move_own_clock(body: ClockBody, c: Call = needs("sandboxes:write")) -> Response:
     """Move this sandbox's own clock (a live key gets invalid_state: live has no movable clock)."""
-    c.require("sandboxes:write")  # a key without the scope is refused alike in live and sandbox
     if c.principal.env_kind == "live":
         raise InvalidState("live has no movable clock")
     return idempotent(
         c,
-        "sandboxes:write",
         lambda: _clock_plan(c, c.env_id, body),
         lambda plan: (200, _move(c, c.env_id, plan)),
     )
 
 
 @router.get("/consistency", tags=["consistency"], response_model=responses.Consistency)
-async def consistency(c: Call = Depends(call)) -> Response:
+async def consistency(c: Call = needs()) -> Response:
     """Wait (up to wait_ms) until the read side includes the write of `consistency_token`."""
     return JSONResponse({"consistent": await wait_consistent(c)})
 
 
 @router.get("/clock", tags=["sandboxes"], response_model=responses.Clock)
-def get_clock(c: Call = Depends(call)) -> Response:
+def get_clock(c: Call = needs()) -> Response:
     return JSONResponse({"now": c.now().isoformat(), "movable": c.principal.env_kind == "sandbox"})
 
 

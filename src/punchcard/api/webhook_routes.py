@@ -5,17 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from punchcard.api import responses
 from punchcard.api.context import Call, write
-from punchcard.api.routes import _cursor, _next_cursor, call, read
+from punchcard.api.guard import GuardedRoute, needs
+from punchcard.api.routes import _cursor, _next_cursor, read
 from punchcard.api.schemas import EndpointBody, EndpointPatch, RecoverBody
 from punchcard.services import webhooks
 from punchcard.store.uow import UnitOfWork
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/v1/webhooks", route_class=GuardedRoute, tags=["webhooks"])
 
 
 def _allow_private(c: Call) -> bool:
@@ -26,11 +27,10 @@ def _allow_private(c: Call) -> bool:
 @router.post(
     "/endpoints", status_code=201, response_model=responses.written(responses.EndpointWithSecret)
 )
-def create_endpoint(body: EndpointBody, c: Call = Depends(call)) -> Response:
+def create_endpoint(body: EndpointBody, c: Call = needs("webhooks:write")) -> Response:
     """Subscribe a URL to event types (none: all). The signing secret is in this answer only."""
     return write(
         c,
-        "webhooks:write",
         lambda uow, now: webhooks.create_endpoint(
             uow.conn, c.env_id, body.model_dump(), now, allow_private=_allow_private(c)
         ),
@@ -40,19 +40,17 @@ def create_endpoint(body: EndpointBody, c: Call = Depends(call)) -> Response:
 
 
 @router.get("/endpoints", response_model=responses.Endpoints)
-async def list_endpoints(c: Call = Depends(call)) -> Response:
+async def list_endpoints(c: Call = needs("webhooks:read")) -> Response:
     return await read(
         c,
-        "webhooks:read",
         lambda uow, now, _ok: {"endpoints": webhooks.list_endpoints(uow.conn, c.env_id, now)},
     )
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=responses.Endpoint)
-async def get_endpoint(endpoint_id: str, c: Call = Depends(call)) -> Response:
+async def get_endpoint(endpoint_id: str, c: Call = needs("webhooks:read")) -> Response:
     return await read(
         c,
-        "webhooks:read",
         lambda uow, now, _ok: webhooks.view(
             webhooks.endpoint_row(uow.conn, c.env_id, endpoint_id), now
         ),
@@ -60,10 +58,11 @@ async def get_endpoint(endpoint_id: str, c: Call = Depends(call)) -> Response:
 
 
 @router.patch("/endpoints/{endpoint_id}", response_model=responses.written(responses.Endpoint))
-def update_endpoint(endpoint_id: str, body: EndpointPatch, c: Call = Depends(call)) -> Response:
+def update_endpoint(
+    endpoint_id: str, body: EndpointPatch, c: Call = needs("webhooks:write")
+) -> Response:
     return write(
         c,
-        "webhooks:write",
         lambda uow, now: webhooks.update_endpoint(
             uow.conn, c.env_id, endpoint_id, body.model_dump(), now, allow_private=_allow_private(c)
         ),
@@ -72,8 +71,7 @@ def update_endpoint(endpoint_id: str, body: EndpointPatch, c: Call = Depends(cal
 
 
 @router.delete("/endpoints/{endpoint_id}", status_code=204)
-def delete_endpoint(endpoint_id: str, c: Call = Depends(call)) -> Response:
-    c.require("webhooks:write")
+def delete_endpoint(endpoint_id: str, c: Call = needs("webhooks:write")) -> Response:
     now = c.now()
     with c.engine.begin() as conn:
         webhooks.delete_endpoint(conn, c.env_id, endpoint_id, now)
@@ -84,11 +82,10 @@ def delete_endpoint(endpoint_id: str, c: Call = Depends(call)) -> Response:
     "/endpoints/{endpoint_id}/rotate-secret",
     response_model=responses.written(responses.EndpointWithSecret),
 )
-def rotate_secret(endpoint_id: str, c: Call = Depends(call)) -> Response:
+def rotate_secret(endpoint_id: str, c: Call = needs("webhooks:write")) -> Response:
     """A new secret; the previous one keeps signing (beside it) for 24 hours."""
     return write(
         c,
-        "webhooks:write",
         lambda uow, now: webhooks.rotate_secret(uow.conn, c.env_id, endpoint_id, now),
         lambda made, _uow, _now: made,
     )
@@ -97,7 +94,7 @@ def rotate_secret(endpoint_id: str, c: Call = Depends(call)) -> Response:
 @router.get("/endpoints/{endpoint_id}/attempts", response_model=responses.Attempts)
 async def list_attempts(
     endpoint_id: str,
-    c: Call = Depends(call),
+    c: Call = needs("webhooks:read"),
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> Response:
@@ -120,14 +117,13 @@ async def list_attempts(
             "next_cursor": _next_cursor(rows[-1].id) if more else None,
         }
 
-    return await read(c, "webhooks:read", page)
+    return await read(c, page)
 
 
 @router.get("/endpoints/{endpoint_id}/dead-letters", response_model=responses.DeadLetters)
-async def list_dead_letters(endpoint_id: str, c: Call = Depends(call)) -> Response:
+async def list_dead_letters(endpoint_id: str, c: Call = needs("webhooks:read")) -> Response:
     return await read(
         c,
-        "webhooks:read",
         lambda uow, _now, _ok: {"messages": webhooks.dead_letters(uow.conn, c.env_id, endpoint_id)},
     )
 
@@ -135,21 +131,19 @@ async def list_dead_letters(endpoint_id: str, c: Call = Depends(call)) -> Respon
 @router.post(
     "/endpoints/{endpoint_id}/recover", response_model=responses.written(responses.Requeued)
 )
-def recover(endpoint_id: str, body: RecoverBody, c: Call = Depends(call)) -> Response:
+def recover(endpoint_id: str, body: RecoverBody, c: Call = needs("webhooks:write")) -> Response:
     """Send again every dead-lettered message since a time."""
     return write(
         c,
-        "webhooks:write",
         lambda uow, now: webhooks.recover(uow.conn, c.env_id, endpoint_id, body.since, now),
         lambda count, _uow, _now: {"requeued": count},
     )
 
 
 @router.post("/messages/{message_id}/resend", response_model=responses.written(responses.Requeued))
-def resend(message_id: str, c: Call = Depends(call)) -> Response:
+def resend(message_id: str, c: Call = needs("webhooks:write")) -> Response:
     return write(
         c,
-        "webhooks:write",
         lambda uow, now: webhooks.resend(uow.conn, c.env_id, message_id, now),
         lambda count, _uow, _now: {"requeued": count},
     )

@@ -1,0 +1,109 @@
+"""Who may call a route: the API key and its scope, checked before anything else is looked at.
+
+A route names its scope in its signature (`c: Call = needs("members:write")`). `GuardedRoute`
+checks the key, then the scope, then the query parameters, and only then lets FastAPI read
+the body. So a caller without a key, or with a key that lacks the scope, is told only that:
+not whether its JSON parsed, its body was valid or its query had a typo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+
+from punchcard.api.context import Call, authenticated
+from punchcard.api.problems import ApiProblem
+
+CONSISTENCY_PARAMS = frozenset({"consistency_token", "wait_ms"})  # every read takes them
+_ALLOWED_QUERY: dict[tuple[str, str], frozenset[str]] = {}
+
+
+class Needs:
+    """A route's dependency on its caller: authenticated, holding every one of `scopes`, and
+    for each query parameter in `per_query` that the request uses, that parameter's scope."""
+
+    def __init__(self, scopes: tuple[str, ...], per_query: dict[str, str]) -> None:
+        self.scopes = scopes
+        self.per_query = per_query
+
+    def check(self, c: Call, request: Request) -> None:
+        asked = [s for param, s in self.per_query.items() if param in request.query_params]
+        for scope in [*self.scopes, *asked]:
+            c.require(scope)
+        if (
+            self.per_query
+            and not asked
+            and not any(map(c.principal.allows, self.per_query.values()))
+        ):
+            c.require(next(iter(self.per_query.values())))  # a key that could ask for none
+
+    def security(self) -> list[dict[str, list[str]]]:
+        """As OpenAPI says it: the scopes, or each per-query scope as one alternative."""
+        if self.per_query:
+            return [{"apiKey": [*self.scopes, s]} for s in self.per_query.values()]
+        return [{"apiKey": list(self.scopes)}]
+
+    def __call__(self, request: Request) -> Call:
+        found: Call = request.state.call  # GuardedRoute put it there before the body was read
+        return found
+
+
+def needs(*scopes: str, per_query: dict[str, str] | None = None) -> Any:
+    """The authenticated caller, as a parameter default. No scope: any valid key."""
+    return Depends(Needs(scopes, per_query or {}))
+
+
+def declared(route: APIRoute) -> Needs | None:
+    """The route's `needs(...)`, if it takes an API key."""
+    for dependency in route.dependant.dependencies:
+        if isinstance(dependency.call, Needs):
+            return dependency.call
+    return None
+
+
+class GuardedRoute(APIRoute):
+    """An APIRoute that authorizes its caller before FastAPI parses the body."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        guard = declared(self)
+        if guard is None:  # signed by other means (inbound events)
+            return handler
+
+        async def guarded(request: Request) -> Response:
+            body = await request.body()
+            state = request.app.state
+            c = await run_in_threadpool(authenticated, request, state.engine, state.clock, body)
+            guard.check(c, request)
+            _refuse_unknown_query(request)
+            request.state.call = c
+            return await handler(request)
+
+        return guarded
+
+
+def _refuse_unknown_query(request: Request) -> None:
+    """A query parameter the route does not take is refused, not ignored: `?limt=10` is a typo
+    to be told about."""
+    if not request.query_params:
+        return
+    route = (request.scope["route"].path_format, request.method.lower())
+    allowed = _ALLOWED_QUERY.get(route)
+    if allowed is None:  # what the published OpenAPI document declares (it is built once)
+        operation = request.app.openapi()["paths"][route[0]][route[1]]
+        declared_names = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+        allowed = frozenset(declared_names | (CONSISTENCY_PARAMS if route[1] == "get" else set()))
+        _ALLOWED_QUERY[route] = allowed
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise ApiProblem(
+            422,
+            "invalid_input",
+            f"unknown query parameter {unknown[0]!r}; this endpoint takes "
+            + (", ".join(sorted(allowed)) or "none"),
+        )
