@@ -633,7 +633,8 @@ def test_a_key_with_a_wrong_secret_part_is_refused_like_an_unknown_key(srv: Srv)
 
 
 def test_the_signed_inbound_route_ignores_keys_and_names_no_source(srv: Srv) -> None:
-    """Another environment's source, an unknown source and a wrong signature answer alike."""
+    """Another environment's source, an unknown source and a wrong signature answer alike;
+    so do a stale timestamp on a real source and on an unknown one."""
     with srv.client(srv.a["live_key"]) as http:
         mine = _post(http, "/v1/inbound/sources", {"mapping": "generic"})
     with srv.client(srv.b["sandbox_key"]) as http:
@@ -643,10 +644,10 @@ def test_the_signed_inbound_route_ignores_keys_and_names_no_source(srv: Srv) -> 
     body = json.dumps({"id": "evt_x", "type": "order.voided", "order": {"id": "o1"}}).encode()
     stamp = str(int(time.time()))
 
-    def send(source: str, secret: str, key: str | None = None) -> httpx.Response:
+    def send(source: str, secret: str, key: str | None = None, at: str = stamp) -> httpx.Response:
         headers = {
-            "x-punchcard-timestamp": stamp,
-            "x-punchcard-signature": signature(secret, stamp, body),
+            "x-punchcard-timestamp": at,
+            "x-punchcard-signature": signature(secret, at, body),
             "content-type": "application/json",
         }
         if key:
@@ -667,6 +668,11 @@ def test_the_signed_inbound_route_ignores_keys_and_names_no_source(srv: Srv) -> 
         401,
         "bad_signature",
     )
+    stale = str(int(time.time()) - 600)  # outside the 5-minute tolerance
+    stale_known = send(mine["id"], mine["secret"], at=stale)
+    stale_unknown = send("src_" + "0" * 20, mine["secret"], at=stale)
+    assert (stale_known.status_code, stale_known.json()["code"]) == (401, "bad_signature")
+    assert stale_known.content == stale_unknown.content
     assert send(mine["id"], mine["secret"]).status_code == 202
 
 

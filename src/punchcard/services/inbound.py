@@ -61,17 +61,20 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 def receive(
     engine: sa.Engine, source_id: str, body: bytes, headers: dict[str, str], now: datetime
 ) -> bool:
-    """Verify, deduplicate and store an event. True when new, False for a duplicate."""
+    """Verify, deduplicate and store an event. True when new, False for a duplicate.
+
+    The timestamp is judged before the source is looked up, so a stale request is answered
+    alike whether or not its source exists."""
+    stamp = headers.get("x-punchcard-timestamp", "")
+    given = headers.get("x-punchcard-signature", "")
+    if not stamp.isdigit() or abs(now.timestamp() - int(stamp)) > TOLERANCE.total_seconds():
+        raise BadSignature("timestamp missing or outside the 5-minute tolerance")
     with engine.begin() as conn:
         source = conn.execute(
             sa.select(inbound_sources).where(inbound_sources.c.id == source_id)
         ).first()
         if source is None:
             raise BadSignature("unknown source")
-        stamp = headers.get("x-punchcard-timestamp", "")
-        given = headers.get("x-punchcard-signature", "")
-        if not stamp.isdigit() or abs(now.timestamp() - int(stamp)) > TOLERANCE.total_seconds():
-            raise BadSignature("timestamp missing or outside the 5-minute tolerance")
         if not hmac.compare_digest(given, signature(source.secret, stamp, body)):
             raise BadSignature("signature does not match")
         try:
