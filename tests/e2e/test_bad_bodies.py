@@ -259,6 +259,30 @@ def test_a_query_parameter_the_endpoint_does_not_take_is_refused_by_name(
         assert anonymous.get("/v1/programs/versions", params={"limt": "1"}).status_code == 401
 
 
+def test_a_single_valued_query_parameter_given_twice_is_refused(http: httpx.Client) -> None:
+    twice = http.get("/v1/programs/versions?limit=1&limit=50")
+    assert _problem(twice, 422, "invalid_input")["detail"] == (
+        "query parameter 'limit' is given twice"
+    )
+    # A list parameter is repeated by design.
+    both = http.get("/v1/balances?member=nobody&member=nobody2")
+    assert _problem(both, 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    "wait_ms", ["-1", "5001", "1.5", "soon", "", "0" * 40 + "99999", "9" * 5000, "\u0663"]
+)
+def test_a_bad_wait_ms_is_refused_even_without_a_token(http: httpx.Client, wait_ms: str) -> None:
+    """`wait_ms` is declared on every read: a bad one is refused, not ignored because no
+    consistency token came with it (the clock is always current, and still checks it)."""
+    for path in ("/v1/programs/versions", "/v1/clock"):
+        answer = http.get(path, params={"wait_ms": wait_ms})
+        assert _problem(answer, 422, "invalid_input")["detail"] == (
+            "wait_ms is a whole number of milliseconds, 0 to 5000"
+        )
+    assert http.get("/v1/clock", params={"wait_ms": "0005000"}).status_code == 200
+
+
 def test_an_id_written_as_a_whole_number_is_its_text_as_the_document_declares(
     http: httpx.Client, server: Server
 ) -> None:

@@ -139,4 +139,25 @@ def test_the_document_declares_problems_keys_and_idempotency(server: Server) -> 
     )
     receive = document["paths"]["/v1/inbound/{source_id}"]["post"]
     assert "security" not in receive  # signed by the source, no key
+    signed = {(p["name"], p["in"], p["required"]) for p in receive["parameters"]}
+    assert signed == {
+        ("source_id", "path", True),
+        ("X-Punchcard-Timestamp", "header", True),
+        ("X-Punchcard-Signature", "header", True),
+    }
+    timeline = document["paths"]["/v1/members/{member_id}/timeline"]["get"]
+    assert [(p["name"], p["in"]) for p in timeline["parameters"]] == [
+        ("member_id", "path"),
+        ("cursor", "query"),
+        ("limit", "query"),
+        ("consistency_token", "query"),
+        ("wait_ms", "query"),
+        ("Consistency-Token", "header"),
+    ]
+    assert timeline["parameters"][4]["schema"] == {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 5000,
+        "default": 0,
+    }
     assert "security" not in document["paths"]["/healthz"]["get"]

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from punchcard import __version__
+from punchcard.api.context import MAX_WAIT_MS
 from punchcard.api.guard import declared
 from punchcard.api.inbound_routes import router as inbound_router
 from punchcard.api.problems import (
@@ -42,6 +43,32 @@ IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
     "description": "One key per operation, reused on retry; kept 72 hours",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
 }
+
+# Every keyed GET takes a write's consistency token (docs/consistency.md); reads that are
+# always current (the clock, a diagram) accept it and answer at once.
+CONSISTENCY_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "consistency_token",
+        "in": "query",
+        "required": False,
+        "description": "A write's consistency_token: answer once the read includes that write",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "wait_ms",
+        "in": "query",
+        "required": False,
+        "description": "How long to wait for the token's write before answering consistent: false",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS, "default": 0},
+    },
+    {
+        "name": "Consistency-Token",
+        "in": "header",
+        "required": False,
+        "description": "The same as the consistency_token query parameter",
+        "schema": {"type": "string"},
+    },
+]
 
 
 class BodyLimit:
@@ -159,6 +186,8 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             operation["security"] = guard.security()  # with the scopes it needs
             if method in {"POST", "PUT", "PATCH"}:
                 operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY_PARAMETER)
+            if method == "GET":
+                operation.setdefault("parameters", []).extend(CONSISTENCY_PARAMETERS)
     app.openapi_schema = document
     return document
 

@@ -62,6 +62,7 @@ class Call:
     request: Request
     body: bytes
     secret: bytes  # derived from the caller's API key: seals its stored responses
+    wanted: tuple[datetime, int] | None = None  # a GET's consistency token's time, and wait_ms
 
     @property
     def env_id(self) -> str:
@@ -161,19 +162,27 @@ def _token_time(call: Call, token: str) -> datetime:
     return at
 
 
+def consistency_wanted(call: Call) -> tuple[datetime, int] | None:
+    """The write a read must include and how many ms it may wait for it, if it names one.
+    Checked on every GET before the route runs, so a bad `wait_ms` is refused even alone."""
+    params, headers = call.request.query_params, call.request.headers
+    raw_wait = params.get("wait_ms", "0")
+    digits = raw_wait.lstrip("0") or raw_wait[:1]  # "000" is 0; "" stays empty and is refused
+    short = digits.isascii() and digits.isdigit() and len(digits) <= 4  # never int() 5,000 digits
+    if not (short and int(digits) <= MAX_WAIT_MS):
+        raise ApiProblem(
+            422, "invalid_input", f"wait_ms is a whole number of milliseconds, 0 to {MAX_WAIT_MS}"
+        )
+    wait_ms = int(digits)
+    token = params.get("consistency_token") or headers.get("consistency-token")
+    return None if not token else (_token_time(call, token), wait_ms)
+
+
 async def wait_consistent(call: Call) -> bool:
     """Wait (up to wait_ms) until due work has been done through the token's write; say if it was."""
-    params, headers = call.request.query_params, call.request.headers
-    token = params.get("consistency_token") or headers.get("consistency-token")
-    if not token:
+    if call.wanted is None:
         return True
-    try:
-        wait_ms = int(params.get("wait_ms", "0"))
-    except ValueError as exc:
-        raise ApiProblem(422, "invalid_input", "wait_ms is a whole number of milliseconds") from exc
-    if not 0 <= wait_ms <= MAX_WAIT_MS:
-        raise ApiProblem(422, "invalid_input", f"wait_ms is between 0 and {MAX_WAIT_MS}")
-    wanted = _token_time(call, token)
+    wanted, wait_ms = call.wanted
     deadline = time.monotonic() + wait_ms / 1000
     while True:
         # Exact, not a watermark: nothing due at or before the write's moment is still undone.

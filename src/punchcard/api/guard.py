@@ -16,11 +16,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from punchcard.api.context import Call, authenticated
+from punchcard.api.context import Call, authenticated, consistency_wanted
 from punchcard.api.problems import ApiProblem
 
-CONSISTENCY_PARAMS = frozenset({"consistency_token", "wait_ms"})  # every read takes them
-_ALLOWED_QUERY: dict[tuple[str, str], frozenset[str]] = {}
+# per (path, method): the query parameters it declares, and those of them that take a list
+_QUERY: dict[tuple[str, str], tuple[frozenset[str], frozenset[str]]] = {}
 
 
 class Needs:
@@ -80,26 +80,30 @@ class GuardedRoute(APIRoute):
             state = request.app.state
             c = await run_in_threadpool(authenticated, request, state.engine, state.clock, body)
             guard.check(c, request)
-            _refuse_unknown_query(request)
+            _check_query(request)
+            if request.method == "GET":
+                c.wanted = consistency_wanted(c)
             request.state.call = c
             return await handler(request)
 
         return guarded
 
 
-def _refuse_unknown_query(request: Request) -> None:
+def _check_query(request: Request) -> None:
     """A query parameter the route does not take is refused, not ignored: `?limt=10` is a typo
-    to be told about."""
+    to be told about. One that takes a single value and is given twice is refused too:
+    which one counts would be a guess (as for a JSON key given twice)."""
     if not request.query_params:
         return
     route = (request.scope["route"].path_format, request.method.lower())
-    allowed = _ALLOWED_QUERY.get(route)
-    if allowed is None:  # what the published OpenAPI document declares (it is built once)
+    if route not in _QUERY:  # what the published OpenAPI document declares (it is built once)
         operation = request.app.openapi()["paths"][route[0]][route[1]]
-        declared_names = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
-        allowed = frozenset(declared_names | (CONSISTENCY_PARAMS if route[1] == "get" else set()))
-        _ALLOWED_QUERY[route] = allowed
-    unknown = sorted(set(request.query_params) - allowed)
+        query = [p for p in operation.get("parameters", []) if p["in"] == "query"]
+        listed = [p["name"] for p in query if p["schema"].get("type") == "array"]
+        _QUERY[route] = frozenset(p["name"] for p in query), frozenset(listed)
+    allowed, lists = _QUERY[route]
+    names = [name for name, _ in request.query_params.multi_items()]
+    unknown = sorted(set(names) - allowed)
     if unknown:
         raise ApiProblem(
             422,
@@ -107,3 +111,6 @@ def _refuse_unknown_query(request: Request) -> None:
             f"unknown query parameter {unknown[0]!r}; this endpoint takes "
             + (", ".join(sorted(allowed)) or "none"),
         )
+    twice = sorted(n for n in set(names) if names.count(n) > 1 and n not in lists)
+    if twice:
+        raise ApiProblem(422, "invalid_input", f"query parameter {twice[0]!r} is given twice")

@@ -14,6 +14,23 @@ from punchcard.api.routes import read
 from punchcard.api.schemas import SourceBody
 from punchcard.services import inbound
 
+SIGNATURE_HEADERS = [
+    {
+        "name": "X-Punchcard-Timestamp",
+        "in": "header",
+        "required": True,
+        "description": "Unix seconds when the source signed; refused beyond 5 minutes off",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    {
+        "name": "X-Punchcard-Signature",
+        "in": "header",
+        "required": True,
+        "description": "sha256= and the hex HMAC-SHA256 of {timestamp}.{raw body}",
+        "schema": {"type": "string"},
+    },
+]
+
 router = APIRouter(prefix="/v1/inbound", route_class=GuardedRoute, tags=["inbound"])
 
 
@@ -47,6 +64,7 @@ async def list_events(source_id: str, c: Call = needs("inbound:write")) -> Respo
             "model": responses.Received,
         }
     },
+    openapi_extra={"parameters": SIGNATURE_HEADERS},
 )
 async def receive(source_id: str, request: Request) -> Response:
     """Verify the signature on the raw bytes, store the event once, answer at once.
