@@ -257,6 +257,67 @@ def test_a_read_with_a_consistency_token_waits_for_the_posting(server: Server) -
         assert too_long.json()["code"] == "invalid_input"
 
 
+def test_an_order_reads_back_every_part_it_was_given(server: Server) -> None:
+    """Modifiers, discounts, tax, tip, fees and tenders come back as sent, in minor-unit
+    exact decimals, and an edit shows in the next read."""
+    usd = "USD"
+    with server.client(server.a["live_key"]) as http:
+        member = f"m-{uuid.uuid4().hex[:8]}"
+        http.post("/v1/members", json={"id": member}, headers=_key())
+        order = f"o-{member}"
+        guac = {"sku": "GUAC", "category": "add_on", "qty": 1, "unit_price": "2.00"}
+        placed = http.post(
+            "/v1/orders",
+            json={
+                "id": order,
+                "member": member,
+                "status": "open",
+                "lines": [{**BURRITO, "modifiers": [guac]}],
+                "discounts": [{"amount": "1.5", "line": "l1"}, {"amount": "0.25"}],
+                "tax": "2.10",
+                "tip": 3,
+                "tenders": [{"type": "card", "amount": "25.35"}],
+            },
+            headers=_key(),
+        )
+        assert placed.status_code == 201, placed.text
+        edited = http.patch(f"/v1/orders/{order}", json={"fees": "0.99"}, headers=_key())
+        assert edited.status_code == 200, edited.text
+        seen = http.get(f"/v1/orders/{order}").json()
+    assert seen["lines"] == [
+        {
+            "id": "l1",
+            "sku": "BURR",
+            "category": "burrito",
+            "qty": 2,
+            "refunded_qty": 0,
+            "unit_price": {"amount": "9.50", "currency": usd},
+            "kind": "item",
+            "modifiers": [
+                {
+                    "sku": "GUAC",
+                    "category": "add_on",
+                    "qty": 1,
+                    "unit_price": {"amount": "2.00", "currency": usd},
+                }
+            ],
+        }
+    ]
+    assert seen["discounts"] == [
+        {"amount": {"amount": "1.50", "currency": usd}, "line": "l1"},
+        {"amount": {"amount": "0.25", "currency": usd}, "line": None},
+    ]
+    assert (seen["tax"], seen["tip"], seen["fees"]) == (
+        {"amount": "2.10", "currency": usd},
+        {"amount": "3.00", "currency": usd},
+        {"amount": "0.99", "currency": usd},
+    )
+    assert seen["tenders"] == [
+        {"type": "card", "amount": {"amount": "25.35", "currency": usd}, "gift_card": None}
+    ]
+    assert edited.json()["fees"] == seen["fees"]
+
+
 def test_a_frozen_sandbox_shows_pending_with_its_time_until_the_clock_moves(server: Server) -> None:
     program = (
         "program: burrito-rewards\nname: B\ncurrency: USD\ntimezone: America/Chicago\n"

@@ -145,6 +145,13 @@ class Quote(Shape):
     applicable_rewards: list[str]
 
 
+class OrderModifier(Shape):
+    sku: str
+    category: str
+    qty: int
+    unit_price: Money
+
+
 class OrderLine(Shape):
     id: str
     sku: str
@@ -153,6 +160,18 @@ class OrderLine(Shape):
     refunded_qty: int
     unit_price: Money | None
     kind: str = Field(description="item or gift_card")
+    modifiers: list[OrderModifier]
+
+
+class OrderDiscount(Shape):
+    amount: Money
+    line: str | None = Field(description="The line it applies to; none: the whole order")
+
+
+class OrderTender(Shape):
+    type: str
+    amount: Money
+    gift_card: str | None
 
 
 class Posting(Shape):
@@ -169,6 +188,11 @@ class Order(Shape):
     program_version: int
     tier_at_placement: str
     lines: list[OrderLine]
+    discounts: list[OrderDiscount]
+    tax: Money
+    tip: Money
+    fees: Money
+    tenders: list[OrderTender]
     rewards: list[str]
     outcome: Outcome | None
     posting: Posting

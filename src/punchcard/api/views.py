@@ -81,8 +81,28 @@ def order(data: dict[str, Any]) -> dict[str, Any]:
                 "refunded_qty": data["refunded"].get(line["id"], 0),
                 "unit_price": money(line["unit_price"], currency),
                 "kind": "gift_card" if line["gift_card"] else "item",
+                "modifiers": [
+                    {
+                        "sku": m["sku"],
+                        "category": m["category"],
+                        "qty": m["qty"],
+                        "unit_price": money(m["unit_price"], currency),
+                    }
+                    for m in line["modifiers"]
+                ],
             }
             for line in document["lines"]
+        ],
+        "discounts": [
+            {"amount": money(d["amount"], currency), "line": d["line"]}
+            for d in document["discounts"]
+        ],
+        "tax": money(document["tax"], currency),
+        "tip": money(document["tip"], currency),
+        "fees": money(document["fees"], currency),
+        "tenders": [
+            {"type": t["type"], "amount": money(t["amount"], currency), "gift_card": t["gift_card"]}
+            for t in document["tenders"]
         ],
         "rewards": data["rewards"],
         "outcome": outcome(data["outcome"], currency),
