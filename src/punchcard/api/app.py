@@ -27,10 +27,11 @@ from punchcard.api.problems import (
     from_domain,
     problem,
 )
-from punchcard.api.routes import InquiryLimiter, health_router, router
+from punchcard.api.routes import health_router, router
 from punchcard.api.webhook_routes import router as webhook_router
 from punchcard.errors import PunchcardError
 from punchcard.services.clock import Clock
+from punchcard.services.limits import InquiryLimiter
 
 log = logging.getLogger("punchcard.api")
 

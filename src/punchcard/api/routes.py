@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import base64
-import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from math import ceil
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -351,28 +350,6 @@ def void_order(order_id: str, c: Call = needs("orders:write")) -> Response:
 # Gift cards ------------------------------------------------------------------------------
 
 
-class InquiryLimiter:
-    """Balance inquiries per API key: a token bucket, per server process."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self.buckets: dict[str, tuple[float, float]] = {}
-        self.lock = threading.Lock()
-
-    def take(self, key_id: str) -> float:
-        """0 when allowed, else seconds to wait."""
-        now = time.monotonic()
-        rate = self.per_minute / 60
-        with self.lock:
-            tokens, last = self.buckets.get(key_id, (float(self.per_minute), now))
-            tokens = min(float(self.per_minute), tokens + (now - last) * rate)
-            if tokens >= 1:
-                self.buckets[key_id] = (tokens - 1, now)
-                return 0.0
-            self.buckets[key_id] = (tokens, now)
-            return (1 - tokens) / rate
-
-
 @router.post(
     "/gift-cards",
     status_code=201,
@@ -403,10 +380,10 @@ def issue_gift_card(body: GiftCardBody, c: Call = needs("gift_cards:write")) -> 
 )
 def inquire(body: InquiryBody, request: Request, c: Call = needs("gift_cards:read")) -> Response:
     """Balance by number and PIN; unknown card and wrong PIN are answered alike."""
-    wait_s = request.app.state.inquiries.take(c.principal.key_id)
+    wait_s = request.app.state.inquiries.take(c.engine, c.principal.key_id, c.env_id, c.clock.now())
     if wait_s:
         raise ApiProblem(
-            429, "rate_limited", "too many balance inquiries", {"Retry-After": str(int(wait_s) + 1)}
+            429, "rate_limited", "too many balance inquiries", {"Retry-After": str(ceil(wait_s))}
         )
     return write(
         c,

@@ -88,6 +88,17 @@ api_keys = sa.Table(
     sa.Column("revoked_at", UtcDateTime, nullable=True),
 )
 
+# Balance inquiries per API key, shared by every server process: GCRA keeps one number per
+# key, the theoretical arrival time of its next inquiry (UTC, microseconds since the epoch, so
+# one portable statement can compare and move it).
+inquiry_limits = sa.Table(
+    "inquiry_limits",
+    metadata,
+    sa.Column("key_id", sa.String(32), sa.ForeignKey("api_keys.id"), primary_key=True),
+    _env(),
+    sa.Column("next_at_us", sa.BigInteger, nullable=False),
+)
+
 idempotency_keys = sa.Table(
     "idempotency_keys",
     metadata,
