@@ -195,6 +195,61 @@ def test_an_endpoint_failing_for_five_days_is_disabled(engine: sa.Engine) -> Non
         assert len(receiver.received) == sent
 
 
+def test_messages_made_while_an_endpoint_is_disabled_wait_and_go_when_it_is_enabled(
+    engine: sa.Engine,
+) -> None:
+    """Disabled by a 410, then by the API: nothing is sent meanwhile, nothing is lost. Once
+    enabled, every message made while it was off goes out, once each, in the order made."""
+    with receiving(Reply(410)) as receiver:
+        app = new_app(engine, start=T0)
+        made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        endpoint = str(made["id"])
+        clock = FakeClock(T0)
+        deliverer = Deliverer(engine, clock, threads=1)
+        app.enroll({"member": "m0"}, T0)
+        _publish(engine, app, T0)
+        assert deliverer.run_once() == 0  # the 410 disables it
+        for n in (1, 2, 3):
+            app.enroll({"member": f"m{n}"}, T0)
+        _publish(engine, app, T0)
+        clock.at = T0 + timedelta(days=1)
+        assert deliverer.run_once() == 0
+        assert len(receiver.received) == 1
+        held = [(d.state, d.attempts, d.next_attempt_at) for d in _deliveries(engine)]
+        assert held == [("pending", 1, T0 + timedelta(seconds=5))] + [("held", 0, None)] * 3
+        receiver.default = Reply(200)
+        enabled_at = T0 + timedelta(days=2)
+        with engine.begin() as conn:
+            webhooks.update_endpoint(
+                conn, app.env_id, endpoint, {"enabled": True}, enabled_at, allow_private=True
+            )
+        clock.at = enabled_at
+        assert deliverer.run_once() == 4
+        sent = [json.loads(r.body)["data"]["member"] for r in receiver.received[1:]]
+        assert sent == ["m0", "m1", "m2", "m3"]  # the one the 410 refused, then the held
+        # Off again by the API: the next enrolment waits, then goes, once.
+        with engine.begin() as conn:
+            webhooks.update_endpoint(
+                conn, app.env_id, endpoint, {"enabled": False}, enabled_at, allow_private=True
+            )
+        app.enroll({"member": "m4"}, enabled_at)
+        _publish(engine, app, enabled_at)
+        assert deliverer.run_once() == 0
+        with engine.begin() as conn:
+            webhooks.update_endpoint(
+                conn, app.env_id, endpoint, {"enabled": True}, enabled_at, allow_private=True
+            )
+            webhooks.update_endpoint(  # enabling twice sends nothing twice
+                conn, app.env_id, endpoint, {"enabled": True}, enabled_at, allow_private=True
+            )
+        assert deliverer.run_once() == 1
+        assert deliverer.run_once() == 0
+        assert [json.loads(r.body)["data"]["member"] for r in receiver.received] == [
+            "m0", "m0", "m1", "m2", "m3", "m4"
+        ]  # fmt: skip
+        assert [d.state for d in _deliveries(engine)] == ["delivered"] * 5
+
+
 def test_after_rotation_both_secrets_sign_for_a_day(engine: sa.Engine) -> None:
     with receiving() as receiver:
         app = new_app(engine, start=T0)

@@ -181,6 +181,15 @@ def update_endpoint(
             .where(webhook_endpoints.c.id == endpoint_id)
             .values(**values)
         )
+    if values.get("state") == "enabled":  # what waited while it was disabled goes out now
+        conn.execute(
+            sa.update(webhook_deliveries)
+            .where(
+                webhook_deliveries.c.endpoint_id == endpoint_id,
+                webhook_deliveries.c.state == "held",
+            )
+            .values(state="pending", next_attempt_at=now)
+        )
     return view(endpoint_row(conn, env_id, endpoint_id), now)
 
 
@@ -234,12 +243,10 @@ def fan_out(conn: sa.Connection, env_id: str, now: datetime) -> int:
     ).all()
     if not rows:
         return 0
-    endpoints = conn.execute(
-        sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types).where(
-            webhook_endpoints.c.env_id == env_id,
-            webhook_endpoints.c.state == "enabled",
-            webhook_endpoints.c.deleted_at.is_(None),
-        )
+    endpoints = conn.execute(  # disabled ones too: their messages are held, not lost
+        sa.select(
+            webhook_endpoints.c.id, webhook_endpoints.c.event_types, webhook_endpoints.c.state
+        ).where(webhook_endpoints.c.env_id == env_id, webhook_endpoints.c.deleted_at.is_(None))
     ).all()
     messages, deliveries = [], []
     for row in rows:
@@ -264,13 +271,14 @@ def fan_out(conn: sa.Connection, env_id: str, now: datetime) -> int:
         )
         for endpoint in endpoints:
             if not endpoint.event_types or row.type in endpoint.event_types:
+                enabled = endpoint.state == "enabled"
                 deliveries.append(
                     {
                         "message_id": message_id,
                         "endpoint_id": endpoint.id,
-                        "state": "pending",
+                        "state": "pending" if enabled else "held",
                         "attempts": 0,
-                        "next_attempt_at": now,
+                        "next_attempt_at": now if enabled else None,
                     }
                 )
     conn.execute(sa.insert(webhook_messages), messages)
