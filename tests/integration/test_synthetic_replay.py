@@ -40,10 +40,10 @@ class MovingClock:
 
 
 def test_three_hundred_generated_orders_replay_through_the_api_without_an_error(
-    sqlite_url: str,
+    database_url: str,
 ) -> None:
     ops = list(operations(seed=11, orders=300, stores=5, days=14))
-    engine = open_database(sqlite_url)
+    engine = open_database(database_url)
     start = ops[0].at
     made = create_tenant(engine, "synthetic chain", start)
     env = made["sandbox_environment"]
