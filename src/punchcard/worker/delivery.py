@@ -64,8 +64,9 @@ def claim_endpoints(
     )
     with engine.begin() as conn:
         rows = conn.execute(
-            sa.select(webhook_endpoints)
+            sa.select(webhook_endpoints, environments.c.kind.label("env_kind"))
             .join(oldest_due, oldest_due.c.endpoint_id == webhook_endpoints.c.id)
+            .join(environments, environments.c.id == webhook_endpoints.c.env_id)
             .where(
                 webhook_endpoints.c.state == "enabled",
                 sa.or_(
@@ -214,7 +215,7 @@ class Deliverer:
         first half is spent (a batch takes at most PER_ROUND / in_flight timeouts)."""
         sent = 0
         began = time.monotonic()
-        allow_private = self.allow_private or not self._live(endpoint.env_id)
+        allow_private = self.allow_private or endpoint.env_kind != "live"
         while time.monotonic() - began < self.lease.total_seconds() / 2:
             now = self.clock.now()
             with single_statement(self.engine) as conn:
@@ -253,13 +254,6 @@ class Deliverer:
             if tries[-1].status == 410:
                 break
         return tries
-
-    def _live(self, env_id: str) -> bool:
-        with single_statement(self.engine) as conn:
-            kind = conn.execute(
-                sa.select(environments.c.kind).where(environments.c.id == env_id)
-            ).scalar()
-        return kind == "live"
 
     def _post(self, endpoint: Any, delivery: Any, allow_private: bool, now: datetime) -> Attempt:
         """One signed POST; never raises for the receiver's faults."""
