@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 
 from punchcard.store.tables import idempotency_keys
 
+from ..integration.receiver import receiving
 from .conftest import Server, start_server, stop
 
 BURRITO = {"id": "l1", "sku": "BURR", "category": "burrito", "qty": 2, "unit_price": "9.50"}
@@ -408,6 +410,32 @@ def test_balance_inquiries_are_rate_limited_per_key_across_server_processes(
         assert refused.status_code == 429
         assert refused.json()["code"] == "rate_limited"
         assert 1 <= int(refused.headers["retry-after"]) <= 3  # one inquiry per 3 s after the burst
+
+
+def test_a_resend_from_a_sandbox_whose_clock_is_ahead_goes_out_at_once(server: Server) -> None:
+    """Deliveries are scheduled by the server's clock, as the worker sends by it: a sandbox
+    30 days ahead does not put its resent message 30 days off."""
+    ahead = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    _, key = _sandbox(server, server.a["sandbox_key"], start=ahead)
+
+    def received(count: int) -> list[str]:
+        deadline = time.monotonic() + 15
+        while len(receiver.ids()) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return receiver.ids()
+
+    with receiving() as receiver, server.client(key) as http:
+        made = http.post(
+            "/v1/webhooks/endpoints",
+            json={"url": receiver.url, "event_types": ["member.enrolled"]},
+            headers=_key(),
+        )
+        assert made.status_code == 201, made.text
+        http.post("/v1/members", json={"id": "ann"}, headers=_key())
+        [message] = received(1)
+        resent = http.post(f"/v1/webhooks/messages/{message}/resend", headers=_key())
+        assert resent.json()["requeued"] == 1
+        assert received(2) == [message, message]
 
 
 def test_lists_page_with_a_cursor(server: Server) -> None:

@@ -199,7 +199,8 @@ def test_messages_made_while_an_endpoint_is_disabled_wait_and_go_when_it_is_enab
     engine: sa.Engine,
 ) -> None:
     """Disabled by a 410, then by the API: nothing is sent meanwhile, nothing is lost. Once
-    enabled, every message made while it was off goes out, once each, in the order made."""
+    enabled, every message made while it was off goes out, once each; once it is deleted,
+    what still waited is dropped and a resend does not count it."""
     with receiving(Reply(410)) as receiver:
         app = new_app(engine, start=T0)
         made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
@@ -215,39 +216,44 @@ def test_messages_made_while_an_endpoint_is_disabled_wait_and_go_when_it_is_enab
         clock.at = T0 + timedelta(days=1)
         assert deliverer.run_once() == 0
         assert len(receiver.received) == 1
-        held = [(d.state, d.attempts, d.next_attempt_at) for d in _deliveries(engine)]
-        assert held == [("pending", 1, T0 + timedelta(seconds=5))] + [("held", 0, None)] * 3
+        waiting = [(d.state, d.attempts, d.next_attempt_at) for d in _deliveries(engine)]
+        assert waiting == [("pending", 1, T0 + timedelta(seconds=5))] + [("pending", 0, T0)] * 3
         receiver.default = Reply(200)
         enabled_at = T0 + timedelta(days=2)
-        with engine.begin() as conn:
-            webhooks.update_endpoint(
-                conn, app.env_id, endpoint, {"enabled": True}, enabled_at, allow_private=True
-            )
+
+        def enable(on: bool) -> None:
+            with engine.begin() as conn:
+                webhooks.update_endpoint(
+                    conn, app.env_id, endpoint, {"enabled": on}, enabled_at, allow_private=True
+                )
+
+        enable(True)
         clock.at = enabled_at
-        assert deliverer.run_once() == 4
+        assert deliverer.run_once() == 4  # the one the 410 refused, then those made meanwhile
         sent = [json.loads(r.body)["data"]["member"] for r in receiver.received[1:]]
-        assert sent == ["m0", "m1", "m2", "m3"]  # the one the 410 refused, then the held
-        # Off again by the API: the next enrolment waits, then goes, once.
-        with engine.begin() as conn:
-            webhooks.update_endpoint(
-                conn, app.env_id, endpoint, {"enabled": False}, enabled_at, allow_private=True
-            )
+        assert sorted(sent) == ["m0", "m1", "m2", "m3"]
+        enable(False)
         app.enroll({"member": "m4"}, enabled_at)
         _publish(engine, app, enabled_at)
         assert deliverer.run_once() == 0
-        with engine.begin() as conn:
-            webhooks.update_endpoint(
-                conn, app.env_id, endpoint, {"enabled": True}, enabled_at, allow_private=True
-            )
-            webhooks.update_endpoint(  # enabling twice sends nothing twice
-                conn, app.env_id, endpoint, {"enabled": True}, enabled_at, allow_private=True
-            )
+        enable(True)
+        enable(True)  # enabling twice sends nothing twice
         assert deliverer.run_once() == 1
         assert deliverer.run_once() == 0
-        assert [json.loads(r.body)["data"]["member"] for r in receiver.received] == [
-            "m0", "m0", "m1", "m2", "m3", "m4"
-        ]  # fmt: skip
+        assert [json.loads(r.body)["data"]["member"] for r in receiver.received[5:]] == ["m4"]
         assert [d.state for d in _deliveries(engine)] == ["delivered"] * 5
+        # Deleted: what waits is dropped, and a resend of it requeues nothing.
+        enable(False)
+        app.enroll({"member": "m5"}, enabled_at)
+        _publish(engine, app, enabled_at)
+        with engine.begin() as conn:
+            webhooks.delete_endpoint(conn, app.env_id, endpoint, enabled_at)
+        last = _deliveries(engine)[-1]
+        assert (last.state, last.next_attempt_at) == ("dropped", None)
+        with engine.begin() as conn:
+            assert webhooks.resend(conn, app.env_id, last.message_id, enabled_at) == 0
+        assert deliverer.run_once() == 0
+        assert len(receiver.received) == 6
 
 
 def test_after_rotation_both_secrets_sign_for_a_day(engine: sa.Engine) -> None:

@@ -135,7 +135,9 @@ def recover(endpoint_id: str, body: RecoverBody, c: Call = needs("webhooks:write
     """Send again every dead-lettered message since a time."""
     return write(
         c,
-        lambda uow, now: webhooks.recover(uow.conn, c.env_id, endpoint_id, body.since, now),
+        lambda uow, _now: webhooks.recover(
+            uow.conn, c.env_id, endpoint_id, body.since, c.clock.now()
+        ),
         lambda count, _uow, _now: {"requeued": count},
     )
 
@@ -144,6 +146,6 @@ def recover(endpoint_id: str, body: RecoverBody, c: Call = needs("webhooks:write
 def resend(message_id: str, c: Call = needs("webhooks:write")) -> Response:
     return write(
         c,
-        lambda uow, now: webhooks.resend(uow.conn, c.env_id, message_id, now),
+        lambda uow, _now: webhooks.resend(uow.conn, c.env_id, message_id, c.clock.now()),
         lambda count, _uow, _now: {"requeued": count},
     )

@@ -181,24 +181,24 @@ def update_endpoint(
             .where(webhook_endpoints.c.id == endpoint_id)
             .values(**values)
         )
-    if values.get("state") == "enabled":  # what waited while it was disabled goes out now
-        conn.execute(
-            sa.update(webhook_deliveries)
-            .where(
-                webhook_deliveries.c.endpoint_id == endpoint_id,
-                webhook_deliveries.c.state == "held",
-            )
-            .values(state="pending", next_attempt_at=now)
-        )
     return view(endpoint_row(conn, env_id, endpoint_id), now)
 
 
 def delete_endpoint(conn: sa.Connection, env_id: str, endpoint_id: str, now: datetime) -> None:
+    """A deleted endpoint gets nothing more: what still waited for it is dropped."""
     endpoint_row(conn, env_id, endpoint_id)
     conn.execute(
         sa.update(webhook_endpoints)
         .where(webhook_endpoints.c.id == endpoint_id)
         .values(deleted_at=now, state="disabled", disabled_reason="deleted")
+    )
+    conn.execute(
+        sa.update(webhook_deliveries)
+        .where(
+            webhook_deliveries.c.endpoint_id == endpoint_id,
+            webhook_deliveries.c.state == "pending",
+        )
+        .values(state="dropped", next_attempt_at=None)
     )
 
 
@@ -243,10 +243,10 @@ def fan_out(conn: sa.Connection, env_id: str, now: datetime) -> int:
     ).all()
     if not rows:
         return 0
-    endpoints = conn.execute(  # disabled ones too: their messages are held, not lost
-        sa.select(
-            webhook_endpoints.c.id, webhook_endpoints.c.event_types, webhook_endpoints.c.state
-        ).where(webhook_endpoints.c.env_id == env_id, webhook_endpoints.c.deleted_at.is_(None))
+    endpoints = conn.execute(  # disabled ones too: their messages wait for them, not lost
+        sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types).where(
+            webhook_endpoints.c.env_id == env_id, webhook_endpoints.c.deleted_at.is_(None)
+        )
     ).all()
     messages, deliveries = [], []
     for row in rows:
@@ -271,14 +271,13 @@ def fan_out(conn: sa.Connection, env_id: str, now: datetime) -> int:
         )
         for endpoint in endpoints:
             if not endpoint.event_types or row.type in endpoint.event_types:
-                enabled = endpoint.state == "enabled"
                 deliveries.append(
                     {
                         "message_id": message_id,
                         "endpoint_id": endpoint.id,
-                        "state": "pending" if enabled else "held",
+                        "state": "pending",  # a disabled endpoint's wait: it is not claimed
                         "attempts": 0,
-                        "next_attempt_at": now if enabled else None,
+                        "next_attempt_at": now,
                     }
                 )
     conn.execute(sa.insert(webhook_messages), messages)
@@ -315,7 +314,9 @@ def fan_out_all(engine: sa.Engine, now: datetime) -> int:
 
 
 def resend(conn: sa.Connection, env_id: str, message_id: str, now: datetime) -> int:
-    """Send one message again to every endpoint it went to (or was meant for)."""
+    """Send one message again to every endpoint it went to (or was meant for) that is not
+    deleted; a disabled one gets it when enabled. `now` is the server's clock, the one the
+    deliverer schedules by (not a sandbox's)."""
     found = conn.execute(
         sa.select(webhook_messages.c.id).where(
             webhook_messages.c.env_id == env_id, webhook_messages.c.id == message_id
@@ -326,7 +327,14 @@ def resend(conn: sa.Connection, env_id: str, message_id: str, now: datetime) -> 
     return int(
         conn.execute(
             sa.update(webhook_deliveries)
-            .where(webhook_deliveries.c.message_id == message_id)
+            .where(
+                webhook_deliveries.c.message_id == message_id,
+                webhook_deliveries.c.endpoint_id.in_(
+                    sa.select(webhook_endpoints.c.id).where(
+                        webhook_endpoints.c.deleted_at.is_(None)
+                    )
+                ),
+            )
             .values(state="pending", attempts=0, next_attempt_at=now, dead_at=None)
         ).rowcount
     )
@@ -335,7 +343,8 @@ def resend(conn: sa.Connection, env_id: str, message_id: str, now: datetime) -> 
 def recover(
     conn: sa.Connection, env_id: str, endpoint_id: str, since: datetime, now: datetime
 ) -> int:
-    """Send again every message to this endpoint that failed (dead-lettered) since `since`."""
+    """Send again every message to this endpoint that failed (dead-lettered) since `since`;
+    `now` is the server's clock, as for `resend`."""
     endpoint_row(conn, env_id, endpoint_id)
     failed = (
         sa.select(webhook_deliveries.c.id)

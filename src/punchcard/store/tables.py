@@ -361,7 +361,7 @@ webhook_deliveries = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("message_id", sa.String(40), sa.ForeignKey("webhook_messages.id"), nullable=False),
     sa.Column("endpoint_id", sa.String(40), sa.ForeignKey("webhook_endpoints.id"), nullable=False),
-    # pending | held (its endpoint is disabled: sent once it is enabled) | delivered | dead
+    # pending (waits while its endpoint is disabled) | delivered | dead | dropped (deleted)
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("next_attempt_at", UtcDateTime, nullable=True),

@@ -52,20 +52,21 @@ EXCERPT = 300
 def claim_endpoints(
     engine: sa.Engine, now: datetime, limit: int, lease: timedelta = ENDPOINT_LEASE
 ) -> list[Any]:
-    """Endpoints with due deliveries that no other sender holds, leased to the caller."""
-    oldest_due = (
-        sa.select(
-            webhook_deliveries.c.endpoint_id,
-            sa.func.min(webhook_deliveries.c.next_attempt_at).label("due_at"),
+    """Endpoints with due deliveries that no other sender holds, leased to the caller.
+
+    Starts from the enabled endpoints, each looking up its oldest pending delivery by its
+    index, so messages waiting for a disabled endpoint cost nothing here."""
+    due_at = (
+        sa.select(sa.func.min(webhook_deliveries.c.next_attempt_at))
+        .where(
+            webhook_deliveries.c.endpoint_id == webhook_endpoints.c.id,
+            webhook_deliveries.c.state == "pending",
         )
-        .where(webhook_deliveries.c.state == "pending", webhook_deliveries.c.next_attempt_at <= now)
-        .group_by(webhook_deliveries.c.endpoint_id)
-        .subquery()
+        .scalar_subquery()
     )
     with engine.begin() as conn:
         rows = conn.execute(
             sa.select(webhook_endpoints, environments.c.kind.label("env_kind"))
-            .join(oldest_due, oldest_due.c.endpoint_id == webhook_endpoints.c.id)
             .join(environments, environments.c.id == webhook_endpoints.c.env_id)
             .where(
                 webhook_endpoints.c.state == "enabled",
@@ -73,8 +74,9 @@ def claim_endpoints(
                     webhook_endpoints.c.locked_until.is_(None),
                     webhook_endpoints.c.locked_until < now,
                 ),
+                due_at <= now,
             )
-            .order_by(oldest_due.c.due_at)  # the longest-waiting endpoints first
+            .order_by(due_at)  # the longest-waiting endpoints first
             .limit(limit)
             .with_for_update(skip_locked=True, of=webhook_endpoints)
         ).all()
