@@ -3,6 +3,7 @@ code that says what is wrong and where, never a 5xx, and changes nothing."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -257,6 +258,17 @@ def test_a_query_parameter_the_endpoint_does_not_take_is_refused_by_name(
     # Without a key the answer is 401 whatever the query: nothing is told before the key.
     with httpx.Client(base_url=server.url) as anonymous:
         assert anonymous.get("/v1/programs/versions", params={"limt": "1"}).status_code == 401
+
+
+def test_a_consistency_token_this_api_did_not_give_is_refused_on_any_read(
+    http: httpx.Client,
+) -> None:
+    nested = base64.urlsafe_b64encode(b"[" * 300).decode()  # deep JSON inside the token
+    for token in (nested, "x" * 513, "not a token", nested[:-2]):
+        answer = http.get("/v1/clock", params={"consistency_token": token})
+        assert _problem(answer, 422, "invalid_input")["detail"] == (
+            "consistency_token is not a token this API gave"
+        )
 
 
 def test_a_single_valued_query_parameter_given_twice_is_refused(http: httpx.Client) -> None:

@@ -668,6 +668,25 @@ def test_the_signed_inbound_route_ignores_keys_and_names_no_source(srv: Srv) -> 
         401,
         "bad_signature",
     )
+    huge = send("src_" + "0" * 20, mine["secret"], at="1" + "0" * 400)  # no 500, however long
+    assert (huge.status_code, huge.json()["code"]) == (401, "bad_signature")
+    twice = b'{"id": "evt_t", "id": "evt_u", "type": "order.voided", "order": {"id": "o1"}}'
+    signed_twice = httpx.post(
+        f"{srv.url}/v1/inbound/{mine['id']}",
+        content=twice,
+        headers={
+            "x-punchcard-timestamp": stamp,
+            "x-punchcard-signature": signature(mine["secret"], stamp, twice),
+            "content-type": "application/json",
+        },
+    )
+    assert signed_twice.json()["detail"] == "body: the key 'id' is given twice"
+    unsigned_twice = httpx.post(
+        f"{srv.url}/v1/inbound/{mine['id']}",
+        content=twice,
+        headers={"content-type": "application/json"},
+    )
+    assert unsigned_twice.content == admin_key_no_signature.content  # the signature first
     stale = str(int(time.time()) - 600)  # outside the 5-minute tolerance
     stale_known = send(mine["id"], mine["secret"], at=stale)
     stale_unknown = send("src_" + "0" * 20, mine["secret"], at=stale)
@@ -702,6 +721,10 @@ def test_scopes_are_checked_before_anything_else(srv: Srv) -> None:
 MALFORMED: dict[str, dict[str, Any]] = {
     "unparseable JSON": {"content": b'{"id": ', "headers": {"content-type": "application/json"}},
     "a body of the wrong shape": {"json": {"nonsense": [1]}},
+    "a key given twice": {
+        "content": b'{"id": "a", "id": "b"}',
+        "headers": {"content-type": "application/json"},
+    },
     "a body that is not JSON": {
         "content": b"id=1",
         "headers": {"content-type": "application/x-www-form-urlencoded"},

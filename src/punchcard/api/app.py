@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -17,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from punchcard import __version__
-from punchcard.api.context import MAX_WAIT_MS
+from punchcard.api.context import MAX_TOKEN, MAX_WAIT_MS
 from punchcard.api.guard import declared
 from punchcard.api.inbound_routes import router as inbound_router
 from punchcard.api.problems import (
@@ -32,6 +31,7 @@ from punchcard.api.webhook_routes import router as webhook_router
 from punchcard.errors import PunchcardError
 from punchcard.services.clock import Clock
 from punchcard.services.limits import InquiryLimiter
+from punchcard.strict_json import is_json_media
 
 log = logging.getLogger("punchcard.api")
 
@@ -53,7 +53,7 @@ CONSISTENCY_PARAMETERS: list[dict[str, Any]] = [
         "in": "query",
         "required": False,
         "description": "A write's consistency_token: answer once the read includes that write",
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "maxLength": MAX_TOKEN},
     },
     {
         "name": "wait_ms",
@@ -67,14 +67,13 @@ CONSISTENCY_PARAMETERS: list[dict[str, Any]] = [
         "in": "header",
         "required": False,
         "description": "The same as the consistency_token query parameter",
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "maxLength": MAX_TOKEN},
     },
 ]
 
 
 class BodyLimit:
-    """Refuses a request body over max_bytes (413 body_too_large) before any route reads it,
-    and a JSON body with a key given twice (422 invalid_input: parsers disagree on which wins).
+    """Refuses a request body over max_bytes (413 body_too_large) before any route reads it.
 
     The body is read here, bounded, and handed on whole: a route never sees more than the
     limit, whether the client declared a Content-Length or streamed chunks.
@@ -106,16 +105,6 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
         body, handed = b"".join(chunks), False
-        twice = (
-            _key_given_twice(body)
-            if _is_json(Headers(scope=scope).get("content-type", ""))
-            else None
-        )
-        if twice is not None:
-            detail = f"body: the key {twice!r} is given twice"
-            errors = [{"path": "body", "message": f"the key {twice!r} is given twice"}]
-            await problem(422, "invalid_input", detail, errors=errors)(scope, receive, send)
-            return
 
         async def replay() -> Message:
             nonlocal handed
@@ -129,32 +118,6 @@ class BodyLimit:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         detail = f"the request body is over the limit of {self.max_bytes} bytes"
         await problem(413, "body_too_large", detail)(scope, receive, send)
-
-
-class _Twice(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
-def _refuse_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Twice(key)
-        out[key] = value
-    return out
-
-
-def _key_given_twice(body: bytes) -> str | None:
-    """The first key some JSON object of the body gives twice; None if none (or not JSON,
-    which the route reports)."""
-    try:
-        json.loads(body, object_pairs_hook=_refuse_twice)
-    except _Twice as twice:
-        return twice.key
-    except (ValueError, RecursionError):
-        return None
-    return None
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
@@ -191,13 +154,6 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
                 operation.setdefault("parameters", []).extend(CONSISTENCY_PARAMETERS)
     app.openapi_schema = document
     return document
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
 
 
 def _unparseable(cause: BaseException) -> str:
@@ -253,7 +209,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> Response:
-        if not _is_json(request.headers.get("content-type", "application/json")) and any(
+        if not is_json_media(request.headers.get("content-type", "application/json")) and any(
             e["loc"][:1] == ("body",) for e in error.errors()
         ):
             return problem(

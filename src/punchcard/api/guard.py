@@ -1,8 +1,8 @@
 """Who may call a route: the API key and its scope, checked before anything else is looked at.
 
 A route names its scope in its signature (`c: Call = needs("members:write")`). `GuardedRoute`
-checks the key, then the scope, then the query parameters, and only then lets FastAPI read
-the body. So a caller without a key, or with a key that lacks the scope, is told only that:
+checks the key, then the scope, then the query parameters, then that no JSON object in the
+body gives a key twice, and only then lets FastAPI parse the body. So a caller without a key, or with a key that lacks the scope, is told only that:
 not whether its JSON parsed, its body was valid or its query had a typo.
 """
 
@@ -18,6 +18,8 @@ from starlette.responses import Response
 
 from punchcard.api.context import Call, authenticated, consistency_wanted
 from punchcard.api.problems import ApiProblem
+from punchcard.errors import InvalidInput
+from punchcard.strict_json import is_json_media, key_given_twice
 
 # per (path, method): the query parameters it declares, and those of them that take a list
 _QUERY: dict[tuple[str, str], tuple[frozenset[str], frozenset[str]]] = {}
@@ -81,6 +83,10 @@ class GuardedRoute(APIRoute):
             c = await run_in_threadpool(authenticated, request, state.engine, state.clock, body)
             guard.check(c, request)
             _check_query(request)
+            if body and is_json_media(request.headers.get("content-type", "")):
+                twice = key_given_twice(body)
+                if twice is not None:
+                    raise InvalidInput(f"body: the key {twice!r} is given twice")
             if request.method == "GET":
                 c.wanted = consistency_wanted(c)
             request.state.call = c

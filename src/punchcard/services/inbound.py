@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from punchcard import strict_json
 from punchcard.errors import InvalidInput, InvalidState, NotFound, PunchcardError
 from punchcard.inbound import MAPPINGS
 from punchcard.services import orders
@@ -67,7 +68,8 @@ def receive(
     alike whether or not its source exists."""
     stamp = headers.get("x-punchcard-timestamp", "")
     given = headers.get("x-punchcard-signature", "")
-    if not stamp.isdigit() or abs(now.timestamp() - int(stamp)) > TOLERANCE.total_seconds():
+    fresh = stamp.isascii() and stamp.isdigit() and len(stamp) <= 12  # never int() 5,000 digits
+    if not fresh or abs(now.timestamp() - int(stamp)) > TOLERANCE.total_seconds():
         raise BadSignature("timestamp missing or outside the 5-minute tolerance")
     with engine.begin() as conn:
         source = conn.execute(
@@ -78,8 +80,10 @@ def receive(
         if not hmac.compare_digest(given, signature(source.secret, stamp, body)):
             raise BadSignature("signature does not match")
         try:
-            event = json.loads(body)
-        except ValueError as exc:
+            event = strict_json.loads(body)
+        except strict_json.KeyGivenTwice as twice:
+            raise InvalidInput(f"body: {twice}") from twice
+        except (ValueError, RecursionError) as exc:
             raise InvalidInput("the body is not JSON") from exc
         event_id = MAPPINGS[source.mapping].event_id(event)
         dialect = conn.dialect.name
