@@ -44,6 +44,15 @@ def test_a_key_gets_a_minutes_burst_then_one_per_interval(engine: sa.Engine) -> 
     assert [take(later) for _ in range(31)] == [0.0] * 30 + [2.0]
 
 
+def test_by_default_the_database_clock_judges(engine: sa.Engine) -> None:
+    """Without `at`, now is the database's: a burst of 30 at once, then 2 s to wait (less the
+    moments the burst took)."""
+    (live, live_env), _ = _keys(engine)
+    limiter = InquiryLimiter(30)
+    assert [limiter.take(engine, live, live_env) for _ in range(30)] == [0.0] * 30
+    assert 1.0 < limiter.take(engine, live, live_env) <= 2.0
+
+
 def test_concurrent_takers_share_one_allowance(engine: sa.Engine) -> None:
     """Eight threads, each with its own connection, race for one key's 30 inquiries."""
     (live, live_env), _ = _keys(engine)

@@ -380,7 +380,7 @@ def issue_gift_card(body: GiftCardBody, c: Call = needs("gift_cards:write")) -> 
 )
 def inquire(body: InquiryBody, request: Request, c: Call = needs("gift_cards:read")) -> Response:
     """Balance by number and PIN; unknown card and wrong PIN are answered alike."""
-    wait_s = request.app.state.inquiries.take(c.engine, c.principal.key_id, c.env_id, c.clock.now())
+    wait_s = request.app.state.inquiries.take(c.engine, c.principal.key_id, c.env_id)
     if wait_s:
         raise ApiProblem(
             429, "rate_limited", "too many balance inquiries", {"Retry-After": str(ceil(wait_s))}

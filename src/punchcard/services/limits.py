@@ -51,6 +51,11 @@ def _take(dialect_name: str) -> Any:
     )
 
 
+_DB_NOW_US = {  # the database's clock, as microseconds since the epoch
+    "postgresql": sa.text("SELECT CAST(extract(epoch FROM clock_timestamp()) * 1000000 AS bigint)"),
+    "sqlite": sa.text("SELECT CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"),
+}
+
 _NEXT_AT = sa.select(inquiry_limits.c.next_at_us).where(
     inquiry_limits.c.key_id == sa.bindparam("key_id")
 )
@@ -65,9 +70,22 @@ class InquiryLimiter:
         self.interval_us = 60_000_000 // per_minute
         self.window_us = self.interval_us * per_minute
 
-    def take(self, engine: sa.Engine, key_id: str, env_id: str, now: datetime) -> float:
-        """0 when allowed (and counted), else the seconds until the next one would be."""
-        now_us = epoch_us(now)
+    def take(
+        self, engine: sa.Engine, key_id: str, env_id: str, at: datetime | None = None
+    ) -> float:
+        """0 when allowed (and counted), else the seconds until the next one would be.
+
+        Judged by the database's clock unless `at` is given (tests): one clock for every
+        server process, so a server whose clock runs fast can not lock a key out for all."""
+        with single_statement(engine, write=True) as conn:
+            now_us = (
+                epoch_us(at)
+                if at is not None
+                else int(conn.execute(_DB_NOW_US[conn.dialect.name]).scalar_one())
+            )
+            return self._take(conn, key_id, env_id, now_us)
+
+    def _take(self, conn: sa.Connection, key_id: str, env_id: str, now_us: int) -> float:
         values = {
             "key_id": key_id,
             "env_id": env_id,
@@ -75,8 +93,7 @@ class InquiryLimiter:
             "interval": self.interval_us,
             "window": self.window_us,
         }
-        with single_statement(engine, write=True) as conn:
-            if conn.execute(_take(conn.dialect.name), values).first() is not None:
-                return 0.0
-            next_at: int = conn.execute(_NEXT_AT, {"key_id": key_id}).scalar_one()
+        if conn.execute(_take(conn.dialect.name), values).first() is not None:
+            return 0.0
+        next_at: int = conn.execute(_NEXT_AT, {"key_id": key_id}).scalar_one()
         return max(next_at + self.interval_us - self.window_us - now_us, 1) / 1_000_000
