@@ -9,7 +9,7 @@ not whether its JSON parsed, its body was valid or its query had a typo.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -60,16 +60,34 @@ def needs(*scopes: str, per_query: dict[str, str] | None = None) -> Any:
     return Depends(Needs(scopes, per_query or {}))
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def keyless(endpoint: F) -> F:
+    """Marks a route that takes no API key on purpose (it is authenticated another way, as
+    inbound events are by their signature). Any other route without `needs` is refused."""
+    endpoint.__dict__["punchcard_keyless"] = True
+    return endpoint
+
+
 def declared(route: APIRoute) -> Needs | None:
     """The route's `needs(...)`, if it takes an API key."""
-    for dependency in route.dependant.dependencies:
-        if isinstance(dependency.call, Needs):
-            return dependency.call
-    return None
+    found = [d.call for d in route.dependant.dependencies if isinstance(d.call, Needs)]
+    return found[0] if found else None
 
 
 class GuardedRoute(APIRoute):
-    """An APIRoute that authorizes its caller before FastAPI parses the body."""
+    """An APIRoute that authorizes its caller before FastAPI parses the body. A route must
+    say who may call it: one `needs(...)`, or `@keyless`; forgetting is an error at import,
+    not a public route."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        count = sum(isinstance(d.call, Needs) for d in self.dependant.dependencies)
+        if count > 1 or (count == 0 and not endpoint.__dict__.get("punchcard_keyless")):
+            raise TypeError(
+                f"{path}: a guarded route takes one `needs(...)`, or is marked @keyless"
+            )
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

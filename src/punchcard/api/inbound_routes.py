@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response
 
 from punchcard.api import responses
 from punchcard.api.context import Call, write
-from punchcard.api.guard import GuardedRoute, needs
+from punchcard.api.guard import GuardedRoute, keyless, needs
 from punchcard.api.problems import ApiProblem
 from punchcard.api.routes import read
 from punchcard.api.schemas import SourceBody
@@ -66,6 +66,7 @@ async def list_events(source_id: str, c: Call = needs("inbound:write")) -> Respo
     },
     openapi_extra={"parameters": SIGNATURE_HEADERS},
 )
+@keyless  # signed by the source instead
 async def receive(source_id: str, request: Request) -> Response:
     """Verify the signature on the raw bytes, store the event once, answer at once.
 
