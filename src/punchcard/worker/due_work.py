@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from punchcard.errors import InvalidInput
 from punchcard.services.clock import Clock, environment_now
 from punchcard.services.due import run_due
 from punchcard.services.inbound import process_due as process_inbound
@@ -149,7 +150,10 @@ class Worker:
 def move_clock(
     engine: sa.Engine, env_id: str, to: datetime, clock: Clock, wait_s: float = 10.0
 ) -> int:
-    """Move a sandbox's clock forward, doing the due work on the way (under the env's lease)."""
+    """Move a sandbox's clock forward, doing the due work on the way (under the env's lease).
+
+    The clock is read again under the lease: a move checked against the clock before another
+    move finished must not take it back."""
     owner = f"clock-{uuid.uuid4().hex[:12]}"
     deadline = time.monotonic() + wait_s
     while not claim(engine, owner, clock.now(), env_id):
@@ -157,6 +161,12 @@ def move_clock(
             raise TimeoutError("the sandbox is busy; try again")
         time.sleep(0.02)
     try:
+        with single_statement(engine) as conn:
+            current = conn.execute(
+                sa.select(environments.c.clock).where(environments.c.id == env_id)
+            ).scalar()
+        if current is not None and to < current:
+            raise InvalidInput("the clock never moves back")
         done = run_due(lambda: UnitOfWork(engine, env_id), to)
         with engine.begin() as conn:
             conn.execute(
