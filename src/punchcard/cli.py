@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,14 +78,17 @@ def scenario_run(
                 if ok:
                     passed += 1
                     progress.console.print(f"[green]PASS[/] {shown}")
-                else:
+                else:  # one line per scenario, never wrapped: why it failed goes on it too
                     failed += 1
-                    progress.console.print(f"[red]FAIL[/] {shown}\n     {escape(message)}")
+                    why = escape(" ".join(message.split()))
+                    progress.console.print(f"[red]FAIL[/] {shown} -- {why}")
                 progress.advance(task)
         if engine is not None:
             engine.dispose()
     print(f"{passed} passed, {failed} failed")
-    if failed or not passed:
+    if not found:  # most likely a wrong path: a run that checked nothing is not a pass
+        print("no scenario files found under " + ", ".join(map(str, paths)), file=sys.stderr)
+    if failed or not found:
         raise typer.Exit(1)
 
 

@@ -39,8 +39,18 @@ def test_a_failed_expectation_names_step_key_wanted_and_seen(tmp_path: Path) -> 
     )
     result = _run("scenario", "run", str(tmp_path / "wrong.yaml"))
     assert result.returncode == 1
-    assert "step 3 (expect): points.posted: wanted 31, seen 30" in result.stdout
-    assert result.stdout.strip().splitlines()[-1] == "0 passed, 1 failed"
+    assert result.stdout.strip().splitlines() == [  # one line per scenario, then the count
+        "FAIL wrong.yaml: A wrong expectation -- step 3 (expect): points.posted: wanted 31,"
+        " seen 30",
+        "0 passed, 1 failed",
+    ]
+
+
+def test_a_run_that_finds_no_scenario_fails_and_says_so(tmp_path: Path) -> None:
+    result = _run("scenario", "run", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stdout.strip().splitlines() == ["0 passed, 0 failed"]
+    assert result.stderr.strip() == f"no scenario files found under {tmp_path}"
 
 
 def test_program_check_prints_each_problem_with_file_line_and_path(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from punchcard.scenarios import files
 from punchcard.scenarios.in_process import InProcess
-from punchcard.scenarios.runner import run
+from punchcard.scenarios.runner import Scenario, run
 
 from ..conftest import EXAMPLES, ROOT
 
@@ -24,3 +24,45 @@ def test_scenario_passes(engine: sa.Engine, path: Path) -> None:
 
 def test_the_suite_covers_at_least_25_stories() -> None:
     assert len([p for p in SCENARIOS if p.is_relative_to(ROOT)]) >= 25
+
+
+PROGRAM = (ROOT / "src/punchcard/demo/burrito-rewards.yaml").read_text()
+BURRITO = {"id": "l1", "sku": "BURR", "category": "burrito", "qty": 1, "unit_price": "9.50"}
+
+
+@pytest.mark.parametrize(
+    ("step", "told"),
+    [
+        ({"enroll": {"member": "bob", "att": "2026-03-03T10:00:00Z"}}, "unknown key att"),
+        ({"close": {"order": "o1", "when": "now"}}, "unknown key when"),
+        ({"void": {"ordr": "o1"}}, "unknown key ordr"),
+        ({"redeem": {"member": "ann", "reward": "five-off", "alias": "r"}}, "unknown key alias"),
+        ({"gift_card": {"redeem": "g1", "amount": "1.00", "partal": True}}, "unknown key partal"),
+        ({"gift_card": {"capture": "h1", "partial": True}}, "unknown key partial"),
+        ({"publish": {"programme": "x.yaml"}}, "unknown key programme"),
+        ({"expect": {"member": "ann", "rewards": {"availble": []}}}, "rewards.availble is not"),
+        ({"expect": {"member": "ann", "points": {"postd": 0}}}, "points.postd is not"),
+        ({"expect": {"gift_card": "g1", "last": {"aproved": "1.00"}}}, "last.aproved is not"),
+    ],
+)
+def test_a_typo_in_a_step_fails_the_scenario_naming_the_key(
+    engine: sa.Engine, step: dict[str, object], told: str
+) -> None:
+    """A key a verb does not take would otherwise be ignored: a redeem meant to be partial
+    would run whole, an expectation would check nothing, and the scenario would pass."""
+    scenario = Scenario(
+        path=ROOT / "scenarios" / "typo.yaml",
+        name="typo",
+        program=PROGRAM,
+        start="2026-03-03T09:00:00-06:00",
+        steps=[
+            {"enroll": {"member": "ann"}},
+            {"order": {"id": "o1", "member": "ann", "status": "open", "lines": [BURRITO]}},
+            {"gift_card": {"issue": "g1", "amount": "5.00"}},
+            step,
+        ],
+    )
+    result = run(scenario, InProcess(engine))
+    assert not result.passed
+    assert result.message.startswith("step 4 (")
+    assert told in result.message, result.message

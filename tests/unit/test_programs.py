@@ -115,6 +115,21 @@ def test_unquoted_hours_are_read_as_times_not_base_60_numbers() -> None:
     assert (hours.from_, hours.to) == ("14:00", "17:30")
 
 
+def test_whole_numbers_are_read_as_decimal_text_and_other_bases_are_refused() -> None:
+    """`010` is ten, as its decimal text says (YAML 1.1 would read eight); `0x2`, `0b1` and
+    `1_000` are not decimal and are refused where a number is wanted, naming key and line."""
+    text = MINIMAL.replace("points_per_unit: 10", "points_per_unit: 010") + (
+        "visits: {min_spend: 010, max_per_day: 01}\n"
+    )
+    program = parse_program(text)
+    assert program.earn.points_per_unit == 10
+    assert program.visits is not None
+    assert (program.visits.min_spend, program.visits.max_per_day) == (1000, 1)
+    for written in ("0x2", "0b1", "1_000"):
+        [problem] = _problems(MINIMAL + f"visits: {{max_per_day: {written}}}\n")
+        assert problem.startswith("line 7: visits.max_per_day: "), problem
+
+
 def test_duplicate_ids_and_unknown_promotion_tiers_name_their_keys() -> None:
     text = MINIMAL + (
         "rewards:\n"

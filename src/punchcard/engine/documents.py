@@ -24,7 +24,8 @@ class DocumentError(ValueError):
 
 
 class _TextNumberLoader(yaml.SafeLoader):
-    """Safe YAML with floats as Decimal, timestamps as their text, and no base-60 ints."""
+    """Safe YAML with numbers read from their decimal text (floats as Decimal) and
+    timestamps as their text."""
 
 
 def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
@@ -40,13 +41,10 @@ def _decimal_or_text(text: str) -> Any:
 
 
 def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
-    text = str(loader.construct_scalar(node))
-    if ":" in text:  # YAML 1.1 sexagesimal: 14:00 is a time to a person, not 840
-        return text
-    try:
-        return yaml.SafeLoader.construct_yaml_int(loader, node)
-    except ValueError:  # more digits than Python reads as an int: fails where a number is wanted
-        return text
+    """Whole numbers are read as decimal text, as money is: `010` is ten (YAML 1.1 would
+    read eight). Other forms YAML 1.1 reads as numbers stay text and fail where a number
+    is wanted: `0x2`, `0b1`, `1_000`, and `14:00` (base 60: a time to a person, not 840)."""
+    return _int_or_text(str(loader.construct_scalar(node)))
 
 
 def _construct_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
@@ -117,10 +115,9 @@ def _document_error(exc: yaml.YAMLError) -> DocumentError:
 
 
 def _int_or_text(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:  # more digits than Python reads as an int
-        return text
+    if not (text.lstrip("+-").isascii() and text.lstrip("+-").isdigit()) or len(text) > 4000:
+        return text  # not plain decimal digits, or more than Python reads as an int
+    return int(text, 10)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -143,9 +143,7 @@ def _modifier(data: Any, where: str) -> Modifier:
 
 def _discount(data: Any, where: str) -> Discount:
     data = _mapping(data, where, {"amount", "line"})
-    line = data.get("line")
-    if line is not None and not isinstance(line, str):
-        raise OrderFormatError(f"{where}.line", "is a line id")
+    line = None if data.get("line") is None else _text(data, "line", where)  # ids as lines take
     return Discount(amount=_money(_required(data, "amount", where), f"{where}.amount"), line=line)
 
 

@@ -34,6 +34,30 @@ VERBS = (
 )
 
 
+# The keys each verb takes (scenarios.md); a typo is refused, never silently ignored. An
+# order, edit or refund is checked by the use case itself, as the API checks it.
+STEP_KEYS: dict[str, frozenset[str]] = {
+    "enroll": frozenset({"member", "at"}),
+    "close": frozenset({"order", "at"}),
+    "void": frozenset({"order", "at"}),
+    "redeem": frozenset({"member", "reward", "as", "at"}),
+    "publish": frozenset({"program", "at"}),
+}
+GIFT_CARD_KEYS: dict[str, frozenset[str]] = {
+    "issue": frozenset({"issue", "amount", "at"}),
+    "reload": frozenset({"reload", "amount", "partial", "at"}),
+    "redeem": frozenset({"redeem", "amount", "partial", "at"}),
+    "authorize": frozenset({"authorize", "amount", "partial", "hold", "at"}),
+    "capture": frozenset({"capture", "amount", "at"}),
+    "void": frozenset({"void", "at"}),
+}
+EXPECT_PARTS = {
+    "points": {"posted", "pending", "available"},
+    "rewards": {"available", "reserved", "used", "expired"},
+    "last": {"approved"},
+}
+
+
 class Target(Protocol):
     """Where a scenario runs: in process, or (later) a sandbox of a running server."""
 
@@ -94,6 +118,7 @@ def _run_step(
             raise StepFailed(f"{where}: an expect checks state; it can not carry error")
         _expect(target, where, args, clock)
         return clock
+    _check_keys(where, verb, args)
     clock, error = perform(target, scenario.path.parent, verb, args, clock)
     if error is None and wanted_error is not None:
         raise StepFailed(f"{where}: wanted error {wanted_error}, but the step succeeded")
@@ -104,6 +129,21 @@ def _run_step(
             f"{where}: wanted error {wanted_error}, seen {error.code}: {error.message}"
         )
     return clock
+
+
+def _check_keys(where: str, verb: str, args: Any) -> None:
+    """A key the verb does not take is a mistake in the file: the scenario fails, naming it."""
+    if not isinstance(args, dict):
+        return  # the step itself reports what it takes
+    allowed = STEP_KEYS.get(verb)
+    if verb == "gift_card":
+        ops = [op for op in GIFT_CARD_KEYS if op in args]
+        allowed = GIFT_CARD_KEYS[ops[0]] if len(ops) == 1 else None
+    unknown = sorted(set(map(str, args)) - allowed) if allowed is not None else []
+    if unknown:
+        raise StepFailed(
+            f"{where}: unknown key {unknown[0]} (a typo?); it takes {', '.join(sorted(allowed or ()))}"
+        )
 
 
 def perform(
@@ -170,6 +210,14 @@ def _expect(target: Target, where: str, args: Any, clock: datetime) -> None:
             continue
         if key not in allowed:
             raise StepFailed(f"{where}: {key} is not something to expect of a {subject}")
+        parts = EXPECT_PARTS.get(key)
+        if parts is not None and isinstance(wanted, dict):
+            unknown = sorted(set(map(str, wanted)) - parts)
+            if unknown:
+                raise StepFailed(
+                    f"{where}: {key}.{unknown[0]} is not something to expect; "
+                    f"give {', '.join(sorted(parts))}"
+                )
         _compare(where, key, wanted, seen.get(key))
 
 
