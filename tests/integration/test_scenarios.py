@@ -66,3 +66,31 @@ def test_a_typo_in_a_step_fails_the_scenario_naming_the_key(
     assert not result.passed
     assert result.message.startswith("step 4 (")
     assert told in result.message, result.message
+
+
+def test_a_problem_in_an_inline_program_names_the_scenario_files_line(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    story = tmp_path / "inline.yaml"
+    story.write_text(
+        "scenario: inline programs with typos\n"
+        "start: 2026-03-01T10:00:00-06:00\n"
+        "program:\n"
+        "  program: p\n"
+        "  name: P\n"
+        "  currency: USD\n"
+        "  timezone: America/Chicago\n"
+        "  earn: {points_per_unit: 10, roundng: ceil}\n"  # line 8
+        "steps:\n"
+        "  - enroll: {member: a}\n"
+    )
+    result = run(files.load(story), InProcess(engine))
+    assert "program: line 8: earn.roundng: unknown key" in result.message, result.message
+    fixed = story.read_text().replace("roundng", "rounding")
+    story.write_text(
+        fixed + "  - publish:\n"
+        "      program: {program: p, name: P, currency: USD, timezone: America/Chicago,\n"
+        "                earn: {points_per_unit: 10, rouding: ceil}}\n"  # line 13
+    )
+    result = run(files.load(story), InProcess(engine))
+    assert "program: line 13: earn.rouding: unknown key" in result.message, result.message

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from punchcard.engine.documents import DocumentError, load_document
 from punchcard.services.programs import program_text
 
@@ -39,9 +41,15 @@ def _is_program(path: Path) -> bool:
     return path.parent.name == "programs"
 
 
+class InlineProgram(str):
+    """An inline program's own text, cut from the scenario file and set at the same lines
+    there, so a problem in it names the scenario file's line."""
+
+
 def load(path: Path) -> Scenario:
     try:
-        data, _ = load_document(path.read_text())
+        text = path.read_text()
+        data, _ = load_document(text)
     except (OSError, DocumentError) as exc:
         raise ScenarioFileError(f"{path}: {exc}") from exc
     if not isinstance(data, dict):
@@ -54,6 +62,7 @@ def load(path: Path) -> Scenario:
         raise ScenarioFileError(f"{path}: unknown key {unknown[0]}")
     if not isinstance(data["steps"], list):
         raise ScenarioFileError(f"{path}: steps is a list")
+    _inline_programs_in_place(text, data)
     return Scenario(
         path=path,
         name=str(data["scenario"]),
@@ -63,8 +72,51 @@ def load(path: Path) -> Scenario:
     )
 
 
+def _value(node: Any, key: str) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return v
+    return None
+
+
+def _cut(text: str, node: Any, wanted: Any) -> InlineProgram | None:
+    """The text of a mapping node, at its own lines and column; None unless it reads back as
+    exactly what the whole file gave (an alias to elsewhere in the file would not)."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    start, end = node.start_mark, node.end_mark
+    piece = "\n" * start.line + " " * start.column + text[start.index : end.index]
+    try:
+        loaded, _ = load_document(piece)
+    except DocumentError:
+        return None
+    return InlineProgram(piece) if loaded == wanted else None
+
+
+def _inline_programs_in_place(text: str, data: dict[str, Any]) -> None:
+    """Replace each inline program (the scenario's, and each `publish` step's) by its text
+    as written, when it can be cut out; otherwise it stays data, written out anew."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return
+    if isinstance(data["program"], dict):
+        data["program"] = _cut(text, _value(root, "program"), data["program"]) or data["program"]
+    nodes = _value(root, "steps")
+    if not isinstance(nodes, yaml.SequenceNode):
+        return
+    for step, node in zip(data["steps"], nodes.value, strict=False):
+        publish = step.get("publish") if isinstance(step, dict) else None
+        if isinstance(publish, dict) and isinstance(publish.get("program"), dict):
+            cut = _cut(text, _value(_value(node, "publish"), "program"), publish["program"])
+            publish["program"] = cut or publish["program"]
+
+
 def resolve_program(value: Any, base: Path) -> str:
     """A program given as a path relative to the scenario, or inline."""
+    if isinstance(value, InlineProgram):
+        return str(value)
     if isinstance(value, str):
         try:
             return (base / value).read_text()
