@@ -26,7 +26,8 @@ class Scenario:
 
 
 def find_files(paths: list[Path]) -> list[Path]:
-    """Each file named, and every *.yaml below each folder named, sorted."""
+    """Each file named, and every *.yaml below each folder named, sorted; a folder's program
+    files (which scenarios name by path) are not stories and are left out."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -37,8 +38,17 @@ def find_files(paths: list[Path]) -> list[Path]:
 
 
 def _is_program(path: Path) -> bool:
-    # Programs shared by scenarios live beside them; they are not stories.
-    return path.parent.name == "programs"
+    """A program, not a story: a mapping with `program` and `currency` and no `scenario` or
+    `steps`. Anything unreadable counts as a story, so that loading it reports why."""
+    try:
+        data, _ = load_document(path.read_text())
+    except (OSError, DocumentError):
+        return False
+    return (
+        isinstance(data, dict)
+        and {"program", "currency"} <= data.keys()
+        and not {"scenario", "steps"} & data.keys()
+    )
 
 
 class InlineProgram(str):
