@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from punchcard.errors import InsufficientFunds, InsufficientPoints
+from punchcard.errors import InsufficientFunds, InsufficientPoints, PunchcardError
+from punchcard.services import orders
 from punchcard.services.loyalty import Loyalty
 from punchcard.store.database import create_engine, open_database
+from punchcard.store.tables import members
 
 from .helpers import START, burritos, new_app
 
@@ -82,4 +86,104 @@ def test_processes_racing_on_one_gift_card_never_overspend(postgres_url: str) ->
     approved = [a for batch in results for a in batch]
     assert sum(approved) == 9800
     assert app.gift_card("g1").balance == 200
+    engine.dispose()
+
+
+_WAITING = sa.text(
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+def _queued_behind_the_member(
+    engine: sa.Engine, app: Loyalty, member: str, *calls: Callable[[], object]
+) -> list[str]:
+    """Run the calls at once while another transaction holds the member's lock, release it
+    once both are waiting on a lock, and tell how each ended: "ok" or its error's code."""
+    with engine.connect() as holder, holder.begin():
+        holder.execute(
+            sa.select(members.c.id)
+            .where(members.c.env_id == app.env_id, members.c.external_id == member)
+            .with_for_update()
+        ).one()
+
+        def ended(call: Callable[[], object]) -> str:
+            try:
+                call()
+            except PunchcardError as error:
+                return error.code
+            return "ok"
+
+        pool = ThreadPoolExecutor(len(calls))
+        futures = [pool.submit(ended, call) for call in calls]
+        deadline = time.monotonic() + 30
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as looking:
+            # Each look in its own transaction: the activity view is a snapshot per transaction.
+            while looking.execute(_WAITING).scalar_one() < len(calls):  # all queued behind it
+                assert time.monotonic() < deadline, "the calls never queued behind the lock"
+                time.sleep(0.01)
+    outcomes = [f.result(timeout=30) for f in futures]
+    pool.shutdown()
+    return outcomes
+
+
+@pytest.mark.postgres
+def test_order_changes_queued_behind_one_another_see_each_others_effects(
+    postgres_url: str,
+) -> None:
+    """Each one reads the order under its member's lock, so the second sees what the first
+    did: a void and a close can not both leave their mark, two closes make one pending lot,
+    and two partial refunds both take their points back."""
+    engine = open_database(postgres_url)
+    app = new_app(engine)
+    later = START + timedelta(hours=1)
+    app.enroll({"member": "ann"}, START)
+
+    app.place_order(burritos("void-close", "ann", qty=10, status="open"), START)
+    ended = _queued_behind_the_member(
+        engine,
+        app,
+        "ann",
+        lambda: app.void_order({"order": "void-close"}, later),
+        lambda: app.close_order({"order": "void-close"}, later),
+    )
+    assert sorted(ended) in (["invalid_state", "ok"], ["ok", "ok"])  # voided, or closed then voided
+    app.run_due(later)
+    ann = app.member("ann", later)
+    state = app._read(lambda uow: orders.view(uow, "void-close"))["state"]
+    assert (state, ann.posted, ann.pending) == ("voided", 0, 0)
+
+    app.place_order(burritos("twice", "ann", qty=10, status="open"), later)
+    ended = _queued_behind_the_member(
+        engine,
+        app,
+        "ann",
+        lambda: app.close_order({"order": "twice"}, later),
+        lambda: app.close_order({"order": "twice"}, later),
+    )
+    assert sorted(ended) == ["invalid_state", "ok"]
+    app.run_due(later)
+    ann = app.member("ann", later)
+    assert (ann.posted, ann.pending) == (1000, 0)
+
+    app.place_order(burritos("halves", "ann", qty=2), later)
+    app.run_due(later)
+    one = {"order": "halves", "lines": [{"line": "l1", "qty": 1}]}
+    ended = _queued_behind_the_member(
+        engine,
+        app,
+        "ann",
+        lambda: app.refund_order(one, later),
+        lambda: app.refund_order(one, later),
+    )
+    assert ended == ["ok", "ok"]
+    assert app.member("ann", later).posted == 1000  # the 200 of "halves" taken back whole
+    ended = _queued_behind_the_member(
+        engine,
+        app,
+        "ann",
+        lambda: app.refund_order(one, later),
+        lambda: app.refund_order(one, later),
+    )
+    assert ended == ["invalid_input", "invalid_input"]  # nothing is left to refund
     engine.dispose()

@@ -101,8 +101,7 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
 
 
 def close(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
-    row = _get(uow, data)
-    _lock_member(uow, row)
+    row, _ = _locked(uow, data)
     _close(uow, row, now)
 
 
@@ -163,8 +162,7 @@ def edit(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     except OrderFormatError as exc:
         raise InvalidInput(str(exc)) from exc
     refs = _reward_refs(data) if "rewards" in data else None
-    row = _get(uow, data)
-    member = _lock_member(uow, row)
+    row, member = _locked(uow, data)
     order = order_from_row(row).with_parts(**parts)
     try:
         check_discount_lines(order, "edit")
@@ -231,8 +229,7 @@ def refund(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
                     f"refund.lines[{i}].qty: {qty!r} is not a positive whole quantity"
                 )
             wanted[str(item["line"])] = wanted.get(str(item["line"]), 0) + qty
-    row = _get(uow, data)
-    _lock_member(uow, row)
+    row, _ = _locked(uow, data)
     order = order_from_row(row)
     for line_id in wanted:
         if line_id not in order.line_index:
@@ -265,8 +262,7 @@ def refund(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
 
 def void(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     """Void an order: open, its rewards are released; closed, it is reversed whole."""
-    row = _get(uow, data)
-    _lock_member(uow, row)
+    row, _ = _locked(uow, data)
     voided = ORDER.target(row.state, "void", row.external_id)
     held = rewards.of_order(uow, row.id)
     if row.state == "closed":
@@ -548,9 +544,29 @@ def _withdraw_lot(uow: UnitOfWork, lot_id: int) -> None:
     uow.conn.execute(sa.update(lots).where(lots.c.id == lot_id).values(state=state))
 
 
-def _lock_member(uow: UnitOfWork, row: Any) -> Any:
-    """Lock the order's member first: a member's work is serialised."""
-    return member_by_id(uow, row.member_id)
+_LOCK_MEMBER_OF_REF = (
+    sa.select(members)
+    .where(
+        members.c.id
+        == sa.select(orders.c.member_id)
+        .where(
+            orders.c.env_id == sa.bindparam("b_env"), orders.c.external_id == sa.bindparam("b_ref")
+        )
+        .scalar_subquery()
+    )
+    .with_for_update()
+)
+
+
+def _locked(uow: UnitOfWork, data: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The order `data` names and its member: the member's lock first, then the order as it
+    is under that lock. Read before the lock, a request that waited for it would act on the
+    order as it was before the request ahead of it (a void and a close both succeeding)."""
+    ref = as_name(data.get("order"), "order")
+    member = uow.conn.execute(_LOCK_MEMBER_OF_REF, {"b_env": uow.env_id, "b_ref": ref}).first()
+    if member is None:
+        raise NotFound(f"no order {ref!r}")
+    return _get(uow, data), member
 
 
 def _find(uow: UnitOfWork, external_id: str) -> Any:
