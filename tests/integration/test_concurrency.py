@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from punchcard.errors import InsufficientFunds, InsufficientPoints, PunchcardError
-from punchcard.services import orders
+from punchcard.services import inbound, orders
 from punchcard.services.loyalty import Loyalty
 from punchcard.store.database import create_engine, open_database
-from punchcard.store.tables import members
+from punchcard.store.tables import inbound_events, members
 
-from .helpers import START, burritos, new_app
+from .helpers import START, FakeClock, burritos, new_app
 
 NOW = START + timedelta(hours=1)
 
@@ -186,4 +187,50 @@ def test_order_changes_queued_behind_one_another_see_each_others_effects(
         lambda: app.refund_order(one, later),
     )
     assert ended == ["invalid_input", "invalid_input"]  # nothing is left to refund
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_an_inbound_event_two_workers_took_is_applied_once(postgres_url: str) -> None:
+    """A worker whose batch outlived its 60 s claim and the worker that claimed the event
+    after it both apply it: the second waits on the event under its lock, finds it done, and
+    leaves it. (Checked outside that transaction, both refunded the unit.)"""
+    engine = open_database(postgres_url)
+    app = new_app(engine)
+    app.enroll({"member": "dan"}, START)
+    app.place_order(burritos("o1", "dan", qty=3), START)
+    app.run_due(START)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        source = inbound.create_source(conn, app.env_id, "generic", now)
+    body = json.dumps(
+        {
+            "id": "evt_1",
+            "type": "order.refunded",
+            "order": {"id": "o1"},
+            "refund": {"lines": [{"line": "l1", "qty": 1}]},
+        }
+    ).encode()
+    stamp = str(int(now.timestamp()))
+    signed = {
+        "x-punchcard-timestamp": stamp,
+        "x-punchcard-signature": inbound.signature(source["secret"], stamp, body),
+    }
+    assert inbound.receive(engine, source["id"], body, signed, now)
+    with engine.connect() as conn:
+        event = conn.execute(sa.select(inbound_events.c.id)).scalar_one()
+    clock = FakeClock(now)
+    ended = _queued_behind_the_member(
+        engine,
+        app,
+        "dan",
+        lambda: inbound._apply(engine, event, clock),
+        lambda: inbound._apply(engine, event, clock),
+    )
+    assert ended == ["ok", "ok"]
+    with engine.connect() as conn:
+        state = conn.execute(sa.select(inbound_events.c.state, inbound_events.c.outcome)).one()
+    assert tuple(state) == ("done", "applied: refund")
+    assert app._read(lambda uow: orders.view(uow, "o1"))["refunded"] == {"l1": 1}
+    assert app.member("dan", now).posted == 200  # 300 earned, one 10.00 unit taken back
     engine.dispose()

@@ -131,6 +131,13 @@ def process_due(engine: sa.Engine, clock: Clock) -> int:
     return len(ids)
 
 
+_PENDING_LOCKED = (
+    sa.select(inbound_events.c.id)
+    .where(inbound_events.c.id == sa.bindparam("b_id"), inbound_events.c.state == "pending")
+    .with_for_update()
+)
+
+
 def _apply(engine: sa.Engine, event_pk: int, clock: Clock) -> None:
     """Apply one event. Whatever happens, the event ends done, failed, or waiting: an event
     that can not be applied must never stop the worker."""
@@ -146,6 +153,11 @@ def _apply(engine: sa.Engine, event_pk: int, clock: Clock) -> None:
             now = environment_now(conn, row.env_id, clock)
         operation = MAPPINGS[row.mapping].operation(json.loads(row.body))
         with UnitOfWork(engine, row.env_id) as uow:
+            # Still pending, under its lock, in the transaction that applies it: a second
+            # worker whose claim overlapped this one (a batch outlived its lease) waits here,
+            # then finds it done and leaves it.
+            if uow.conn.execute(_PENDING_LOCKED, {"b_id": event_pk}).first() is None:
+                return
             _USE_CASES[operation.kind](uow, operation.data, now)
             _settle(uow.conn, event_pk, "done", f"applied: {operation.kind}")
             uow.commit()
@@ -172,7 +184,7 @@ def _wait_or_fail(engine: sa.Engine, event_pk: int, clock: Clock, reason: str) -
             return
         conn.execute(
             sa.update(inbound_events)
-            .where(inbound_events.c.id == event_pk)
+            .where(inbound_events.c.id == event_pk, inbound_events.c.state == "pending")
             .values(
                 attempts=attempts,
                 next_attempt_at=clock.now() + timedelta(seconds=2 ** (attempts - 1)),
@@ -195,7 +207,11 @@ def _settle(
     values: dict[str, Any] = {"state": state, "outcome": outcome[:500]}
     if attempts is not None:
         values["attempts"] = attempts
-    conn.execute(sa.update(inbound_events).where(inbound_events.c.id == event_pk).values(**values))
+    conn.execute(  # only a pending event is settled: what another worker settled stays
+        sa.update(inbound_events)
+        .where(inbound_events.c.id == event_pk, inbound_events.c.state == "pending")
+        .values(**values)
+    )
 
 
 _USE_CASES = {
