@@ -13,11 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from punchcard.errors import InsufficientFunds, InsufficientPoints, PunchcardError
-from punchcard.services import inbound, orders
+from punchcard.services import inbound, orders, programs, webhooks
 from punchcard.services.loyalty import Loyalty
 from punchcard.store.database import create_engine, open_database
-from punchcard.store.tables import inbound_events, members
+from punchcard.store.tables import environments, inbound_events, members, webhook_endpoints
 
+from ..conftest import EXAMPLE_PROGRAM
 from .helpers import START, FakeClock, burritos, new_app
 
 NOW = START + timedelta(hours=1)
@@ -99,14 +100,24 @@ _WAITING = sa.text(
 def _queued_behind_the_member(
     engine: sa.Engine, app: Loyalty, member: str, *calls: Callable[[], object]
 ) -> list[str]:
-    """Run the calls at once while another transaction holds the member's lock, release it
-    once both are waiting on a lock, and tell how each ended: "ok" or its error's code."""
+    """Run the calls at once while another transaction holds the member's lock."""
+    held = (
+        sa.select(members.c.id)
+        .where(members.c.env_id == app.env_id, members.c.external_id == member)
+        .with_for_update()
+    )
+    return _queued_behind(engine, [held], *calls)
+
+
+def _queued_behind(
+    engine: sa.Engine, held: list[sa.Executable], *calls: Callable[[], object]
+) -> list[str]:
+    """Run the calls at once while another transaction runs `held` (and so holds its locks),
+    commit it once all of them wait on a lock, and tell how each ended: "ok" or its error's
+    code."""
     with engine.connect() as holder, holder.begin():
-        holder.execute(
-            sa.select(members.c.id)
-            .where(members.c.env_id == app.env_id, members.c.external_id == member)
-            .with_for_update()
-        ).one()
+        for statement in held:
+            holder.execute(statement)
 
         def ended(call: Callable[[], object]) -> str:
             try:
@@ -117,7 +128,7 @@ def _queued_behind_the_member(
 
         pool = ThreadPoolExecutor(len(calls))
         futures = [pool.submit(ended, call) for call in calls]
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 10
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as looking:
             # Each look in its own transaction: the activity view is a snapshot per transaction.
             while looking.execute(_WAITING).scalar_one() < len(calls):  # all queued behind it
@@ -233,4 +244,89 @@ def test_an_inbound_event_two_workers_took_is_applied_once(postgres_url: str) ->
     assert tuple(state) == ("done", "applied: refund")
     assert app._read(lambda uow: orders.view(uow, "o1"))["refunded"] == {"l1": 1}
     assert app.member("dan", now).posted == 200  # 300 earned, one 10.00 unit taken back
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_versions_published_and_activated_at_once_are_numbered_and_activated_once(
+    postgres_url: str,
+) -> None:
+    engine = open_database(postgres_url)
+    app = new_app(engine)
+    environment = sa.select(environments.c.id).where(environments.c.id == app.env_id)
+    source = EXAMPLE_PROGRAM.read_text()
+    ended = _queued_behind(
+        engine,
+        [environment.with_for_update(key_share=True)],
+        lambda: app._write(lambda uow: programs.publish(uow, source, START, live_from=None)),
+        lambda: app._write(lambda uow: programs.publish(uow, source, START, live_from=None)),
+    )
+    assert ended == ["ok", "ok"]
+    numbers = [v.version for v in app._read(lambda uow: programs.versions(uow))]
+    assert numbers == [1, 2, 3]
+    later = START + timedelta(days=1)
+    ended = _queued_behind(
+        engine,
+        [environment.with_for_update(key_share=True)],
+        lambda: app._write(lambda uow: programs.activate(uow, 2, later, START)),
+        lambda: app._write(lambda uow: programs.activate(uow, 2, later, START)),
+    )
+    assert sorted(ended) == ["invalid_state", "ok"]
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_publish_during_a_members_activity_plans_inactivity_from_that_activity(
+    postgres_url: str,
+) -> None:
+    """The publish re-plans every member's inactivity expiry from their last activity. A
+    redeem that moves the activity while the publish runs must not be overwritten by a plan
+    from the activity before it."""
+    engine = open_database(postgres_url)
+    program = EXAMPLE_PROGRAM.read_text().replace(
+        "expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}"
+    )
+    app = new_app(engine, program)
+    app.enroll({"member": "ann"}, START)
+    app.place_order(burritos("o1", "ann", qty=6), START)
+    app.run_due(START)  # active at START
+    later = START + timedelta(days=10)
+    ann = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "ann")
+    redeeming = (  # what the redeem writes, under ann's lock, not yet committed
+        sa.update(members)
+        .where(ann)
+        .values(last_activity_at=later, inactivity_due_at=later + timedelta(days=30))
+    )
+    ended = _queued_behind(
+        engine,
+        [redeeming],
+        lambda: app.publish(program, later),
+    )
+    assert ended == ["ok"]
+    with engine.connect() as conn:
+        due = conn.execute(sa.select(members.c.inactivity_due_at).where(ann)).scalar_one()
+    assert due == later + timedelta(days=30)
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_two_secret_rotations_at_once_keep_both_secrets(postgres_url: str) -> None:
+    engine = open_database(postgres_url)
+    app = new_app(engine)
+    with engine.begin() as conn:
+        made = webhooks.create_endpoint(
+            conn, app.env_id, {"url": "http://127.0.0.1:9/hooks"}, START, allow_private=True
+        )
+    endpoint = sa.select(webhook_endpoints.c.id).where(webhook_endpoints.c.id == made["id"])
+    handed: list[str] = []
+
+    def rotate() -> None:
+        with engine.begin() as conn:
+            handed.append(webhooks.rotate_secret(conn, app.env_id, made["id"], START)["secret"])
+
+    assert _queued_behind(engine, [endpoint.with_for_update()], rotate, rotate) == ["ok", "ok"]
+    with engine.connect() as conn:
+        row = webhooks.endpoint_row(conn, app.env_id, made["id"])
+    kept = [s["secret"] for s in webhooks.signing_secrets(row, START)]
+    assert sorted(kept) == sorted(handed)  # the later one signs, the earlier one for a day
     engine.dispose()

@@ -49,6 +49,7 @@ def publish(uow: UnitOfWork, source: str, now: datetime, *, live_from: datetime 
         program = program_from_data(data, lines)
     except (ProgramError, ValueError) as exc:
         raise InvalidInput(f"program: {exc}") from exc
+    _lock_versions(uow)
     current = uow.conn.execute(
         sa.select(program_versions.c.version, program_versions.c.program_id)
         .where(program_versions.c.env_id == uow.env_id)
@@ -79,6 +80,19 @@ def publish(uow: UnitOfWork, source: str, now: datetime, *, live_from: datetime 
     return int(version_id)
 
 
+def _lock_versions(uow: UnitOfWork) -> None:
+    """The environment's row, locked: its versions are numbered and activated one request
+    at a time (two publishes read the same last number; two activations both saw none).
+    FOR NO KEY UPDATE, so rows that merely refer to the environment are still written
+    meanwhile (a plain FOR UPDATE would block their foreign key checks: a deadlock with any
+    member's work)."""
+    uow.conn.execute(
+        sa.select(environments.c.id)
+        .where(environments.c.id == uow.env_id)
+        .with_for_update(key_share=True)
+    ).one()
+
+
 def _replan_windows(uow: UnitOfWork, program: Program, live_from: datetime) -> None:
     """Tier windows follow the version live when they apply. From `live_from` a lifetime
     version never rolls; a calendar-year version ends the current window at the next
@@ -95,12 +109,17 @@ def _replan_windows(uow: UnitOfWork, program: Program, live_from: datetime) -> N
 def _reschedule_inactivity(uow: UnitOfWork, program: Program) -> None:
     """Inactivity expiry follows the version live when it applies: re-plan it on publish."""
     days = program.expiry.inactivity_days if program.expiry else None
-    rows = uow.conn.execute(
-        sa.select(members.c.id, members.c.last_activity_at).where(
-            members.c.env_id == uow.env_id, members.c.last_activity_at.is_not(None)
-        )
+    rows = uow.conn.execute(  # every member locked, in id order as every multi-member lock
+        # is taken: activity committed between this read and the updates would otherwise be
+        # overwritten, and the windows' update after this takes no lock of its own
+        sa.select(members.c.id, members.c.last_activity_at)
+        .where(members.c.env_id == uow.env_id)
+        .order_by(members.c.id)
+        .with_for_update(key_share=True)
     ).all()
     for row in rows:
+        if row.last_activity_at is None:
+            continue
         due = None if days is None else row.last_activity_at + timedelta(days=days)
         uow.conn.execute(
             sa.update(members).where(members.c.id == row.id).values(inactivity_due_at=due)
@@ -109,6 +128,7 @@ def _reschedule_inactivity(uow: UnitOfWork, program: Program) -> None:
 
 def activate(uow: UnitOfWork, number: int, at: datetime, now: datetime) -> None:
     """Make an uploaded version live from `at` (not in the past). Activation happens once."""
+    _lock_versions(uow)
     row = uow.conn.execute(
         sa.select(program_versions.c.id, program_versions.c.live_from).where(
             program_versions.c.env_id == uow.env_id, program_versions.c.version == number

@@ -119,14 +119,14 @@ def create_endpoint(
     return {**view(endpoint_row(conn, env_id, endpoint_id), now), "secret": secret}
 
 
-def endpoint_row(conn: sa.Connection, env_id: str, endpoint_id: str) -> Any:
-    row = conn.execute(
-        sa.select(webhook_endpoints).where(
-            webhook_endpoints.c.env_id == env_id,
-            webhook_endpoints.c.id == endpoint_id,
-            webhook_endpoints.c.deleted_at.is_(None),
-        )
-    ).first()
+def endpoint_row(conn: sa.Connection, env_id: str, endpoint_id: str, *, lock: bool = False) -> Any:
+    """The endpoint; with `lock`, under its row lock, for a change computed from what it holds."""
+    query = sa.select(webhook_endpoints).where(
+        webhook_endpoints.c.env_id == env_id,
+        webhook_endpoints.c.id == endpoint_id,
+        webhook_endpoints.c.deleted_at.is_(None),
+    )
+    row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None:
         raise NotFound(f"no webhook endpoint {endpoint_id!r}")
     return row
@@ -206,7 +206,7 @@ def rotate_secret(
     conn: sa.Connection, env_id: str, endpoint_id: str, now: datetime
 ) -> dict[str, Any]:
     """A new secret signs from now; the previous one also signs for 24 hours (two valid secrets)."""
-    row = endpoint_row(conn, env_id, endpoint_id)
+    row = endpoint_row(conn, env_id, endpoint_id, lock=True)  # two rotations: neither lost
     secret = new_secret()
     kept = [
         {
