@@ -16,7 +16,14 @@ from punchcard.errors import InsufficientFunds, InsufficientPoints, PunchcardErr
 from punchcard.services import inbound, orders, programs, webhooks
 from punchcard.services.loyalty import Loyalty
 from punchcard.store.database import create_engine, open_database
-from punchcard.store.tables import environments, inbound_events, members, webhook_endpoints
+from punchcard.store.tables import (
+    environments,
+    inbound_events,
+    members,
+    webhook_deliveries,
+    webhook_endpoints,
+)
+from punchcard.worker.delivery import Attempt, Deliverer
 
 from ..conftest import EXAMPLE_PROGRAM
 from .helpers import START, FakeClock, burritos, new_app
@@ -329,4 +336,44 @@ def test_two_secret_rotations_at_once_keep_both_secrets(postgres_url: str) -> No
         row = webhooks.endpoint_row(conn, app.env_id, made["id"])
     kept = [s["secret"] for s in webhooks.signing_secrets(row, START)]
     assert sorted(kept) == sorted(handed)  # the later one signs, the earlier one for a day
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_an_endpoint_enabled_while_its_failures_are_recorded_stays_enabled(
+    postgres_url: str,
+) -> None:
+    """The owner turns a failing endpoint back on (which forgets how long it has failed)
+    while the deliverer records one more failure: the record must start from the endpoint
+    as the owner left it, not from what it read before, which would disable it again."""
+    engine = open_database(postgres_url)
+    app = new_app(engine)
+    with engine.begin() as conn:
+        made = webhooks.create_endpoint(
+            conn, app.env_id, {"url": "http://127.0.0.1:9/hooks"}, START, allow_private=True
+        )
+    app.enroll({"member": "ann"}, START)
+    with engine.begin() as conn:
+        while webhooks.fan_out(conn, app.env_id, START):
+            pass
+    now = START + timedelta(days=6)
+    endpoint = webhook_endpoints.c.id == made["id"]
+    with engine.begin() as conn:  # failing for six days, and not yet told so
+        conn.execute(sa.update(webhook_endpoints).where(endpoint).values(failing_since=START))
+        delivery = conn.execute(sa.select(webhook_deliveries).limit(1)).one()
+        row = conn.execute(sa.select(webhook_endpoints).where(endpoint)).one()
+    deliverer = Deliverer(engine, FakeClock(now), threads=1)
+    failed = Attempt(delivery, None, "ConnectError: refused", 1)
+    enabling = (  # what PATCH {"enabled": true} writes, not yet committed
+        sa.update(webhook_endpoints)
+        .where(endpoint)
+        .values(state="enabled", disabled_reason=None, failing_since=None)
+    )
+    ended = _queued_behind(engine, [enabling], lambda: deliverer._record(row, [failed], now))
+    assert ended == ["ok"]
+    with engine.connect() as conn:
+        state = conn.execute(
+            sa.select(webhook_endpoints.c.state, webhook_endpoints.c.failing_since).where(endpoint)
+        ).one()
+    assert tuple(state) == ("enabled", now)  # failing since this failure, not six days
     engine.dispose()

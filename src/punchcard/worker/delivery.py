@@ -275,10 +275,10 @@ class Deliverer:
         they were made one after another. False: the endpoint is now disabled."""
         disable = None
         with self.engine.begin() as conn:
-            failing_since = conn.execute(
-                sa.select(webhook_endpoints.c.failing_since).where(
-                    webhook_endpoints.c.id == endpoint.id
-                )
+            failing_since = conn.execute(  # locked: an enable meanwhile is read, not undone
+                sa.select(webhook_endpoints.c.failing_since)
+                .where(webhook_endpoints.c.id == endpoint.id)
+                .with_for_update()
             ).scalar()
             conn.execute(
                 sa.insert(webhook_attempts),
@@ -300,7 +300,10 @@ class Deliverer:
             if delivered:
                 conn.execute(
                     sa.update(webhook_deliveries)
-                    .where(webhook_deliveries.c.id == sa.bindparam("delivery"))
+                    .where(
+                        webhook_deliveries.c.id == sa.bindparam("delivery"),
+                        webhook_deliveries.c.state == "pending",  # not one dropped meanwhile
+                    )
                     .values(
                         state="delivered",
                         attempts=sa.bindparam("attempts"),
@@ -326,7 +329,10 @@ class Deliverer:
                     values["next_attempt_at"] = now + timedelta(seconds=delay)
                 conn.execute(
                     sa.update(webhook_deliveries)
-                    .where(webhook_deliveries.c.id == t.delivery.id)
+                    .where(
+                        webhook_deliveries.c.id == t.delivery.id,
+                        webhook_deliveries.c.state == "pending",
+                    )
                     .values(**values)
                 )
                 if t.status == 410:
