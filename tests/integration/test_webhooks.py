@@ -16,7 +16,12 @@ from punchcard.services import webhooks
 from punchcard.services.loyalty import Loyalty
 from punchcard.services.tenants import create_tenant
 from punchcard.store.database import open_database
-from punchcard.store.tables import webhook_deliveries, webhook_endpoints, webhook_messages
+from punchcard.store.tables import (
+    environments,
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_messages,
+)
 from punchcard.worker.delivery import IN_FLIGHT, RETRY_DELAYS_S, Deliverer
 
 from .helpers import FakeClock, burritos, new_app
@@ -304,6 +309,23 @@ def test_a_slow_receiver_slows_only_its_own_endpoint(engine: sa.Engine) -> None:
         assert arrivals[IN_FLIGHT - 1] < 2.0
         assert arrivals[IN_FLIGHT] >= 2.0
         assert time.monotonic() - started >= 4.0
+
+
+def test_a_deleted_environment_sends_nothing_even_from_an_enabled_endpoint(
+    engine: sa.Engine,
+) -> None:
+    """A request that passed its key check just before its sandbox was deleted can still
+    make an endpoint there: the deliverer never sends for a deleted environment."""
+    with receiving() as receiver:
+        app = _story(engine)
+        _endpoint(engine, app, receiver.url)
+        _publish(engine, app, T0)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(environments).where(environments.c.id == app.env_id).values(deleted_at=T0)
+            )
+        assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 0
+        assert receiver.received == []
 
 
 def test_live_refuses_loopback_and_private_urls(engine: sa.Engine) -> None:

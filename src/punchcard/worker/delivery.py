@@ -70,6 +70,7 @@ def claim_endpoints(
             .join(environments, environments.c.id == webhook_endpoints.c.env_id)
             .where(
                 webhook_endpoints.c.state == "enabled",
+                environments.c.deleted_at.is_(None),  # a deleted sandbox sends nothing more
                 sa.or_(
                     webhook_endpoints.c.locked_until.is_(None),
                     webhook_endpoints.c.locked_until < now,
