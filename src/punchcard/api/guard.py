@@ -2,8 +2,9 @@
 
 A route names its scope in its signature (`c: Call = needs("members:write")`). `GuardedRoute`
 checks the key, then the scope, then the query parameters, then that no JSON object in the
-body gives a key twice, and only then lets FastAPI parse the body. So a caller without a key, or with a key that lacks the scope, is told only that:
-not whether its JSON parsed, its body was valid or its query had a typo.
+body gives a key twice, and only then lets FastAPI parse the body. So a caller without a
+key, or with a key that lacks the scope, is told only that: not whether its JSON parsed,
+its body was valid or its query had a typo.
 """
 
 from __future__ import annotations

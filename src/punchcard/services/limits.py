@@ -28,7 +28,7 @@ def epoch_us(at: datetime) -> int:
 
 
 @lru_cache(maxsize=2)
-def _take(dialect_name: str) -> Any:
+def _take_statement(dialect_name: str) -> Any:
     """Built once per dialect: allowed inquiries return the new time; refused ones no row."""
     dialect = postgresql if dialect_name == "postgresql" else sqlite
     insert = dialect.insert(inquiry_limits)
@@ -93,7 +93,7 @@ class InquiryLimiter:
             "interval": self.interval_us,
             "window": self.window_us,
         }
-        if conn.execute(_take(conn.dialect.name), values).first() is not None:
+        if conn.execute(_take_statement(conn.dialect.name), values).first() is not None:
             return 0.0
         next_at: int = conn.execute(_NEXT_AT, {"key_id": key_id}).scalar_one()
         return max(next_at + self.interval_us - self.window_us - now_us, 1) / 1_000_000
