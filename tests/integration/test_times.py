@@ -9,6 +9,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from punchcard.services import orders
+from punchcard.store.tables import members
 
 from ..conftest import EXAMPLE_PROGRAM
 from .helpers import START, burritos, new_app
@@ -41,3 +42,38 @@ def test_an_order_takes_the_version_and_tier_in_force_at_its_time(engine: sa.Eng
     assert seen("before-gold") == (1, "member")
     assert seen("gold-v1") == (1, "gold")
     assert seen("gold-v2") == (2, "gold")
+
+
+def test_a_publish_plans_inactivity_expiry_from_each_members_last_activity(
+    engine: sa.Engine,
+) -> None:
+    """Publishing a version with `inactivity_days` re-plans every member who has been
+    active, from that member's own last activity; a version without it clears the plan."""
+    app = new_app(engine)
+    for member, at in (("ann", START), ("bob", START + timedelta(days=2))):
+        app.enroll({"member": member}, at)
+        app.place_order(burritos(f"o-{member}", member, qty=1), at)
+        app.run_due(at)
+    app.enroll({"member": "cy"}, START)  # never active
+    later = START + timedelta(days=3)
+    idle = EXAMPLE_PROGRAM.read_text().replace(
+        "expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 45}"
+    )
+
+    def planned() -> dict[str, object]:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(members.c.external_id, members.c.inactivity_due_at).where(
+                    members.c.env_id == app.env_id
+                )
+            ).all()
+        return dict(rows)  # type: ignore[arg-type]
+
+    app.publish(idle, later)
+    assert planned() == {
+        "ann": START + timedelta(days=45),
+        "bob": START + timedelta(days=47),
+        "cy": None,
+    }
+    app.publish(EXAMPLE_PROGRAM.read_text(), later)
+    assert planned() == {"ann": None, "bob": None, "cy": None}

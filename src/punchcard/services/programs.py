@@ -106,24 +106,43 @@ def _replan_windows(uow: UnitOfWork, program: Program, live_from: datetime) -> N
     )
 
 
-def _reschedule_inactivity(uow: UnitOfWork, program: Program) -> None:
-    """Inactivity expiry follows the version live when it applies: re-plan it on publish."""
-    days = program.expiry.inactivity_days if program.expiry else None
-    rows = uow.conn.execute(  # every member locked, in id order as every multi-member lock
-        # is taken: activity committed between this read and the updates would otherwise be
-        # overwritten, and the windows' update after this takes no lock of its own
-        sa.select(members.c.id, members.c.last_activity_at)
+def _lock_members(uow: UnitOfWork) -> None:
+    """Every member of the environment, locked in id order, as every multi-member lock is
+    taken (so it can not deadlock with a posting group): a publish re-plans them all."""
+    locked = (
+        sa.select(members.c.id)
         .where(members.c.env_id == uow.env_id)
         .order_by(members.c.id)
         .with_for_update(key_share=True)
-    ).all()
-    for row in rows:
-        if row.last_activity_at is None:
-            continue
-        due = None if days is None else row.last_activity_at + timedelta(days=days)
+        .subquery()
+    )
+    uow.conn.execute(sa.select(sa.func.count()).select_from(locked)).scalar_one()
+
+
+def _reschedule_inactivity(uow: UnitOfWork, program: Program) -> None:
+    """Inactivity expiry follows the version live when it applies: re-plan it on publish,
+    from each member's last activity as it is under the member's lock (activity committed
+    while the publish ran must not be planned from the activity before it)."""
+    _lock_members(uow)
+    days = program.expiry.inactivity_days if program.expiry else None
+    active = sa.and_(members.c.env_id == uow.env_id, members.c.last_activity_at.is_not(None))
+    if days is None:
+        uow.conn.execute(sa.update(members).where(active).values(inactivity_due_at=None))
+    elif uow.conn.dialect.name == "postgresql":  # one statement, however many members
+        after = sa.bindparam("b_after", timedelta(days=days), type_=sa.Interval())
         uow.conn.execute(
-            sa.update(members).where(members.c.id == row.id).values(inactivity_due_at=due)
+            sa.update(members)
+            .where(active)
+            .values(inactivity_due_at=members.c.last_activity_at + after)
         )
+    else:  # SQLite keeps times as text: computed here, a member at a time (its writers queue)
+        rows = uow.conn.execute(sa.select(members.c.id, members.c.last_activity_at).where(active))
+        for row in rows.all():
+            uow.conn.execute(
+                sa.update(members)
+                .where(members.c.id == row.id)
+                .values(inactivity_due_at=row.last_activity_at + timedelta(days=days))
+            )
 
 
 def activate(uow: UnitOfWork, number: int, at: datetime, now: datetime) -> None:
