@@ -17,13 +17,14 @@ from punchcard.services import inbound, orders, programs, webhooks
 from punchcard.services.loyalty import Loyalty
 from punchcard.store.database import create_engine, open_database
 from punchcard.store.tables import (
-    environments,
     inbound_events,
     members,
     webhook_deliveries,
     webhook_endpoints,
 )
+from punchcard.store.uow import UnitOfWork
 from punchcard.worker.delivery import Attempt, Deliverer
+from punchcard.worker.due_work import claim, release
 
 from ..conftest import EXAMPLE_PROGRAM
 from .helpers import START, FakeClock, burritos, new_app
@@ -260,11 +261,13 @@ def test_versions_published_and_activated_at_once_are_numbered_and_activated_onc
 ) -> None:
     engine = open_database(postgres_url)
     app = new_app(engine)
-    environment = sa.select(environments.c.id).where(environments.c.id == app.env_id)
+    versions_lock = sa.select(  # what publish and activate take
+        sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"punchcard program versions {app.env_id}"))
+    )
     source = EXAMPLE_PROGRAM.read_text()
     ended = _queued_behind(
         engine,
-        [environment.with_for_update(key_share=True)],
+        [versions_lock],
         lambda: app._write(lambda uow: programs.publish(uow, source, START, live_from=None)),
         lambda: app._write(lambda uow: programs.publish(uow, source, START, live_from=None)),
     )
@@ -274,7 +277,7 @@ def test_versions_published_and_activated_at_once_are_numbered_and_activated_onc
     later = START + timedelta(days=1)
     ended = _queued_behind(
         engine,
-        [environment.with_for_update(key_share=True)],
+        [versions_lock],
         lambda: app._write(lambda uow: programs.activate(uow, 2, later, START)),
         lambda: app._write(lambda uow: programs.activate(uow, 2, later, START)),
     )
@@ -376,4 +379,19 @@ def test_an_endpoint_enabled_while_its_failures_are_recorded_stays_enabled(
             sa.select(webhook_endpoints.c.state, webhook_endpoints.c.failing_since).where(endpoint)
         ).one()
     assert tuple(state) == ("enabled", now)  # failing since this failure, not six days
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_publish_in_progress_does_not_hold_up_a_workers_lease(postgres_url: str) -> None:
+    """Publishes queue on their own lock, not on the environment's row, which a worker
+    updates to take and give back its lease: a worker is never held behind a publish."""
+    engine = open_database(postgres_url)
+    app = new_app(engine)
+    with UnitOfWork(engine, app.env_id) as uow:
+        programs._lock_versions(uow)  # held as a publish holds it, until it commits
+        with ThreadPoolExecutor(1) as pool:
+            leased = pool.submit(claim, engine, "worker", START, app.env_id).result(timeout=5)
+            assert leased == [app.env_id]
+            pool.submit(release, engine, app.env_id, "worker", START).result(timeout=5)
     engine.dispose()

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from punchcard.services import orders
+from punchcard.store.database import open_database
 from punchcard.store.tables import members
 
 from ..conftest import EXAMPLE_PROGRAM
@@ -77,3 +79,27 @@ def test_a_publish_plans_inactivity_expiry_from_each_members_last_activity(
     }
     app.publish(EXAMPLE_PROGRAM.read_text(), later)
     assert planned() == {"ann": None, "bob": None, "cy": None}
+
+
+@pytest.mark.postgres
+def test_the_inactivity_plan_counts_24_hour_days_whatever_the_sessions_time_zone(
+    postgres_url: str,
+) -> None:
+    """A day is 24 hours in Punchcard. PostgreSQL's interval days follow the session's time
+    zone, which would move the plan by an hour across a daylight saving change (New York
+    moves its clocks on 8 March 2026, between the activity and the deadline)."""
+    engine = open_database(postgres_url + "?options=-c%20TimeZone%3DAmerica%2FNew_York")
+    app = new_app(engine)
+    app.enroll({"member": "ann"}, START)
+    app.place_order(burritos("o1", "ann", qty=1), START)
+    app.run_due(START)
+    idle = EXAMPLE_PROGRAM.read_text().replace(
+        "expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 45}"
+    )
+    app.publish(idle, START + timedelta(days=1))
+    with engine.connect() as conn:
+        due = conn.execute(
+            sa.select(members.c.inactivity_due_at).where(members.c.env_id == app.env_id)
+        ).scalar_one()
+    assert due == START + timedelta(hours=45 * 24)
+    engine.dispose()

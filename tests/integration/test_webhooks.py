@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from standardwebhooks import Webhook
@@ -22,7 +23,7 @@ from punchcard.store.tables import (
     webhook_endpoints,
     webhook_messages,
 )
-from punchcard.worker.delivery import IN_FLIGHT, RETRY_DELAYS_S, Deliverer
+from punchcard.worker.delivery import IN_FLIGHT, RETRY_DELAYS_S, Attempt, Deliverer
 
 from .helpers import FakeClock, burritos, new_app
 from .receiver import Reply, receiving
@@ -309,6 +310,30 @@ def test_a_slow_receiver_slows_only_its_own_endpoint(engine: sa.Engine) -> None:
         assert arrivals[IN_FLIGHT - 1] < 2.0
         assert arrivals[IN_FLIGHT] >= 2.0
         assert time.monotonic() - started >= 4.0
+
+
+def test_a_resend_while_the_first_send_is_in_flight_is_not_lost(engine: sa.Engine) -> None:
+    """The receiver has the message, the deliverer has not yet recorded it, and the owner
+    resends it: the record of the first send must not undo the resend."""
+    with receiving() as receiver:
+        app = new_app(engine, start=T0)
+        made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        app.enroll({"member": "ann"}, T0)
+        _publish(engine, app, T0)
+        [claimed] = _deliveries(engine)
+        with engine.connect() as conn:
+            endpoint = webhooks.endpoint_row(conn, app.env_id, str(made["id"]))
+        later = T0 + timedelta(seconds=1)
+        with engine.begin() as conn:  # the owner's resend, before the record
+            assert webhooks.resend(conn, app.env_id, claimed.message_id, later) == 1
+        deliverer = Deliverer(engine, FakeClock(later), threads=1)
+        sent = Attempt(claimed, httpx.Response(200), None, 3)
+        assert deliverer._record(endpoint, [sent], T0)
+        [after] = _deliveries(engine)
+        assert (after.state, after.next_attempt_at) == ("pending", later)  # the resend stands
+        assert deliverer.run_once() == 1
+        assert len(receiver.received) == 1  # this test made the first send by hand
+        assert [d.state for d in _deliveries(engine)] == ["delivered"]
 
 
 def test_a_deleted_environment_sends_nothing_even_from_an_enabled_endpoint(

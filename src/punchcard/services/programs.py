@@ -81,16 +81,15 @@ def publish(uow: UnitOfWork, source: str, now: datetime, *, live_from: datetime 
 
 
 def _lock_versions(uow: UnitOfWork) -> None:
-    """The environment's row, locked: its versions are numbered and activated one request
-    at a time (two publishes read the same last number; two activations both saw none).
-    FOR NO KEY UPDATE, so rows that merely refer to the environment are still written
-    meanwhile (a plain FOR UPDATE would block their foreign key checks: a deadlock with any
-    member's work)."""
-    uow.conn.execute(
-        sa.select(environments.c.id)
-        .where(environments.c.id == uow.env_id)
-        .with_for_update(key_share=True)
-    ).one()
+    """The environment's versions, locked until the transaction ends: they are numbered and
+    activated one request at a time (two publishes read the same last number; two
+    activations both saw none). An advisory lock on PostgreSQL, not the environment's row,
+    which the workers' leases update; SQLite's writers queue anyway."""
+    if uow.conn.dialect.name == "postgresql":
+        uow.conn.execute(_LOCK_VERSIONS, {"b_key": f"punchcard program versions {uow.env_id}"})
+
+
+_LOCK_VERSIONS = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.bindparam("b_key"))))
 
 
 def _replan_windows(uow: UnitOfWork, program: Program, live_from: datetime) -> None:
@@ -129,7 +128,9 @@ def _reschedule_inactivity(uow: UnitOfWork, program: Program) -> None:
     if days is None:
         uow.conn.execute(sa.update(members).where(active).values(inactivity_due_at=None))
     elif uow.conn.dialect.name == "postgresql":  # one statement, however many members
-        after = sa.bindparam("b_after", timedelta(days=days), type_=sa.Interval())
+        # In hours: a day here is 24 hours, as everywhere in Punchcard; interval days would
+        # follow the session's time zone across a daylight saving change.
+        after = sa.func.make_interval(0, 0, 0, 0, sa.bindparam("b_hours", days * 24))
         uow.conn.execute(
             sa.update(members)
             .where(active)

@@ -126,7 +126,8 @@ def endpoint_row(conn: sa.Connection, env_id: str, endpoint_id: str, *, lock: bo
         webhook_endpoints.c.id == endpoint_id,
         webhook_endpoints.c.deleted_at.is_(None),
     )
-    row = conn.execute(query.with_for_update() if lock else query).first()
+    # FOR NO KEY UPDATE: fan-out's inserts that refer to the endpoint are not held up
+    row = conn.execute(query.with_for_update(key_share=True) if lock else query).first()
     if row is None:
         raise NotFound(f"no webhook endpoint {endpoint_id!r}")
     return row

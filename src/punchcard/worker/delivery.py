@@ -90,6 +90,16 @@ def claim_endpoints(
         return list(rows)
 
 
+# A delivery is recorded only as it was when claimed: still pending, at the same scheduled
+# time. Dropped meanwhile (its endpoint deleted), it stays dropped; resent meanwhile (the
+# resend moved its time), the resend stands and it is sent again.
+_AS_CLAIMED = (
+    webhook_deliveries.c.state == "pending",
+    webhook_deliveries.c.next_attempt_at
+    == sa.bindparam("claimed", type_=webhook_deliveries.c.next_attempt_at.type),
+)
+
+
 def next_delay(attempts: int, retry_after_s: float | None) -> float | None:
     """Seconds until the next attempt after `attempts` failures; None when they are used up."""
     if attempts >= len(RETRY_DELAYS_S):
@@ -279,7 +289,7 @@ class Deliverer:
             failing_since = conn.execute(  # locked: an enable meanwhile is read, not undone
                 sa.select(webhook_endpoints.c.failing_since)
                 .where(webhook_endpoints.c.id == endpoint.id)
-                .with_for_update()
+                .with_for_update(key_share=True)  # fan-out's inserts still refer to it
             ).scalar()
             conn.execute(
                 sa.insert(webhook_attempts),
@@ -303,7 +313,7 @@ class Deliverer:
                     sa.update(webhook_deliveries)
                     .where(
                         webhook_deliveries.c.id == sa.bindparam("delivery"),
-                        webhook_deliveries.c.state == "pending",  # not one dropped meanwhile
+                        *_AS_CLAIMED,
                     )
                     .values(
                         state="delivered",
@@ -312,7 +322,11 @@ class Deliverer:
                         next_attempt_at=None,
                     ),
                     [
-                        {"delivery": t.delivery.id, "attempts": t.delivery.attempts + 1}
+                        {
+                            "delivery": t.delivery.id,
+                            "attempts": t.delivery.attempts + 1,
+                            "claimed": t.delivery.next_attempt_at,
+                        }
                         for t in delivered
                     ],
                 )
@@ -330,11 +344,9 @@ class Deliverer:
                     values["next_attempt_at"] = now + timedelta(seconds=delay)
                 conn.execute(
                     sa.update(webhook_deliveries)
-                    .where(
-                        webhook_deliveries.c.id == t.delivery.id,
-                        webhook_deliveries.c.state == "pending",
-                    )
-                    .values(**values)
+                    .where(webhook_deliveries.c.id == t.delivery.id, *_AS_CLAIMED)
+                    .values(**values),
+                    {"claimed": t.delivery.next_attempt_at},
                 )
                 if t.status == 410:
                     disable = "the endpoint answered 410 Gone"
