@@ -566,7 +566,7 @@ def _locked(uow: UnitOfWork, data: Mapping[str, Any]) -> tuple[Any, Any]:
     member = uow.conn.execute(_LOCK_MEMBER_OF_REF, {"b_env": uow.env_id, "b_ref": ref}).first()
     if member is None:
         raise NotFound(f"no order {ref!r}")
-    return _get(uow, data), member
+    return _find(uow, ref), member  # it exists: its member was found through it
 
 
 def _find(uow: UnitOfWork, external_id: str) -> Any:
