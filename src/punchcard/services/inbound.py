@@ -141,6 +141,7 @@ _PENDING_LOCKED = (
 def _apply(engine: sa.Engine, event_pk: int, clock: Clock) -> None:
     """Apply one event. Whatever happens, the event ends done, failed, or waiting: an event
     that can not be applied must never stop the worker."""
+    seen = None  # the attempts counted when this worker read the event
     try:
         with engine.connect() as conn:
             row = conn.execute(
@@ -150,6 +151,7 @@ def _apply(engine: sa.Engine, event_pk: int, clock: Clock) -> None:
             ).one()
             if row.state != "pending":
                 return
+            seen = int(row.attempts)
             now = environment_now(conn, row.env_id, clock)
         operation = MAPPINGS[row.mapping].operation(json.loads(row.body))
         with UnitOfWork(engine, row.env_id) as uow:
@@ -164,27 +166,30 @@ def _apply(engine: sa.Engine, event_pk: int, clock: Clock) -> None:
     except (NotFound, InvalidState) as exc:
         # Out of order: the order does not exist yet, or is not yet in the state the event
         # needs (a refund before its close). Wait for it, doubling the pause.
-        _wait_or_fail(engine, event_pk, clock, f"{exc.code}: {exc.message}")
+        assert seen is not None  # raised by the use case, so the event was read
+        _wait_or_fail(engine, event_pk, clock, f"{exc.code}: {exc.message}", seen)
     except PunchcardError as exc:
         _fail(engine, event_pk, f"{exc.code}: {exc.message}")
     except Exception as exc:  # not a domain error: a bug or an impossible value; keep the reason
         _fail(engine, event_pk, f"error: {type(exc).__name__}: {exc}")
 
 
-def _wait_or_fail(engine: sa.Engine, event_pk: int, clock: Clock, reason: str) -> None:
+def _wait_or_fail(engine: sa.Engine, event_pk: int, clock: Clock, reason: str, seen: int) -> None:
+    """Count this attempt and plan the next, unless another worker whose claim overlapped
+    this one's counted it first: the count moves only from what this worker read (`seen`),
+    so one failed try is one attempt, and the doubling pause skips no step."""
+    attempts = seen + 1
     with engine.begin() as conn:
-        attempts = (
-            conn.execute(
-                sa.select(inbound_events.c.attempts).where(inbound_events.c.id == event_pk)
-            ).scalar_one()
-            + 1
-        )
         if attempts >= MAX_ATTEMPTS:
             _settle(conn, event_pk, "failed", reason, attempts)
             return
         conn.execute(
             sa.update(inbound_events)
-            .where(inbound_events.c.id == event_pk, inbound_events.c.state == "pending")
+            .where(
+                inbound_events.c.id == event_pk,
+                inbound_events.c.state == "pending",
+                inbound_events.c.attempts == seen,
+            )
             .values(
                 attempts=attempts,
                 next_attempt_at=clock.now() + timedelta(seconds=2 ** (attempts - 1)),
