@@ -344,9 +344,19 @@ def test_a_frozen_sandbox_shows_pending_with_its_time_until_the_clock_moves(serv
         assert moved.json()["clock"] == "2026-03-03T20:00:00+00:00"
         after = http.get("/v1/members/ann/balance").json()
         assert (after["posted"], after["pending"], after["pending_items"]) == (190, 0, [])
+        assert http.get("/v1/clock").json()["movable"] is True
         with server.client(server.a["live_key"]) as live:
             refused = live.post("/v1/clock", json={"advance": "PT1H"}, headers=_key())
             assert (refused.status_code, refused.json()["code"]) == (409, "invalid_state")
+        # The tenant's sandbox runs on the wall clock, like live, and stays on it.
+        with server.client(server.a["sandbox_key"]) as default:
+            before = default.get("/v1/clock").json()
+            refused = default.post("/v1/clock", json={"advance": "PT1H"}, headers=_key())
+            assert (refused.status_code, refused.json()["code"]) == (409, "invalid_state")
+            assert "wall clock" in refused.json()["detail"]
+            after = default.get("/v1/clock").json()
+            assert before["movable"] is after["movable"] is False
+            assert after["now"] > before["now"]  # still running
 
 
 def test_wrong_pins_lock_the_card_and_are_answered_like_unknown_cards(server: Server) -> None:

@@ -237,6 +237,48 @@ def test_a_key_given_twice_is_named(http: httpx.Client) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("path", "raw", "where"),
+    [
+        ("/v1/gift-cards", b'{"id": "g9", "amount": 19.999999999999999999}', "body.amount"),
+        (
+            "/v1/orders/quote",
+            b'{"id": "o9", "member": "m1", "lines": [{"id": "l1", "sku": "B", "category": "c",'
+            b' "qty": 1, "unit_price": 10.0000000000000001}]}',
+            "body.lines.0.unit_price",
+        ),
+        ("/v1/gift-cards/g1/redeem", b'{"amount": 1e400}', "body.amount"),
+    ],
+)
+def test_a_number_a_float_would_change_is_refused_by_name(
+    http: httpx.Client, path: str, raw: bytes, where: str
+) -> None:
+    """Read as a float, 19.999999999999999999 would issue a 20.00 card: refused instead."""
+    before = _state(http)
+    answer = http.post(path, content=raw, headers={**_key(), "content-type": "application/json"})
+    assert _problem(answer, 422, "invalid_input")["detail"] == (
+        f"{where}: a number a binary float can not hold exactly; send money as text"
+    )
+    assert _state(http) == before
+
+
+def test_money_as_a_json_number_that_a_float_keeps_is_read_exactly(http: httpx.Client) -> None:
+    issued = http.post(
+        "/v1/gift-cards",
+        content=b'{"id": "g-num", "amount": 12.30}',
+        headers={**_key(), "content-type": "application/json"},
+    )
+    assert issued.status_code == 201, issued.text
+    assert issued.json()["balance"]["amount"] == "12.30"
+    tens = http.post(
+        "/v1/gift-cards/g-num/redeem",
+        content=b'{"amount": 1e1}',
+        headers={**_key(), "content-type": "application/json"},
+    )
+    assert tens.status_code == 200, tens.text
+    assert tens.json()["balance"]["amount"] == "2.30"
+
+
 def test_a_query_parameter_the_endpoint_does_not_take_is_refused_by_name(
     http: httpx.Client, server: Server
 ) -> None:

@@ -191,6 +191,7 @@ class Route:
     body: Any = None
     fresh: str | None = None  # a thing each allowed call uses up: made anew for it
     foreign: bool = True  # names a resource, so another environment's id can be tried
+    code: str | None = None  # the problem code of an allowed call, when `ok` is an error
 
 
 ROUTES = [
@@ -301,7 +302,16 @@ ROUTES = [
     ),
     Route("DELETE", "/v1/sandboxes/{sandbox_id}", "sandboxes:write", 204, fresh="sandbox"),
     Route("POST", "/v1/sandboxes/{sandbox_id}/clock", "sandboxes:write", 200, {"advance": "PT1M"}),
-    Route("POST", "/v1/clock", "sandboxes:write", 200, {"advance": "PT1S"}, foreign=False),
+    # The keys' own environment is the tenant's sandbox, which runs on the wall clock.
+    Route(
+        "POST",
+        "/v1/clock",
+        "sandboxes:write",
+        409,
+        {"advance": "PT1S"},
+        foreign=False,
+        code="invalid_state",
+    ),
     Route("GET", "/v1/clock", None, 200, foreign=False),
     Route("GET", "/v1/consistency", None, 200, foreign=False),
     Route("GET", "/v1/webhooks/endpoints", "webhooks:read", 200, foreign=False),
@@ -572,7 +582,7 @@ def test_each_scope_reaches_what_it_allows_and_nothing_of_another_environment(
         allowed = route.scope is None or scope in ("admin", route.scope)
         ids = {**world.own, **(_fresh(srv, world, route.fresh) if allowed else {})}
         answer = _call(srv, key, route, ids)
-        want = (route.ok, None) if allowed else (403, "forbidden")
+        want = (route.ok, route.code) if allowed else (403, "forbidden")
         got_code = answer.json().get("code") if answer.status_code >= 400 else None
         if (answer.status_code, got_code) != want:
             wrong.append(f"own {route.method} {route.path}: {answer.status_code} {answer.text}")

@@ -110,10 +110,14 @@ def test_a_clock_advance_retried_after_a_crash_moves_the_clock_once(
     def die(*_args: Any) -> None:
         raise _Killed
 
-    headers = {"Authorization": f"Bearer {made['sandbox_key']}"}
     advance = {"advance": "P1D"}
     with TestClient(create_app(engine, clock), raise_server_exceptions=False) as client:
-        client.headers.update(headers)
+        sandbox = client.post(
+            "/v1/sandboxes",
+            json={"name": "fence", "start": "2026-03-03T12:00:00Z"},
+            headers={"Authorization": f"Bearer {made['sandbox_key']}", "Idempotency-Key": "s"},
+        ).json()
+        client.headers.update({"Authorization": f"Bearer {sandbox['key']}"})
         before = datetime.fromisoformat(client.get("/v1/clock").json()["now"])
         monkeypatch.setattr(context, "_finish", die)
         monkeypatch.setattr(
@@ -122,7 +126,7 @@ def test_a_clock_advance_retried_after_a_crash_moves_the_clock_once(
         crashed = client.post("/v1/clock", json=advance, headers={"Idempotency-Key": "c"})
         assert crashed.status_code == 500
         moved = datetime.fromisoformat(client.get("/v1/clock").json()["now"])
-        assert moved - before >= timedelta(days=1)  # the first attempt moved it, then died
+        assert moved - before == timedelta(days=1)  # the first attempt moved it, then died
         monkeypatch.setattr(context, "_finish", finish)
         monkeypatch.setattr(context, "_release", release)
         retry = client.post("/v1/clock", json=advance, headers={"Idempotency-Key": "c"})

@@ -274,7 +274,10 @@ def _claim(call: Call, key: str, fingerprint: str) -> Response | int:
             )
             return int(row.id)
     raise ApiProblem(
-        409, "idempotency_key_in_flight", "a request with this Idempotency-Key is still running"
+        409,
+        "idempotency_key_in_flight",
+        "a request with this Idempotency-Key is still running",
+        {"Retry-After": "1"},
     )
 
 

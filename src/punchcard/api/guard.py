@@ -20,7 +20,7 @@ from starlette.responses import Response
 from punchcard.api.context import Call, authenticated, consistency_wanted
 from punchcard.api.problems import ApiProblem
 from punchcard.errors import InvalidInput
-from punchcard.strict_json import is_json_media, key_given_twice
+from punchcard.strict_json import is_json_media, problem
 
 # per (path, method): the query parameters it declares, and those of them that take a list
 _QUERY: dict[tuple[str, str], tuple[frozenset[str], frozenset[str]]] = {}
@@ -103,9 +103,9 @@ class GuardedRoute(APIRoute):
             guard.check(c, request)
             _check_query(request)
             if body and is_json_media(request.headers.get("content-type", "")):
-                twice = key_given_twice(body)
-                if twice is not None:
-                    raise InvalidInput(f"body: the key {twice!r} is given twice")
+                wrong = problem(body)
+                if wrong is not None:
+                    raise InvalidInput(wrong)
             if request.method == "GET":
                 c.wanted = consistency_wanted(c)
             request.state.call = c

@@ -613,9 +613,17 @@ MAX_CLOCK_MOVE = timedelta(days=3660)  # ten years
 
 
 def _sandbox_now(c: Call, env_id: str) -> datetime:
+    """A sandbox's own clock. The tenant's `sandbox` runs on the wall clock, like live, and
+    keeps doing so: moving it would stop it for everyone testing there, for good."""
     with reading(c.engine) as conn:
         row = tenants.sandbox_row(conn, c.principal, env_id)
-    return row.clock if row.clock is not None else c.clock.now()
+    if row.clock is None:
+        raise InvalidState(
+            "this sandbox runs on the wall clock, like live; make a named sandbox "
+            "(POST /v1/sandboxes) to move time"
+        )
+    clock: datetime = row.clock
+    return clock
 
 
 def _clock_plan(c: Call, env_id: str, body: ClockBody) -> dict[str, Any]:
@@ -681,7 +689,7 @@ async def consistency(c: Call = needs()) -> Response:
 
 @router.get("/clock", tags=["sandboxes"], response_model=responses.Clock)
 def get_clock(c: Call = needs()) -> Response:
-    return JSONResponse({"now": c.now().isoformat(), "movable": c.principal.env_kind == "sandbox"})
+    return JSONResponse({"now": c.now().isoformat(), "movable": c.principal.env_clock is not None})
 
 
 def health_router(engine_getter: Callable[[], sa.Engine]) -> APIRouter:

@@ -80,11 +80,14 @@ def receive(
         if not hmac.compare_digest(given, signature(source.secret, stamp, body)):
             raise BadSignature("signature does not match")
         try:
-            event = strict_json.loads(body)
+            event = strict_json.loads(body, exact=True)
         except strict_json.KeyGivenTwice as twice:
             raise InvalidInput(f"body: {twice}") from twice
         except (ValueError, RecursionError) as exc:
             raise InvalidInput("the body is not JSON") from exc
+        where = strict_json.inexact_number(event)
+        if where is not None:
+            raise InvalidInput(f"body.{where}: a number a binary float can not hold exactly")
         event_id = MAPPINGS[source.mapping].event_id(event)
         dialect = conn.dialect.name
         insert = (

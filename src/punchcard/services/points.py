@@ -50,6 +50,21 @@ def touch_activity(uow: UnitOfWork, program: Program, member_id: int, at: dateti
     uow.conn.execute(_TOUCH, {"b_id": member_id, **activity(program, at)})
 
 
+def _start_stopped_clock(uow: UnitOfWork, program: Program, member_id: int, at: datetime) -> None:
+    """Start the member's inactivity clock at `at` if it is not running: no activity yet, or
+    (under `inactivity_days`) its balance already expired for inactivity. Points it comes to
+    hold without activity would otherwise never expire. Starting it as activity does (from
+    `last_activity_at`) lets a publish re-plan it like any member's."""
+    stopped = [members.c.last_activity_at.is_(None)]
+    if program.expiry is not None and program.expiry.inactivity_days is not None:
+        stopped.append(members.c.inactivity_due_at.is_(None))
+    uow.conn.execute(
+        sa.update(members)
+        .where(members.c.id == member_id, sa.or_(*stopped))
+        .values(**activity(program, at))
+    )
+
+
 def earn(
     uow: UnitOfWork,
     program: Program,
@@ -195,7 +210,9 @@ def move(
     The source gives its oldest lots first. Each part keeps its age at the target (the
     time it was earned, hence its place in spending order, and its expiry); the parts pay
     any debt of the target first, oldest first. Returns the points that paid a debt.
-    Tier progress and the target's inactivity clock do not move: nothing was earned.
+    Tier progress does not move: nothing was earned. Sending is activity; receiving is not,
+    but starts a target's stopped inactivity clock, so the parts expire no later than they
+    would have at the source (whose clock the send restarted).
     """
     rows = uow.conn.execute(
         sa.select(lots.c.id, lots.c.remaining, lots.c.posted_at, lots.c.expires_at)
@@ -238,6 +255,7 @@ def move(
             )
         )
     touch_activity(uow, program, source_id, at)
+    _start_stopped_clock(uow, program, target_id, at)
     return paid
 
 

@@ -57,12 +57,17 @@ def issue(
 
 
 def redeem(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> int:
-    """Spend a catalogue reward's cost in posted points and issue the reward."""
+    """Spend a catalogue reward's cost in posted points and issue the reward.
+
+    An alias may not be a reward id of the live catalogue: in an order's `rewards` it would
+    hide its holder's other rewards of that id. Refused before any lookup, as malformed input."""
     member_ref = as_name(data.get("member"), "redeem.member")
     reward_id = as_name(data.get("reward"), "redeem.reward")
     alias = None if data.get("as") is None else as_name(data["as"], "redeem.as")
-    member = load_member(uow, member_ref)
     program = version_at(uow, now).program
+    if alias in program.rewards_by_id:
+        raise InvalidInput(f"redeem.as: {alias!r} is a reward id; an alias must not be one")
+    member = load_member(uow, member_ref)
     definition = program.rewards_by_id.get(reward_id)
     if definition is None:
         raise NotFound(f"no reward {reward_id!r} in the catalogue")
@@ -82,24 +87,27 @@ def redeem(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> int:
     return issue(uow, program, member.id, reward_id, now, "redeem", alias)
 
 
-def _by_alias(uow: UnitOfWork, alias: str) -> Any:
-    return uow.conn.execute(
-        sa.select(rewards).where(rewards.c.env_id == uow.env_id, rewards.c.alias == alias)
-    ).first()
+def _by_alias(uow: UnitOfWork, alias: str, member_id: int | None = None) -> Any:
+    """The reward with this alias: anyone's (aliases are unique in an environment), or one
+    member's only."""
+    query = sa.select(rewards).where(rewards.c.env_id == uow.env_id, rewards.c.alias == alias)
+    if member_id is not None:
+        query = query.where(rewards.c.member_id == member_id)
+    return uow.conn.execute(query).first()
 
 
 def check_names(uow: UnitOfWork, program: Program, member_id: int, refs: Sequence[str]) -> None:
     """Every reference names something: an alias this member holds, or a catalogue reward id.
 
+    Another member's alias never counts, so it can not hide a reward id from this member.
     Checked before any state, so that `not_found` wins over the errors after it.
     """
     for ref in refs:
-        row = _by_alias(uow, ref)
-        if row is not None:
-            if row.member_id != member_id:
-                raise NotFound(f"member holds no reward {ref!r}")
-        elif ref not in program.rewards_by_id:
-            raise NotFound(f"no reward {ref!r}")
+        if ref in program.rewards_by_id or _by_alias(uow, ref, member_id) is not None:
+            continue
+        if _by_alias(uow, ref) is not None:
+            raise NotFound(f"member holds no reward {ref!r}")
+        raise NotFound(f"no reward {ref!r}")
 
 
 def resolve(
@@ -110,8 +118,9 @@ def resolve(
     now: datetime,
     order_id: int | None = None,
 ) -> list[Any]:
-    """Reward rows for an order's references: an alias, or an id (the available one expiring
-    first). Rewards this order already holds stay usable (they are honoured even if expired)."""
+    """Reward rows for an order's references, among the member's own rewards: an alias, else
+    an id (the available one expiring first). Rewards this order already holds stay usable
+    (they are honoured even if expired)."""
     check_names(uow, program, member_id, refs)
     chosen: list[Any] = []
 
@@ -123,7 +132,7 @@ def resolve(
         return bool(row.state == "available" and row.expires_at > now)
 
     for ref in refs:
-        row = _by_alias(uow, ref)
+        row = _by_alias(uow, ref, member_id)
         if row is not None:
             if not usable(row):
                 state = "expired" if row.state == "available" else row.state

@@ -6,8 +6,9 @@ the API never waits for any of it. A delivery is marked delivered only after a 2
 a sender killed mid-delivery leaves it pending, its lease expires, and it is sent
 again (at least once: receivers dedupe on `webhook-id`).
 
-Schedule after each failed attempt: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
-10 h (a longer `Retry-After` wins); after the last, the message is dead-lettered.
+The first attempt is made at once; after each failed one the next waits 5 s, 5 min,
+30 min, 2 h, 5 h, 10 h, 10 h (a longer `Retry-After` wins); after the eighth, the message
+is dead-lettered.
 A 410 disables the endpoint; so does failing for 5 days.
 """
 
