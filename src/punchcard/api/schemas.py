@@ -6,6 +6,7 @@ The service layer parses these again into its own values, so the rules live once
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -54,6 +55,10 @@ def _time_text(value: Any) -> Any:
 
 
 When = Annotated[AwareDatetime, BeforeValidator(_time_text)]
+
+# The years times may fall in (services/inputs.py `parse_time`, the sandbox clock's limit).
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+AFTER_LATEST = datetime(9001, 1, 1, tzinfo=UTC)
 
 
 def _has_nul(value: Any) -> bool:
@@ -190,7 +195,13 @@ class ActivateBody(Body):
 
 class SandboxBody(Body):
     name: str = Field(min_length=1, max_length=200)
-    start: When
+    # Bounded as order times are (1900 to 9000): dates near year 1 or 9999 overflow the
+    # clock's arithmetic (a tier window's end, a hold's expiry) on the sandbox's first use.
+    start: When = Field(
+        ge=EARLIEST,
+        lt=AFTER_LATEST,
+        description="The sandbox clock's first time: from 1900-01-01 to before 9001-01-01 (UTC)",
+    )
     copy_programs: StrictBool = Field(
         True, description="Start with this environment's program versions"
     )

@@ -65,17 +65,47 @@ def add_progress(
     return Change(punches=tuple(punches), rewards=tuple(rewards))
 
 
-def withdraw(
-    program: Program, state: MemberState, points: int, visit: int, spend: int, window_current: bool
-) -> Change:
-    """Take back progress (only in the window it posted in) and a visit's punch step; never below 0."""
-    if window_current:
-        state.progress = max(0, state.progress - progress_of(program, points, visit, spend))
-        state.visits = max(0, state.visits - visit)
+@dataclass(frozen=True, slots=True)
+class InWindow:
+    """What one order has added to one tier window's progress (its points, visit and spend
+    there): a change to the order takes back no more than this from that window."""
+
+    start: datetime | None
+    points: int = 0
+    visit: int = 0
+    spend: int = 0
+
+
+def restate(
+    added: InWindow, current: datetime, points: int, visit: int, spend: int
+) -> tuple[InWindow, InWindow]:
+    """An order's change (each part up or down) against what it added to the current window.
+
+    Returns what the order has added to the current window afterwards, and what the change
+    takes back from it. A gain counts in the window in which it posts; a loss comes off the
+    current window only as far as the order added to it (rule 10: the window in which it
+    posted, if still current), so no edit or refund can leave a window more than the
+    order's net gain in it."""
+    base = added if added.start == current else InWindow(current)
+    parts, taken = [], []
+    for had, change in ((base.points, points), (base.visit, visit), (base.spend, spend)):
+        take = min(had, -change) if change < 0 else 0
+        parts.append(had + max(0, change) - take)
+        taken.append(take)
+    return InWindow(current, *parts), InWindow(current, *taken)
+
+
+def withdraw(program: Program, state: MemberState, taken: InWindow, visits_lost: int) -> Change:
+    """Take back progress from the current window (what `restate` found the order had added
+    to it) and a lost visit's punch step; never below 0."""
+    state.progress = max(
+        0, state.progress - progress_of(program, taken.points, taken.visit, taken.spend)
+    )
+    state.visits = max(0, state.visits - taken.visit)
     punches: list[tuple[str, int]] = []
-    if visit:
+    if visits_lost:
         for card in program.punch_cards:
-            count = max(0, state.punches.get(card.id, 0) - visit)
+            count = max(0, state.punches.get(card.id, 0) - visits_lost)
             state.punches[card.id] = count
             punches.append((card.id, count))
     return Change(punches=tuple(punches))

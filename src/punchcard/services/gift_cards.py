@@ -281,7 +281,7 @@ def capture(uow: UnitOfWork, hold_alias: Any, data: Mapping[str, Any], now: date
     """Capture up to the hold (no amount: all of it); the rest goes back to the card."""
     amount = _amount(data, required=False)
     hold = _hold(uow, hold_alias)
-    HOLD.target(hold.state, "capture", hold.external_id)
+    HOLD.target(_state(hold, now), "capture", hold.external_id)
     take = hold.amount if amount is None else amount
     if take > hold.amount:
         raise InvalidInput(
@@ -305,7 +305,17 @@ def capture(uow: UnitOfWork, hold_alias: Any, data: Mapping[str, Any], now: date
 
 def void(uow: UnitOfWork, hold_alias: Any, now: datetime) -> None:
     hold = _hold(uow, hold_alias)
+    HOLD.target(_state(hold, now), "void", hold.external_id)
     _release(uow, hold, "void", "voided", now)
+
+
+def _state(hold: Any, now: datetime) -> str:
+    """A pending hold is released at its expiry (rule 14: what expires at T can not be used
+    at T), so it is refused as a released one even before the due work releases it. The
+    release itself is left to that work: a refusal rolls its transaction back."""
+    if hold.state == "pending" and hold.expires_at <= now:
+        return "released"
+    return str(hold.state)
 
 
 def release_expired(uow: UnitOfWork, hold_id: int, at: datetime) -> None:

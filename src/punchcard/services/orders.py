@@ -22,7 +22,7 @@ from punchcard.engine.evaluate import (
     allocate,
     evaluate,
 )
-from punchcard.engine.members import add_progress, withdraw
+from punchcard.engine.members import InWindow, add_progress, restate, withdraw
 from punchcard.engine.money import format_money
 from punchcard.engine.orders import (
     ORDER_PARTS,
@@ -334,6 +334,9 @@ def post(uow: UnitOfWork, order_pk: int, at: datetime) -> None:
             "posted_visit": row.visit,
             "posted_spend": row.spend,
             "posted_window": member.window_start,
+            "window_points": row.points,
+            "window_visit": int(row.visit),
+            "window_spend": row.spend,
         },
     )
 
@@ -374,8 +377,9 @@ def _apply_change(
     elif d_points < 0:
         points.claw_back(uow, program, member.id, -d_points, now, row.id, order_ref=row.external_id)
     state = state_of(member)
-    window_current = row.posted_window == member.window_start
-    withdraw(program, state, max(0, -d_points), max(0, -d_visit), max(0, -d_spend), window_current)
+    added = InWindow(row.posted_window, row.window_points, row.window_visit, row.window_spend)
+    added, taken = restate(added, member.window_start, d_points, d_visit, d_spend)
+    withdraw(program, state, taken, max(0, -d_visit))
     change = add_progress(program, state, max(0, d_points), max(0, d_visit), max(0, d_spend))
     _after_change(uow, program, row, member, state, change, now)
     uow.conn.execute(
@@ -385,6 +389,10 @@ def _apply_change(
             posted_points=outcome.points,
             posted_visit=outcome.visit,
             posted_spend=outcome.qualifying_spend,
+            posted_window=added.start,
+            window_points=added.points,
+            window_visit=added.visit,
+            window_spend=added.spend,
         )
     )
 

@@ -192,7 +192,11 @@ orders = sa.Table(
     sa.Column("posted_points", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("posted_visit", sa.Boolean, nullable=False),
     sa.Column("posted_spend", sa.BigInteger, nullable=False, server_default="0"),
+    # The tier window the order last added progress to, and what it has added to it (0007).
     sa.Column("posted_window", UtcDateTime, nullable=True),
+    sa.Column("window_points", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("window_visit", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("window_spend", sa.BigInteger, nullable=False, server_default="0"),
     sa.UniqueConstraint("env_id", "external_id"),
     sa.Index(None, "env_id", "post_state", "due_at"),
     sa.Index(None, "member_id", "visit_day"),
