@@ -16,6 +16,12 @@ from fractions import Fraction
 from punchcard.engine.money import format_money, round_half_up, round_ratio
 from punchcard.engine.orders import Line, Order
 from punchcard.engine.programs import WEEKDAYS, Program, Promotion, Reward
+from punchcard.errors import InvalidInput
+
+# The points one order can earn, all awards together. A rate or multiplier of up to 1,000,000
+# on a total of up to 10,000,000,000.00 could earn 10^22; at 10^12 a balance needs millions
+# of maximal orders to near 2^63, so no posting can ever overflow the ledger.
+MAX_ORDER_POINTS = 10**12
 
 
 class RewardMatchesNothing(ValueError):
@@ -238,6 +244,10 @@ def evaluate(
             used.add(promo.id)
             awards.append(Award(f"promotion:{promo.id}", points, text))
     awards.extend(_item_bonuses(program, earning))
+    if sum(award.points for award in awards) > MAX_ORDER_POINTS:
+        # InvalidInput, not OrderFormatError: the services turn only this one into 422 here,
+        # before anything is stored (quote, close, edit, inbound events).
+        raise InvalidInput(f"order: earns more than {MAX_ORDER_POINTS} points")
     visit = _is_visit(program, spend, standing, notes)
     return Outcome(spend, tuple(awards), visit, day, frozenset(used), tuple(notes))
 

@@ -7,7 +7,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from punchcard.engine.money import MoneyFormatError, parse_money
+from punchcard.engine.money import MoneyFormatError, format_money, parse_money
+
+# One amount, and the sums of an order (its total, its discounts, its tenders), in cents:
+# 10,000,000,000.00. Bounding the sums too keeps every figure an order leads to (spend,
+# discounts, points) far inside the database's 64-bit integers.
+MAX_AMOUNT = 10**12
 
 
 class OrderFormatError(ValueError):
@@ -105,11 +110,28 @@ def parse_order_parts(data: Mapping[str, Any], where: str = "order") -> dict[str
     return parts
 
 
-def check_discount_lines(order: Order, where: str = "order") -> None:
-    """A line discount must name a line of the order."""
+def check_order(order: Order, where: str = "order") -> None:
+    """A line discount must name a line of the order, and the order's sums must stay within
+    MAX_AMOUNT. The whole order is checked here, as placing, quoting and editing all call it:
+    each amount alone is bounded, but qty x price x modifiers is not."""
     for i, discount in enumerate(order.discounts):
         if discount.line is not None and discount.line not in order.line_index:
             raise OrderFormatError(f"{where}.discounts[{i}].line", f"no line {discount.line!r}")
+    bound = format_money(MAX_AMOUNT)
+    total = 0
+    lines = sum(line.qty * line.unit_amount for line in order.lines)
+    for key, amount in (
+        ("lines", lines),
+        ("tax", order.tax),
+        ("tip", order.tip),
+        ("fees", order.fees),
+    ):
+        total += amount
+        if total > MAX_AMOUNT:  # named by the part that takes it over
+            raise OrderFormatError(f"{where}.{key}", f"the order's total is more than {bound}")
+    for key, items in (("discounts", order.discounts), ("tenders", order.tenders)):
+        if sum(item.amount for item in items) > MAX_AMOUNT:
+            raise OrderFormatError(f"{where}.{key}", f"together more than {bound}")
 
 
 def _line(data: Any, where: str) -> Line:
@@ -200,6 +222,6 @@ def _money(value: Any, where: str) -> int:
         raise OrderFormatError(where, str(exc)) from exc
     if cents < 0:
         raise OrderFormatError(where, "must not be negative")
-    if cents > 10**12:
+    if cents > MAX_AMOUNT:
         raise OrderFormatError(where, "is too large")
     return cents

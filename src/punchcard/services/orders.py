@@ -28,7 +28,7 @@ from punchcard.engine.orders import (
     ORDER_PARTS,
     Order,
     OrderFormatError,
-    check_discount_lines,
+    check_order,
     parse_order_parts,
 )
 from punchcard.engine.programs import Program, Reward
@@ -165,7 +165,7 @@ def edit(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     row, member = _locked(uow, data)
     order = order_from_row(row).with_parts(**parts)
     try:
-        check_discount_lines(order, "edit")
+        check_order(order, "edit")
     except OrderFormatError as exc:
         raise InvalidInput(str(exc)) from exc
     program = version_by_id(uow, row.version_id).program
@@ -614,7 +614,7 @@ def _parse_new(data: Mapping[str, Any], now: datetime) -> tuple[Order, str, str,
         raise InvalidInput("order.lines: an order needs lines")
     try:
         order = Order(id=order_id, at=at, **parse_order_parts(data))
-        check_discount_lines(order)
+        check_order(order)
     except OrderFormatError as exc:
         raise InvalidInput(str(exc)) from exc
     return order, member, status, _reward_refs(data)
