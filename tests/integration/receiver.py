@@ -15,6 +15,7 @@ class Reply:
     status: int = 200
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b"ok"
 
 
 @dataclass
@@ -49,9 +50,9 @@ class Receiver:
                     self.send_response(reply.status)
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
-                    self.send_header("content-length", "2")
+                    self.send_header("content-length", str(len(reply.body)))
                     self.end_headers()
-                    self.wfile.write(b"ok")
+                    self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

@@ -19,11 +19,18 @@ from punchcard.services.tenants import create_tenant
 from punchcard.store.database import open_database
 from punchcard.store.tables import (
     environments,
+    webhook_attempts,
     webhook_deliveries,
     webhook_endpoints,
     webhook_messages,
 )
-from punchcard.worker.delivery import IN_FLIGHT, RETRY_DELAYS_S, Attempt, Deliverer
+from punchcard.worker.delivery import (
+    IN_FLIGHT,
+    RETRY_DELAYS_S,
+    Attempt,
+    Deliverer,
+    claim_endpoints,
+)
 
 from .helpers import FakeClock, burritos, new_app
 from .receiver import Reply, receiving
@@ -379,14 +386,15 @@ def test_resend_and_recover_send_dead_letters_again(engine: sa.Engine) -> None:
         made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
         app.enroll({"member": "ann"}, T0)
         _publish(engine, app, T0)
+        died = T0 + timedelta(hours=27)  # a real dead letter dies some 27 hours after it is made
         with engine.begin() as conn:
-            conn.execute(sa.update(webhook_deliveries).values(state="dead", attempts=8, dead_at=T0))
-        receiver.default = Reply(200)
-        with engine.begin() as conn:
-            assert (
-                webhooks.recover(conn, app.env_id, str(made["id"]), T0 - timedelta(hours=1), T0)
-                == 1
+            conn.execute(
+                sa.update(webhook_deliveries).values(state="dead", attempts=8, dead_at=died)
             )
+        receiver.default = Reply(200)
+        with engine.begin() as conn:  # since after it died: nothing; since the outage: it
+            assert webhooks.recover(conn, app.env_id, str(made["id"]), died + timedelta(1), T0) == 0
+            assert webhooks.recover(conn, app.env_id, str(made["id"]), died, T0) == 1
         assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 1
         message = receiver.ids()[-1]
         with engine.begin() as conn:
@@ -429,3 +437,59 @@ def test_the_deliverer_makes_messages_of_every_environments_events_once(
         assert deliverer.run_once() + deliverer.run_once() == 1 + 63
         assert len(receiver.ids()) == len(set(receiver.ids())) == 63
         assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 0
+
+
+def test_only_an_excerpt_of_an_answers_body_is_read(engine: sa.Engine) -> None:
+    """A receiver answering with megabytes costs the deliverer 300 bytes of them."""
+    with receiving(Reply(200, body=b"x" * 5_000_000)) as receiver:
+        app = new_app(engine, start=T0)
+        _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        app.enroll({"member": "ann"}, T0)
+        Deliverer(engine, FakeClock(T0), threads=1).run_once()
+        with engine.connect() as conn:
+            [excerpt] = conn.execute(sa.select(webhook_attempts.c.response_excerpt)).scalars()
+        assert excerpt == "x" * 300
+        assert [d.state for d in _deliveries(engine)] == ["delivered"]
+
+
+def test_a_url_the_http_client_can_not_use_is_a_failed_attempt_retried_on_schedule(
+    engine: sa.Engine,
+) -> None:
+    app = new_app(engine, start=T0)
+    made = _endpoint(engine, app, "http://127.0.0.1:9/hooks", ["member.enrolled"])
+    with engine.begin() as conn:  # a name that passed the URL check but is not valid IDNA
+        conn.execute(sa.update(webhook_endpoints).values(url="http://xn--zz.com/hook"))
+    app.enroll({"member": "ann"}, T0)
+    Deliverer(engine, FakeClock(T0), threads=1).run_once()
+    [delivery] = _deliveries(engine)
+    assert (delivery.state, delivery.attempts) == ("pending", 1)
+    assert delivery.next_attempt_at == T0 + timedelta(seconds=RETRY_DELAYS_S[1])
+    with engine.connect() as conn:
+        [attempt] = conn.execute(sa.select(webhook_attempts)).all()
+        endpoint = webhooks.endpoint_row(conn, app.env_id, str(made["id"]))
+    assert (attempt.status_code, attempt.error) == (None, "IDNAError: Invalid A-label")
+    assert endpoint.locked_until is None  # its lease given back
+
+
+def test_a_sender_stops_when_its_endpoint_is_disabled_or_another_sender_holds_it(
+    engine: sa.Engine,
+) -> None:
+    with receiving() as receiver:
+        app = new_app(engine, start=T0)
+        made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        app.enroll({"member": "ann"}, T0)
+        _publish(engine, app, T0)
+        deliverer = Deliverer(engine, FakeClock(T0), threads=1)
+        [endpoint] = claim_endpoints(engine, T0, 1, deliverer.lease)
+        held = T0 + deliverer.lease
+        other = held + timedelta(seconds=30)  # this lease lapsed; another sender took it
+        with engine.begin() as conn:
+            conn.execute(sa.update(webhook_endpoints).values(locked_until=other))
+        assert deliverer.send_endpoint(endpoint, held) == 0
+        with engine.connect() as conn:
+            assert webhooks.endpoint_row(conn, app.env_id, str(made["id"])).locked_until == other
+        with engine.begin() as conn:  # disabled while this sender held it
+            conn.execute(sa.update(webhook_endpoints).values(locked_until=held, state="disabled"))
+        assert deliverer.send_endpoint(endpoint, held) == 0
+        assert receiver.received == []
+        assert [d.state for d in _deliveries(engine)] == ["pending"]

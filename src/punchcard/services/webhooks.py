@@ -344,17 +344,14 @@ def resend(conn: sa.Connection, env_id: str, message_id: str, now: datetime) -> 
 def recover(
     conn: sa.Connection, env_id: str, endpoint_id: str, since: datetime, now: datetime
 ) -> int:
-    """Send again every message to this endpoint that failed (dead-lettered) since `since`;
-    `now` is the server's clock, as for `resend`."""
+    """Send again every message to this endpoint that was dead-lettered since `since`
+    (judged by when it died, not when it was made, some 27 hours before); `now` is the
+    server's clock, as for `resend`."""
     endpoint_row(conn, env_id, endpoint_id)
-    failed = (
-        sa.select(webhook_deliveries.c.id)
-        .join(webhook_messages, webhook_messages.c.id == webhook_deliveries.c.message_id)
-        .where(
-            webhook_deliveries.c.endpoint_id == endpoint_id,
-            webhook_deliveries.c.state == "dead",
-            webhook_messages.c.created_at >= since,
-        )
+    failed = sa.select(webhook_deliveries.c.id).where(
+        webhook_deliveries.c.endpoint_id == endpoint_id,
+        webhook_deliveries.c.state == "dead",
+        webhook_deliveries.c.dead_at >= since,
     )
     ids = [r.id for r in conn.execute(failed).all()]
     if ids:

@@ -123,12 +123,23 @@ def _retry_after(response: httpx.Response | None, now: datetime) -> float | None
         return None
 
 
+def _excerpt(response: httpx.Response, deadline: float) -> str:
+    """The first EXCERPT bytes of an answer's body, read until `deadline` at most."""
+    data = b""
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) >= EXCERPT or time.monotonic() > deadline:
+            break
+    return data[:EXCERPT].decode("utf-8", "replace")
+
+
 @dataclass(frozen=True)
 class Attempt:
     delivery: Any
     response: httpx.Response | None
     error: str | None
     latency_ms: int
+    excerpt: str | None = None  # the start of the answer's body
 
     @property
     def status(self) -> int | None:
@@ -136,7 +147,7 @@ class Attempt:
 
     @property
     def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
+        return self.error is None and self.status is not None and 200 <= self.status < 300
 
 
 class Deliverer:
@@ -158,6 +169,7 @@ class Deliverer:
         self.signing_clock = signing_clock or SystemClock()
         self.allow_private = allow_private
         self.threads = threads
+        self.timeout_s = timeout_s
         self.http = httpx.Client(timeout=timeout_s, follow_redirects=False)  # sandboxes
         self.public_http = httpx.Client(  # live: connects to public addresses only
             timeout=timeout_s, follow_redirects=False, transport=PublicOnlyTransport()
@@ -176,15 +188,17 @@ class Deliverer:
         """
         made = fan_out_all(self.engine, self.clock.now())
         if self.pool is None:
-            endpoints = claim_endpoints(self.engine, self.clock.now(), 1, self.lease)
-            return made + sum(self.send_endpoint(endpoint) for endpoint in endpoints)
+            now = self.clock.now()
+            endpoints = claim_endpoints(self.engine, now, 1, self.lease)
+            return made + sum(self.send_endpoint(e, now + self.lease) for e in endpoints)
         self.sending = {f for f in self.sending if not f.done()}
         free = self.threads - len(self.sending)
         if free <= 0:
             return made
-        endpoints = claim_endpoints(self.engine, self.clock.now(), free, self.lease)
+        now = self.clock.now()
+        endpoints = claim_endpoints(self.engine, now, free, self.lease)
         for endpoint in endpoints:
-            self.sending.add(self.pool.submit(self.send_endpoint, endpoint))
+            self.sending.add(self.pool.submit(self.send_endpoint, endpoint, now + self.lease))
         return made + len(endpoints)
 
     def drain(self) -> None:
@@ -209,9 +223,12 @@ class Deliverer:
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def send_endpoint(self, endpoint: Any) -> int:
+    def send_endpoint(self, endpoint: Any, held: datetime) -> int:
+        """Send to a claimed endpoint whose lease runs until `held`, then give the lease back,
+        unless another sender has it by then (this one's lapsed)."""
+        lease = [held]
         try:  # an unexpected error is logged; the endpoint's lease is still released
-            return self._send_endpoint(endpoint)
+            return self._send_endpoint(endpoint, lease)
         except Exception:
             log.exception("sending to endpoint %s failed", endpoint.id)
             return 0
@@ -219,18 +236,45 @@ class Deliverer:
             with self.engine.begin() as conn:
                 conn.execute(
                     sa.update(webhook_endpoints)
-                    .where(webhook_endpoints.c.id == endpoint.id)
+                    .where(
+                        webhook_endpoints.c.id == endpoint.id,
+                        webhook_endpoints.c.locked_until == lease[0],
+                    )
                     .values(locked_until=None)
                 )
 
-    def _send_endpoint(self, endpoint: Any) -> int:
+    def _renew(self, endpoint_id: str, held: datetime) -> datetime | None:
+        """Extend this sender's lease before a batch; None when the endpoint was disabled or
+        deleted meanwhile (nothing more is sent to it), or its lease lapsed and another sender
+        took it (only one sends at a time)."""
+        until = self.clock.now() + self.lease
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                sa.update(webhook_endpoints)
+                .where(
+                    webhook_endpoints.c.id == endpoint_id,
+                    webhook_endpoints.c.locked_until == held,
+                    webhook_endpoints.c.state == "enabled",
+                    webhook_endpoints.c.deleted_at.is_(None),
+                )
+                .values(locked_until=until)
+            ).rowcount
+        return until if renewed else None
+
+    def _send_endpoint(self, endpoint: Any, lease: list[datetime]) -> int:
         """Send an endpoint's due deliveries in batches: up to `in_flight` POSTs at once, each
         batch's outcomes recorded in one transaction, until none are due or the lease's
-        first half is spent (a batch takes at most PER_ROUND / in_flight timeouts)."""
+        first half is spent (a batch takes at most PER_ROUND / in_flight timeouts). The lease
+        is renewed before each batch, which also stops at once an endpoint disabled or
+        deleted meanwhile."""
         sent = 0
         began = time.monotonic()
         allow_private = self.allow_private or endpoint.env_kind != "live"
         while time.monotonic() - began < self.lease.total_seconds() / 2:
+            renewed = self._renew(endpoint.id, lease[0])
+            if renewed is None:
+                break
+            lease[0] = renewed
             now = self.clock.now()
             with single_statement(self.engine) as conn:
                 due = conn.execute(
@@ -270,17 +314,29 @@ class Deliverer:
         return tries
 
     def _post(self, endpoint: Any, delivery: Any, allow_private: bool, now: datetime) -> Attempt:
-        """One signed POST; never raises for the receiver's faults."""
+        """One signed POST; never raises for the receiver's faults. Its status must come
+        within the timeout; of its body only an excerpt is kept, read for no longer than
+        the timeout, so a huge or trickling answer costs neither memory nor a sender."""
         response: httpx.Response | None = None
-        error = None
+        error = excerpt = None
         started = time.monotonic()
         try:
             headers = self._headers(endpoint, delivery.message_id, delivery.body, now)
             http = self.http if allow_private else self.public_http
-            response = http.post(endpoint.url, content=delivery.body.encode(), headers=headers)
+            with http.stream(
+                "POST", endpoint.url, content=delivery.body.encode(), headers=headers
+            ) as response:
+                if time.monotonic() - started > self.timeout_s:
+                    error = f"answered after the {self.timeout_s:g} s timeout"
+                excerpt = _excerpt(response, started + self.timeout_s)
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:EXCERPT]
-        return Attempt(delivery, response, error, int((time.monotonic() - started) * 1000))
+        except Exception as exc:  # a URL httpx can not use (a bad IDNA name, a control
+            # character): the endpoint's fault, so an attempt that fails and is retried
+            log.warning("could not send to endpoint %s", endpoint.id, exc_info=True)
+            error = f"{type(exc).__name__}: {exc}"[:EXCERPT]
+        latency_ms = int((time.monotonic() - started) * 1000)
+        return Attempt(delivery, response, error, latency_ms, excerpt)
 
     def _record(self, endpoint: Any, tries: list[Attempt], now: datetime) -> bool:
         """Record a batch of attempts and schedule what comes next, in one transaction, as if
@@ -300,9 +356,7 @@ class Deliverer:
                         "at": now,
                         "status_code": t.status,
                         "latency_ms": t.latency_ms,
-                        "response_excerpt": None
-                        if t.response is None
-                        else t.response.text[:EXCERPT],
+                        "response_excerpt": t.excerpt,
                         "error": t.error,
                     }
                     for t in tries
