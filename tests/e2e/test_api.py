@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 import sqlalchemy as sa
+from standardwebhooks import Webhook
 
 from punchcard.store.tables import idempotency_keys
 
@@ -447,6 +449,35 @@ def test_a_resend_from_a_sandbox_whose_clock_is_ahead_goes_out_at_once(server: S
         resent = http.post(f"/v1/webhooks/messages/{message}/resend", headers=_key())
         assert resent.json()["requeued"] == 1
         assert received(2) == [message, message]
+
+
+@pytest.mark.parametrize("days", [-300, 300])
+def test_a_rotated_secret_keeps_signing_for_a_real_day_in_a_sandbox(
+    server: Server, days: int
+) -> None:
+    """The overlap is about real sends, which receivers check against real clocks: a sandbox
+    whose clock is months behind or ahead signs with both secrets, as live does."""
+    start = (datetime.now(UTC) + timedelta(days=days)).isoformat()
+    _, key = _sandbox(server, server.a["sandbox_key"], start=start)
+    with receiving() as receiver, server.client(key) as http:
+        made = http.post(
+            "/v1/webhooks/endpoints",
+            json={"url": receiver.url, "event_types": ["member.enrolled"]},
+            headers=_key(),
+        ).json()
+        rotated = http.post(
+            f"/v1/webhooks/endpoints/{made['id']}/rotate-secret", headers=_key()
+        ).json()
+        assert rotated["secrets"] == 2
+        assert http.get(f"/v1/webhooks/endpoints/{made['id']}").json()["secrets"] == 2
+        http.post("/v1/members", json={"id": "ann"}, headers=_key())
+        deadline = time.monotonic() + 15
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = receiver.received[0]
+        assert len(got.headers["webhook-signature"].split(" ")) == 2
+        for secret in (made["secret"], rotated["secret"]):
+            assert Webhook(secret).verify(got.body, got.headers)["type"] == "member.enrolled"
 
 
 def test_lists_page_with_a_cursor(server: Server) -> None:

@@ -493,3 +493,43 @@ def test_a_sender_stops_when_its_endpoint_is_disabled_or_another_sender_holds_it
         assert deliverer.send_endpoint(endpoint, held) == 0
         assert receiver.received == []
         assert [d.state for d in _deliveries(engine)] == ["pending"]
+
+
+def test_the_next_attempt_is_planned_from_when_the_failed_one_ended(engine: sa.Engine) -> None:
+    """A POST that timed out after 0.5 s is tried again 5 s after that, not 4.5 s."""
+
+    class Ticking:  # the server's clock, from T0 on
+        began = time.monotonic()
+
+        def now(self) -> datetime:
+            return T0 + timedelta(seconds=time.monotonic() - self.began)
+
+    with receiving(Reply(200, delay_s=1.0)) as receiver:
+        app = new_app(engine, start=T0)
+        _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        app.enroll({"member": "ann"}, T0)
+        _publish(engine, app, T0)
+        Deliverer(engine, Ticking(), threads=1, timeout_s=0.5).run_once()
+        [delivery] = _deliveries(engine)
+        assert (delivery.state, delivery.attempts) == ("pending", 1)
+        waits = (delivery.next_attempt_at - T0).total_seconds()
+        assert RETRY_DELAYS_S[1] + 0.5 <= waits < RETRY_DELAYS_S[1] + 3
+
+
+def test_a_410_stops_a_batch_sent_in_parallel(engine: sa.Engine) -> None:
+    """Only the POSTs already in flight when the first 410 comes back are made; the rest
+    wait for the endpoint to be enabled again."""
+    with receiving(Reply(410)) as receiver:
+        app = new_app(engine, start=T0)
+        _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        for n in range(40):
+            app.enroll({"member": f"m{n}"}, T0)
+        _publish(engine, app, T0)
+        deliverer = Deliverer(engine, FakeClock(T0), threads=2)
+        deliverer.run_once()
+        deliverer.drain()
+        deliverer.stop()
+        assert 1 <= len(receiver.received) <= IN_FLIGHT
+        deliveries = _deliveries(engine)
+        assert sum(d.attempts for d in deliveries) == len(receiver.received)
+        assert {d.state for d in deliveries} == {"pending"}

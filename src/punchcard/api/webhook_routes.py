@@ -1,4 +1,8 @@
-"""/v1/webhooks: endpoints, secret rotation, the attempt log, dead letters, resend, recover."""
+"""/v1/webhooks: endpoints, secret rotation, the attempt log, dead letters, resend, recover.
+
+Endpoints live on the server's clock, in sandboxes too: their secrets' overlap, failing
+time and schedule are about real sends, which receivers check against their own clocks.
+"""
 
 from __future__ import annotations
 
@@ -31,8 +35,8 @@ def create_endpoint(body: EndpointBody, c: Call = needs("webhooks:write")) -> Re
     """Subscribe a URL to event types (none: all). The signing secret is in this answer only."""
     return write(
         c,
-        lambda uow, now: webhooks.create_endpoint(
-            uow.conn, c.env_id, body.model_dump(), now, allow_private=_allow_private(c)
+        lambda uow, _now: webhooks.create_endpoint(
+            uow.conn, c.env_id, body.model_dump(), c.clock.now(), allow_private=_allow_private(c)
         ),
         lambda made, _uow, _now: made,
         status=201,
@@ -43,7 +47,9 @@ def create_endpoint(body: EndpointBody, c: Call = needs("webhooks:write")) -> Re
 async def list_endpoints(c: Call = needs("webhooks:read")) -> Response:
     return await read(
         c,
-        lambda uow, now, _ok: {"endpoints": webhooks.list_endpoints(uow.conn, c.env_id, now)},
+        lambda uow, _now, _ok: {
+            "endpoints": webhooks.list_endpoints(uow.conn, c.env_id, c.clock.now())
+        },
     )
 
 
@@ -51,8 +57,8 @@ async def list_endpoints(c: Call = needs("webhooks:read")) -> Response:
 async def get_endpoint(endpoint_id: str, c: Call = needs("webhooks:read")) -> Response:
     return await read(
         c,
-        lambda uow, now, _ok: webhooks.view(
-            webhooks.endpoint_row(uow.conn, c.env_id, endpoint_id), now
+        lambda uow, _now, _ok: webhooks.view(
+            webhooks.endpoint_row(uow.conn, c.env_id, endpoint_id), c.clock.now()
         ),
     )
 
@@ -63,8 +69,13 @@ def update_endpoint(
 ) -> Response:
     return write(
         c,
-        lambda uow, now: webhooks.update_endpoint(
-            uow.conn, c.env_id, endpoint_id, body.model_dump(), now, allow_private=_allow_private(c)
+        lambda uow, _now: webhooks.update_endpoint(
+            uow.conn,
+            c.env_id,
+            endpoint_id,
+            body.model_dump(),
+            c.clock.now(),
+            allow_private=_allow_private(c),
         ),
         lambda view, _uow, _now: view,
     )
@@ -72,9 +83,8 @@ def update_endpoint(
 
 @router.delete("/endpoints/{endpoint_id}", status_code=204)
 def delete_endpoint(endpoint_id: str, c: Call = needs("webhooks:write")) -> Response:
-    now = c.now()
     with c.engine.begin() as conn:
-        webhooks.delete_endpoint(conn, c.env_id, endpoint_id, now)
+        webhooks.delete_endpoint(conn, c.env_id, endpoint_id, c.clock.now())
     return Response(status_code=204)
 
 
@@ -86,7 +96,7 @@ def rotate_secret(endpoint_id: str, c: Call = needs("webhooks:write")) -> Respon
     """A new secret; the previous one keeps signing (beside it) for 24 hours."""
     return write(
         c,
-        lambda uow, now: webhooks.rotate_secret(uow.conn, c.env_id, endpoint_id, now),
+        lambda uow, _now: webhooks.rotate_secret(uow.conn, c.env_id, endpoint_id, c.clock.now()),
         lambda made, _uow, _now: made,
     )
 

@@ -293,7 +293,9 @@ class Deliverer:
             if not due:
                 break
             tries = self._send_batch(endpoint, due, allow_private, now)
-            if not self._record(endpoint, tries, now):
+            # Recorded, and the next attempts planned, from when the batch ended: a retry
+            # 5 s after a 10 s timeout waits 5 s, not none.
+            if not self._record(endpoint, tries, self.clock.now()):
                 return sent + len(tries) - 1  # the attempt that disabled it is not counted
             sent += len(tries)
             if len(due) < PER_ROUND:
@@ -304,8 +306,18 @@ class Deliverer:
         self, endpoint: Any, due: Sequence[Any], allow_private: bool, now: datetime
     ) -> list[Attempt]:
         if self.pool is not None:  # each endpoint its own senders: none waits behind another
+            gone = threading.Event()  # a 410: what has not started yet is not sent
+
+            def send(delivery: Any) -> Attempt | None:
+                if gone.is_set():
+                    return None
+                attempt = self._post(endpoint, delivery, allow_private, now)
+                if attempt.status == 410:
+                    gone.set()
+                return attempt
+
             with ThreadPoolExecutor(max_workers=IN_FLIGHT) as senders:
-                return list(senders.map(lambda d: self._post(endpoint, d, allow_private, now), due))
+                return [t for t in senders.map(send, due) if t is not None]
         tries = []
         for delivery in due:  # one at a time: a 410 stops the rest at once
             tries.append(self._post(endpoint, delivery, allow_private, now))
