@@ -225,39 +225,12 @@ def _lots_due(uow: UnitOfWork, moment: datetime) -> list[int]:
     )
 
 
-def _expire_lots(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
-    member_by_id(uow, member_id)
-    rows = uow.conn.execute(
-        sa.select(lots.c.id, lots.c.remaining).where(
-            lots.c.member_id == member_id, lots.c.state == "posted", lots.c.expires_at <= moment
-        )
-    ).all()
-    program = version_at(uow, moment).program
-    points.expire_lots(uow, program, member_id, list(rows), moment, "months_after_earn")
-
-
 def _inactive_due(uow: UnitOfWork, moment: datetime) -> list[int]:
     return _ids(
         uow,
         sa.select(members.c.id)
         .where(members.c.env_id == uow.env_id, members.c.inactivity_due_at <= moment)
         .order_by(members.c.id),
-    )
-
-
-def _expire_inactive(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
-    member = member_by_id(uow, member_id)
-    if member.inactivity_due_at is None or member.inactivity_due_at > moment:
-        return
-    rows = uow.conn.execute(
-        sa.select(lots.c.id, lots.c.remaining).where(
-            lots.c.member_id == member_id, lots.c.state == "posted", lots.c.remaining > 0
-        )
-    ).all()
-    program = version_at(uow, moment).program
-    points.expire_lots(uow, program, member_id, list(rows), moment, "inactivity")
-    uow.conn.execute(
-        sa.update(members).where(members.c.id == member_id).values(inactivity_due_at=None)
     )
 
 
@@ -336,8 +309,8 @@ _KINDS: list[
     tuple[Callable[[UnitOfWork, datetime], list[int]], Callable[[UnitOfWork, int, datetime], None]]
 ] = [
     (_windows_due, _roll_window),
-    (_lots_due, _expire_lots),
-    (_inactive_due, _expire_inactive),
+    (_lots_due, points.expire_due_lots),
+    (_inactive_due, points.expire_inactive),
     (_rewards_due, _expire_reward),
     (_holds_due, gift_cards.release_expired),
     (_postings_due, orders.post),

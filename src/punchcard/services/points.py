@@ -12,6 +12,7 @@ from punchcard.ledger import store as ledger
 from punchcard.ledger.entries import EARNED, EXPIRED, REDEEMED, points_asset, transfer
 from punchcard.ledger.lots import Lot, add_months, plan_clawback, split_earning, take_oldest
 from punchcard.lifecycle.machines import POINTS_LOT
+from punchcard.services.context import member_by_id, version_at
 from punchcard.store.tables import lots, members
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -280,3 +281,58 @@ def expire_lots(
         at,
     )
     uow.record(Event("points.expired", at, {"points": total, "reason": why}, member_id))
+
+
+def expire_due_lots(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
+    """Due work: what is left of the member's lots that expire at or before `moment`."""
+    member_by_id(uow, member_id)
+    rows = uow.conn.execute(
+        sa.select(lots.c.id, lots.c.remaining).where(
+            lots.c.member_id == member_id, lots.c.state == "posted", lots.c.expires_at <= moment
+        )
+    ).all()
+    program = version_at(uow, moment).program
+    expire_lots(uow, program, member_id, list(rows), moment, "months_after_earn")
+
+
+def expire_inactive(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
+    """Due work: the whole balance of a member inactive for `inactivity_days` by `moment`."""
+    member = member_by_id(uow, member_id)
+    if member.inactivity_due_at is None or member.inactivity_due_at > moment:
+        return
+    rows = uow.conn.execute(
+        sa.select(lots.c.id, lots.c.remaining).where(
+            lots.c.member_id == member_id, lots.c.state == "posted", lots.c.remaining > 0
+        )
+    ).all()
+    program = version_at(uow, moment).program
+    expire_lots(uow, program, member_id, list(rows), moment, "inactivity")
+    uow.conn.execute(
+        sa.update(members).where(members.c.id == member_id).values(inactivity_due_at=None)
+    )
+
+
+_EXPIRING_BY = (
+    sa.select(lots.c.expires_at)
+    .where(
+        lots.c.member_id == sa.bindparam("b_member"),
+        lots.c.state == "posted",
+        lots.c.expires_at <= sa.bindparam("b_now", type_=lots.c.expires_at.type),
+    )
+    .distinct()
+)
+
+
+def expire_due(uow: UnitOfWork, member: Any, now: datetime) -> None:
+    """Rule 14 before points are spent or sent: what expired at or before `now` is expired
+    first, each at its own time and in the due work's order (lots, then inactivity), even
+    if the worker has not come to it yet, so points are never used after they expired.
+    `member` is the locked member's row."""
+    lot_times = set(uow.conn.execute(_EXPIRING_BY, {"b_member": member.id, "b_now": now}).scalars())
+    inactive = member.inactivity_due_at
+    due = {inactive} if inactive is not None and inactive <= now else set()
+    for moment in sorted(lot_times | due):
+        if moment in lot_times:
+            expire_due_lots(uow, member.id, moment)
+        if moment in due:
+            expire_inactive(uow, member.id, moment)

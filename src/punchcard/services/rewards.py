@@ -75,6 +75,7 @@ def redeem(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> int:
         raise InvalidState(f"reward alias {alias!r} is taken")
     if definition.cost is None:
         raise RewardUnavailable(f"reward {reward_id} is only earned, not redeemed")
+    points.expire_due(uow, member, now)  # expired points are not spent, due work or not
     balance = points.posted_balance(uow, program, member.id)
     if max(0, balance) < definition.cost:
         raise InsufficientPoints(
