@@ -344,6 +344,11 @@ def test_a_frozen_sandbox_shows_pending_with_its_time_until_the_clock_moves(serv
         ]
         moved = http.post("/v1/clock", json={"advance": "PT2H"}, headers=_key())
         assert moved.json()["clock"] == "2026-03-03T20:00:00+00:00"
+        token = moved.json()["consistency_token"]  # like every write's answer
+        assert moved.headers["consistency-token"] == token
+        assert http.get("/v1/consistency", params={"consistency_token": token}).json() == {
+            "consistent": True
+        }
         after = http.get("/v1/members/ann/balance").json()
         assert (after["posted"], after["pending"], after["pending_items"]) == (190, 0, [])
         assert http.get("/v1/clock").json()["movable"] is True

@@ -4,6 +4,7 @@ code that says what is wrong and where, never a 5xx, and changes nothing."""
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -308,6 +309,29 @@ def test_a_consistency_token_this_api_did_not_give_is_refused_on_any_read(
     nested = base64.urlsafe_b64encode(b"[" * 300).decode()  # deep JSON inside the token
     for token in (nested, "x" * 513, "not a token", nested[:-2]):
         answer = http.get("/v1/clock", params={"consistency_token": token})
+        assert _problem(answer, 422, "invalid_input")["detail"] == (
+            "consistency_token is not a token this API gave"
+        )
+
+
+def test_a_token_for_a_moment_after_now_or_of_another_shape_is_refused(
+    http: httpx.Client,
+) -> None:
+    """Tokens are not secret; one made by hand can only name a moment a read may wait for."""
+    quote = {"id": "oq", "member": "m1", "lines": [{"id": "l1", "sku": "B", "category": "c",
+             "qty": 1, "unit_price": "1.00"}]}  # fmt: skip
+    given = http.post("/v1/orders/quote", json=quote, headers=_key()).json()["consistency_token"]
+    real = json.loads(base64.urlsafe_b64decode(given + "=" * (-len(given) % 4)))
+
+    def token(**parts: str) -> str:
+        raw = json.dumps({**real, **parts}, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    assert http.get("/v1/consistency", params={"consistency_token": given}).json() == {
+        "consistent": True
+    }
+    for forged in (token(t="2099-01-01T00:00:00+00:00"), token(x="1")):
+        answer = http.get("/v1/consistency", params={"consistency_token": forged})
         assert _problem(answer, 422, "invalid_input")["detail"] == (
             "consistency_token is not a token this API gave"
         )

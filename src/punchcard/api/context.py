@@ -147,6 +147,7 @@ def consistency_token(env_id: str, at: datetime) -> str:
 
 
 MAX_TOKEN = 512  # the tokens this API gives are about 120 characters
+TOKEN_SKEW = timedelta(minutes=5)
 
 
 def _token_time(call: Call, token: str) -> datetime:
@@ -154,6 +155,8 @@ def _token_time(call: Call, token: str) -> datetime:
         if len(token) > MAX_TOKEN:
             raise ValueError("too long")
         raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(raw, dict) or set(raw) != {"e", "t"}:
+            raise ValueError("not the shape of a token")
         at = datetime.fromisoformat(raw["t"])
         env = raw["e"]
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
@@ -162,7 +165,10 @@ def _token_time(call: Call, token: str) -> datetime:
         ) from exc
     if env != call.env_id:
         raise ApiProblem(422, "invalid_input", "consistency_token belongs to another environment")
-    if at.tzinfo is None:
+    # Tokens are not secret, but none names a moment after its environment's now (give or
+    # take the clock skew of servers behind one balancer): such a token would only make its
+    # caller wait in vain.
+    if at.tzinfo is None or at > call.now() + TOKEN_SKEW:
         raise ApiProblem(422, "invalid_input", "consistency_token is not a token this API gave")
     return at
 
@@ -444,6 +450,8 @@ def idempotent(
         body = json.dumps(payload, separators=(",", ":")).encode()
         with call.engine.begin() as conn:
             _finish(call, conn, claimed, status, body)
-        return Response(body, status_code=status, media_type="application/json")
+        token = payload.get("consistency_token")
+        headers = {"Consistency-Token": token} if token else None
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
 
     return _run_claimed(call, claimed, work)

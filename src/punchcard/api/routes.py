@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from punchcard.api import responses, views
-from punchcard.api.context import Call, idempotent, wait_consistent, write
+from punchcard.api.context import Call, consistency_token, idempotent, wait_consistent, write
 from punchcard.api.guard import GuardedRoute, needs
 from punchcard.api.problems import ApiProblem
 from punchcard.api.schemas import (
@@ -652,11 +652,18 @@ def _move(c: Call, env_id: str, plan: dict[str, Any]) -> dict[str, Any]:
         # All due work on the way is done in this request: bound it, as a request is bounded.
         raise InvalidInput(f"the clock moves at most {MAX_CLOCK_MOVE.days} days at a time")
     done = move_clock(c.engine, env_id, target, c.clock)
-    return {"id": env_id, "clock": target.isoformat(), "work_done": done}
+    return {
+        "id": env_id,
+        "clock": target.isoformat(),
+        "work_done": done,
+        "consistency_token": consistency_token(env_id, target),
+    }
 
 
 @router.post(
-    "/sandboxes/{sandbox_id}/clock", tags=["sandboxes"], response_model=responses.ClockMoved
+    "/sandboxes/{sandbox_id}/clock",
+    tags=["sandboxes"],
+    response_model=responses.written(responses.ClockMoved),
 )
 def move_sandbox_clock(
     sandbox_id: str, body: ClockBody, c: Call = needs("sandboxes:write")
@@ -669,7 +676,7 @@ def move_sandbox_clock(
     )
 
 
-@router.post("/clock", tags=["sandboxes"], response_model=responses.ClockMoved)
+@router.post("/clock", tags=["sandboxes"], response_model=responses.written(responses.ClockMoved))
 def move_own_clock(body: ClockBody, c: Call = needs("sandboxes:write")) -> Response:
     """Move this sandbox's own clock (a live key gets invalid_state: live has no movable clock)."""
     if c.principal.env_kind == "live":
