@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -533,3 +537,70 @@ def test_a_410_stops_a_batch_sent_in_parallel(engine: sa.Engine) -> None:
         deliveries = _deliveries(engine)
         assert sum(d.attempts for d in deliveries) == len(receiver.received)
         assert {d.state for d in deliveries} == {"pending"}
+
+
+@contextmanager
+def _trickling(head: bytes, tail: bytes) -> Iterator[str]:
+    """A receiver that sends `head` at once, then `tail` a byte every 0.05 s: never long
+    enough between bytes for a single read to time out."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            try:
+                conn.sendall(head)
+                for byte in tail:
+                    if stop.is_set():
+                        return
+                    conn.sendall(bytes([byte]))
+                    time.sleep(0.05)
+            except OSError:
+                return  # the sender gave up: as it should
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hooks"
+    finally:
+        stop.set()
+        listener.close()
+
+
+STATUS = b"HTTP/1.1 200 OK\r\ncontent-length: 90\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "tail", "state", "error"),
+    [
+        (b"", STATUS + b"x" * 90, "pending", "ReadTimeout"),  # the status itself trickles
+        (STATUS, b"x" * 90, "delivered", None),  # the status at once, then the body trickles
+    ],
+)
+def test_a_trickling_answer_holds_a_sender_no_longer_than_the_timeout(
+    engine: sa.Engine, head: bytes, tail: bytes, state: str, error: str | None
+) -> None:
+    with _trickling(head, tail) as url:
+        app = new_app(engine, start=T0)
+        _endpoint(engine, app, url, ["member.enrolled"])
+        app.enroll({"member": "ann"}, T0)
+        began = time.monotonic()
+        Deliverer(engine, FakeClock(T0), threads=1, timeout_s=1.0).run_once()
+        assert time.monotonic() - began < 2.5  # the whole answer would take 6.5 s
+        [delivery] = _deliveries(engine)
+        assert delivery.state == state
+        with engine.connect() as conn:
+            [attempt] = conn.execute(sa.select(webhook_attempts)).all()
+        assert (attempt.error or "").split(":")[0] == (error or "")
+        assert 900 <= attempt.latency_ms < 2500

@@ -166,8 +166,12 @@ def line_remaining(line: Line, discount: int, refunded: int) -> int:
     kept = line.qty - refunded
     if kept <= 0:
         return 0
-    returned = round_half_up(Fraction(discount * refunded, line.qty)) if refunded else 0
-    return max(0, line.unit_amount * kept - (discount - returned))
+    return max(0, line.unit_amount * kept - (discount - taken_back(line, discount, refunded)))
+
+
+def taken_back(line: Line, discount: int, refunded: int) -> int:
+    """The part of a line's fixed discount its refunded units take with them (rule 10)."""
+    return round_half_up(Fraction(discount * refunded, line.qty)) if refunded else 0
 
 
 def evaluate(
@@ -187,18 +191,24 @@ def evaluate(
     spend = 0
     kept_units: dict[str, int] = {}
     earning: list[tuple[Line, int]] = []  # lines that can earn, with their units kept
+    returns: list[str] = []  # how refunds changed the lines that count
     for line in order.lines:
         gone = refunded.get(line.id, 0)
         kept_units[line.id] = line.qty - gone
         if line.gift_card or exclude.matches(line.sku, line.category):
             continue
         earning.append((line, line.qty - gone))
-        spend += line_remaining(line, allocation.line_discounts.get(line.id, 0), gone)
+        discount = allocation.line_discounts.get(line.id, 0)
+        spend += line_remaining(line, discount, gone)
+        if gone:
+            returns.append(_refund_note(line, discount, gone))
     fully_refunded = bool(order.lines) and all(v == 0 for v in kept_units.values())
     day = local.date()
     if fully_refunded:
-        notes.append("The order is fully refunded: it earns nothing and is no visit.")
+        visit = "its visit is withdrawn" if standing.held_visit else "is no visit"
+        notes.append(f"The order is fully refunded: it earns nothing and {visit}.")
         return Outcome(0, (), False, day, frozenset(), tuple(notes))
+    notes.extend(returns)
     notes.append(
         f"Qualifying spend is {format_money(spend)} (tax, tip, fees and excluded lines left out)."
     )
@@ -228,6 +238,12 @@ def evaluate(
         if not held and not standing.gains:
             continue
         if not _promotion_applies(promo, local, standing.tier, spend):
+            if held:  # placed time and tier are kept: only spend can have changed
+                short = spend < promo.min_spend
+                why = (
+                    f": spend is below its {format_money(promo.min_spend)} minimum" if short else ""
+                )
+                notes.append(f"Promotion {promo.id} no longer applies{why}.")
             continue
         limit = promo.limit_per_member
         if not held and limit is not None and standing.promotion_uses.get(promo.id, 0) >= limit:
@@ -243,6 +259,8 @@ def evaluate(
         if points > 0:
             used.add(promo.id)
             awards.append(Award(f"promotion:{promo.id}", points, text))
+        elif held:
+            notes.append(f"Promotion {promo.id} no longer gives points: 0 bonus points on {base}.")
     awards.extend(_item_bonuses(program, earning))
     if sum(award.points for award in awards) > MAX_ORDER_POINTS:
         # InvalidInput, not OrderFormatError: the services turn only this one into 422 here,
@@ -287,14 +305,35 @@ def _item_bonuses(program: Program, earning: Sequence[tuple[Line, int]]) -> list
     return awards
 
 
+def _refund_note(line: Line, discount: int, refunded: int) -> str:
+    text = f"Line {line.id}: {refunded} of {line.qty} units refunded"
+    if not discount:
+        return f"{text}."
+    back = taken_back(line, discount, refunded)
+    return (
+        f"{text}, taking back {format_money(back)} of its {format_money(discount)} discount"
+        f" ({format_money(discount - back)} stays on the units kept)."
+    )
+
+
 def _is_visit(program: Program, spend: int, standing: Standing, notes: list[str]) -> bool:
+    """A re-evaluation keeps a held visit while its spend qualifies, and a refund gains none:
+    either way the sentence says which, so a visit kept or withdrawn is explained too."""
     rule = program.visits
+    minimum = format_money(rule.min_spend)
     if spend < rule.min_spend:
-        notes.append(f"No visit: spend is below the {format_money(rule.min_spend)} minimum.")
+        if standing.held_visit:
+            notes.append(f"The visit is withdrawn: spend is now below the {minimum} minimum.")
+        else:
+            notes.append(f"No visit: spend is below the {minimum} minimum.")
         return False
     if standing.held_visit:
+        notes.append(
+            f"The order is still a visit: {format_money(spend)} reaches the {minimum} minimum."
+        )
         return True
     if not standing.gains:
+        notes.append("No visit: the order was not one, and a refund can not make it one.")
         return False
     if rule.max_per_day is not None and standing.other_visits_that_day >= rule.max_per_day:
         notes.append(f"No visit: {rule.max_per_day} visit(s) already counted that day.")

@@ -251,7 +251,7 @@ def refund(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     standing = _standing(
         uow, program, row, held=previous.promotions, held_visit=previous.visit, gains=False
     )
-    allocation = _fixed_allocation(row)
+    allocation = _fixed_allocation(uow, program, row, order)
     outcome = evaluate(program, order, allocation, standing, refunded)
     uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(refunded=refunded))
     _apply_change(uow, _find(uow, row.external_id), outcome, now)
@@ -524,8 +524,22 @@ def _allocate(program: Program, order: Order, definitions: list[Reward]) -> Allo
         raise InvalidInput(str(exc)) from exc
 
 
-def _fixed_allocation(row: Any) -> Allocation:
-    return Allocation(line_discounts=dict(row.line_discounts or {}))
+def _fixed_allocation(uow: UnitOfWork, program: Program, row: Any, order: Order) -> Allocation:
+    """The discounts fixed at close or at the last edit, which refunds never move (rule 10).
+    Allocating again gives its sentences: the same order and rewards give the same discounts.
+    Should it not (rows fixed by older code), the fixed figures stand and are listed as such."""
+    fixed = dict(row.line_discounts or {})
+    try:
+        again = allocate(
+            program, order, rewards.definitions(program, rewards.of_order(uow, row.id))
+        )
+    except (RewardMatchesNothing, InvalidInput):
+        again = None
+    if again is not None and dict(again.line_discounts) == fixed:
+        return again
+    listed = ", ".join(f"{line} {format_money(cents)}" for line, cents in fixed.items() if cents)
+    notes = (f"Discounts fixed earlier stay on the lines: {listed}.",) if listed else ()
+    return Allocation(line_discounts=fixed, explanations=notes)
 
 
 _INSERT_LOT = sa.insert(lots)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import httpcore
-import httpx
 
 from punchcard.services.addresses import Resolver, is_public, resolve
+from punchcard.worker.deadline import Transport
 
 
 class PublicOnly(httpcore.SyncBackend):
@@ -53,19 +53,8 @@ class PublicOnly(httpcore.SyncBackend):
         raise error
 
 
-class PublicOnlyTransport(httpx.HTTPTransport):
-    """httpx's own transport, its connection pool given the checking backend.
-
-    httpx 0.28 takes no network backend, so the pool it built is replaced with one made
-    the same way (the client's defaults), plus the backend.
-    """
+class PublicOnlyTransport(Transport):
+    """The webhook transport (see `deadline`) with the checking backend."""
 
     def __init__(self, backend: httpcore.NetworkBackend | None = None) -> None:
-        super().__init__()
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
-            network_backend=backend or PublicOnly(),
-        )
+        super().__init__(backend or PublicOnly())
