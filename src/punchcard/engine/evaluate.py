@@ -205,8 +205,8 @@ def evaluate(
     fully_refunded = bool(order.lines) and all(v == 0 for v in kept_units.values())
     day = local.date()
     if fully_refunded:
-        visit = "its visit is withdrawn" if standing.held_visit else "is no visit"
-        notes.append(f"The order is fully refunded: it earns nothing and {visit}.")
+        ending = "its visit is withdrawn" if standing.held_visit else "is no visit"
+        notes.append(f"The order is fully refunded: it earns nothing and {ending}.")
         return Outcome(0, (), False, day, frozenset(), tuple(notes))
     notes.extend(returns)
     notes.append(
@@ -238,12 +238,11 @@ def evaluate(
         if not held and not standing.gains:
             continue
         if not _promotion_applies(promo, local, standing.tier, spend):
-            if held:  # placed time and tier are kept: only spend can have changed
-                short = spend < promo.min_spend
-                why = (
-                    f": spend is below its {format_money(promo.min_spend)} minimum" if short else ""
+            if held:  # placed time, tier and version are kept: only spend can have changed
+                minimum = format_money(promo.min_spend)
+                notes.append(
+                    f"Promotion {promo.id} no longer applies: spend is below its {minimum} minimum."
                 )
-                notes.append(f"Promotion {promo.id} no longer applies{why}.")
             continue
         limit = promo.limit_per_member
         if not held and limit is not None and standing.promotion_uses.get(promo.id, 0) >= limit:
