@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from punchcard.ledger.entries import EARNED
+from punchcard.ledger.store import snapshot
+from punchcard.store.database import reading
 from punchcard.store.tables import (
+    environments,
     holds,
     ledger_accounts,
     ledger_postings,
@@ -25,7 +29,9 @@ from punchcard.store.tables import (
     webhook_messages,
 )
 
-STUCK_AFTER = timedelta(minutes=5)  # due work older than this, with workers running, is stuck
+# Due work or an event older than this in its environment's own time, with workers running,
+# is stuck: a worker's round is 0.2 s, a crashed worker's lease lapses after 30 s.
+STUCK_AFTER = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -155,17 +161,45 @@ def _lots_match_balances(conn: sa.Connection, _now: datetime) -> tuple[int, list
     return len(balances), bad
 
 
-def _orders_accrued_once(conn: sa.Connection, _now: datetime) -> tuple[int, list[str]]:
-    """A posted order's earnings less its clawbacks never exceed what it posted, and an order
-    that posted points has exactly one first earning (posted once, never twice)."""
-    earned = (
+def _orders_points_on_ledger(conn: sa.Connection, _now: datetime) -> tuple[int, list[str]]:
+    """Exact in every legal history: the points the ledger moved to an order's member under
+    the order's reference (earnings less clawbacks), less what `clamp` dropped from its
+    clawbacks (rule 11; recorded only in the points.reversed events, written in the same
+    transaction), are what the order has posted. Debts, transfers and expiry carry other
+    references, so they never enter; an order's points only ever move between `earned` and
+    its member."""
+    member = "member:" + sa.cast(orders.c.member_id, sa.String)
+    elsewhere = sa.case((ledger_accounts.c.name.in_([member, EARNED]), 0), else_=1)
+    moved = (
         sa.select(
-            ledger_transactions.c.env_id,
-            ledger_transactions.c.reference,
-            sa.func.sum(sa.case((ledger_transactions.c.kind == "earn", 1), else_=0)).label("earns"),
+            orders.c.id,
+            sa.func.sum(
+                sa.case((ledger_accounts.c.name == member, ledger_postings.c.amount), else_=0)
+            ).label("points"),
+            sa.func.sum(elsewhere).label("stray"),
         )
-        .where(ledger_transactions.c.reference.like("order:%"))
-        .group_by(ledger_transactions.c.env_id, ledger_transactions.c.reference)
+        .join(
+            ledger_transactions,
+            sa.and_(
+                ledger_transactions.c.env_id == orders.c.env_id,
+                ledger_transactions.c.reference == "order:" + orders.c.external_id,
+                ledger_transactions.c.asset.like("points:%"),
+            ),
+        )
+        .join(ledger_postings, ledger_postings.c.transaction_id == ledger_transactions.c.id)
+        .join(ledger_accounts, ledger_accounts.c.id == ledger_postings.c.account_id)
+        .group_by(orders.c.id)
+        .subquery()
+    )
+    order_ref = outbox.c.payload["order"].as_string()
+    dropped = (
+        sa.select(
+            outbox.c.env_id,
+            order_ref.label("order_ref"),
+            sa.func.sum(outbox.c.payload["dropped"].as_integer()).label("points"),
+        )
+        .where(outbox.c.type == "points.reversed")
+        .group_by(outbox.c.env_id, order_ref)
         .subquery()
     )
     rows = conn.execute(
@@ -173,30 +207,43 @@ def _orders_accrued_once(conn: sa.Connection, _now: datetime) -> tuple[int, list
             orders.c.external_id,
             orders.c.post_state,
             orders.c.posted_points,
-            orders.c.state,
-            earned.c.earns,
+            sa.func.coalesce(moved.c.points, 0).label("moved"),
+            sa.func.coalesce(moved.c.stray, 0).label("stray"),
+            sa.func.coalesce(dropped.c.points, 0).label("dropped"),
         )
+        .outerjoin(moved, moved.c.id == orders.c.id)
         .outerjoin(
-            earned,
+            dropped,
             sa.and_(
-                earned.c.env_id == orders.c.env_id,
-                earned.c.reference == "order:" + orders.c.external_id,
+                dropped.c.env_id == orders.c.env_id, dropped.c.order_ref == orders.c.external_id
             ),
         )
-        .where(orders.c.post_state == "posted")
     ).all()
-    bad = [
-        f"order {r.external_id} posted {r.posted_points} points but has no earning"
-        for r in rows
-        if r.posted_points > 0 and not r.earns
-    ]
+    bad = []
+    for r in rows:
+        posted = r.posted_points if r.post_state == "posted" else 0
+        if r.stray:
+            bad.append(f"order {r.external_id} moves points on an account not its member's")
+        elif r.posted_points != posted or r.dropped < 0 or r.moved - r.dropped != posted:
+            bad.append(
+                f"order {r.external_id} has posted_points {r.posted_points} ({r.post_state});"
+                f" the ledger moved {r.moved} for it and clamp dropped {r.dropped}"
+            )
     return len(rows), bad
 
 
+def _own_nows(conn: sa.Connection, now: datetime) -> dict[str, datetime]:
+    """Each environment's own now, by `environment_now`'s rule (a sandbox's clock, else the
+    system clock), for all of them in one query: due times and event times are in it."""
+    rows = conn.execute(sa.select(environments.c.id, environments.c.clock)).all()
+    return {r.id: (r.clock or now).astimezone(UTC) for r in rows}
+
+
 def _outbox_published(conn: sa.Connection, now: datetime) -> tuple[int, list[str]]:
-    late = conn.execute(
-        sa.select(outbox.c.id, outbox.c.type).where(
-            outbox.c.published_at.is_(None), outbox.c.created_at < now - STUCK_AFTER
+    nows = _own_nows(conn, now)
+    waiting = conn.execute(
+        sa.select(outbox.c.id, outbox.c.env_id, outbox.c.type, outbox.c.created_at).where(
+            outbox.c.published_at.is_(None)
         )
     ).all()
     unmatched = conn.execute(
@@ -205,21 +252,27 @@ def _outbox_published(conn: sa.Connection, now: datetime) -> tuple[int, list[str
         .where(outbox.c.published_at.is_not(None), webhook_messages.c.id.is_(None))
     ).all()
     total = conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one()
+    late = [r for r in waiting if r.created_at < nows[r.env_id] - STUCK_AFTER]
     return total, [f"event {r.id} ({r.type}) not published after 5 minutes" for r in late] + [
         f"event {r.id} published without a message" for r in unmatched
     ]
 
 
 def _no_stuck_postings(conn: sa.Connection, now: datetime) -> tuple[int, list[str]]:
+    """Judged by each environment's own now: a sandbox whose clock is behind has orders due
+    in its future, not stuck. A deleted sandbox's due work is never done, by design."""
+    nows = _own_nows(conn, now)
     rows = conn.execute(
-        sa.select(orders.c.external_id, orders.c.due_at).where(
-            orders.c.post_state == "pending", orders.c.due_at < now - STUCK_AFTER
-        )
+        sa.select(orders.c.env_id, orders.c.external_id, orders.c.due_at)
+        .join(environments, environments.c.id == orders.c.env_id)
+        .where(orders.c.post_state == "pending", environments.c.deleted_at.is_(None))
     ).all()
-    pending = conn.execute(
-        sa.select(sa.func.count()).select_from(orders).where(orders.c.post_state == "pending")
-    ).scalar_one()
-    return pending, [f"order {r.external_id} was due at {r.due_at.isoformat()}" for r in rows]
+    return len(rows), [
+        f"order {r.external_id} was due at {r.due_at.isoformat()},"
+        f" its environment's now is {nows[r.env_id].isoformat()}"
+        for r in rows
+        if r.due_at < nows[r.env_id] - STUCK_AFTER
+    ]
 
 
 CHECKS: list[tuple[str, Callable[[sa.Connection, datetime], tuple[int, list[str]]]]] = [
@@ -229,15 +282,17 @@ CHECKS: list[tuple[str, Callable[[sa.Connection, datetime], tuple[int, list[str]
     ("every transfer moves value between two cards or two members", _transfers_between_peers),
     ("every hold resolved at most once, its money where its state says", _holds_resolved_once),
     ("points lots match posted balances", _lots_match_balances),
-    ("every posted order earned exactly once", _orders_accrued_once),
+    ("every order's points on the ledger equal what it posted", _orders_points_on_ledger),
     ("every committed event published as a webhook message", _outbox_published),
     ("no posting stuck past its time", _no_stuck_postings),
 ]
 
 
 def run_audit(engine: sa.Engine, now: datetime) -> list[Finding]:
-    """All checks in one read-only snapshot (where the database offers one)."""
-    with engine.connect() as conn:
+    """All checks in one read-only snapshot, taking no write lock: they compare tables that
+    live traffic changes together."""
+    with reading(engine) as conn:
+        snapshot(conn)
         findings = []
         for name, check in CHECKS:
             checked, violations = check(conn, now)

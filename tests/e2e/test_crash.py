@@ -227,7 +227,7 @@ def test_nothing_is_lost_or_counted_twice_while_processes_and_postgres_crash(
                 }
             assert cards == expected
             findings = run_audit(engine, SystemClock().now())
-            assert [(f.name, f.violations[:3]) for f in findings if f.violations] == []
+            assert [(f.check, f.violations[:3]) for f in findings if f.violations] == []
             audit = subprocess.run(
                 [PUNCHCARD, "audit", "--database", cluster.url], capture_output=True, text=True, timeout=120
             )  # fmt: skip
