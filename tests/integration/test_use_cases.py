@@ -81,15 +81,16 @@ def test_a_failing_use_case_changes_nothing(engine: sa.Engine) -> None:
 
 def test_running_due_work_twice_changes_nothing(engine: sa.Engine) -> None:
     app = new_app(engine)
-    app.enroll({"member": "ann"}, START)
-    for i in range(3):
-        app.place_order(burritos(f"o{i}", "ann"), START + timedelta(minutes=i))
+    names = ["ann", "bob", "cy"]  # one order each: a member's next order would post the last
+    for i, name in enumerate(names):
+        app.enroll({"member": name}, START)
+        app.place_order(burritos(f"o{i}", name), START + timedelta(minutes=i))
     later = START + timedelta(hours=1)
     assert app.run_due(later) == 3
     first = _snapshot(engine)
     assert app.run_due(later) == 0
     assert _snapshot(engine) == first
-    assert app.member("ann", later).posted == 300
+    assert [app.member(name, later).posted for name in names] == [100, 100, 100]
 
 
 def test_every_ledger_transaction_sums_to_zero_after_a_busy_day(engine: sa.Engine) -> None:

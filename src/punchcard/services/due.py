@@ -97,7 +97,7 @@ def run_due(new_uow: UowFactory, now: datetime) -> int:
         if times[-1] == moment and not (others and min(others) <= moment):
             done += _post_group(new_uow, now, min(others) if others else None)
             continue
-        for (find, work), due in zip(_KINDS, times, strict=True):
+        for (find, work), due in zip(_kinds(), times, strict=True):
             # A kind with nothing due at this moment is skipped; if an earlier kind's work makes
             # something of it due now, the next pass (at this same moment) finds it.
             if due is None or due > moment:
@@ -305,13 +305,95 @@ _LOCK_MEMBERS_OF_ORDERS = (
     .with_for_update()
 )
 
-_KINDS: list[
+
+def _kinds() -> list[
     tuple[Callable[[UnitOfWork, datetime], list[int]], Callable[[UnitOfWork, int, datetime], None]]
-] = [
-    (_windows_due, _roll_window),
-    (_lots_due, points.expire_due_lots),
-    (_inactive_due, points.expire_inactive),
-    (_rewards_due, _expire_reward),
-    (_holds_due, gift_cards.release_expired),
-    (_postings_due, orders.post),
-]
+]:
+    """Each kind of due work, in the order rule 14 does them at one moment. Looked up when
+    used: the services that call `catch_up` are imported by this module."""
+    return [
+        (_windows_due, _roll_window),
+        (_lots_due, points.expire_due_lots),
+        (_inactive_due, points.expire_inactive),
+        (_rewards_due, _expire_reward),
+        (_holds_due, gift_cards.release_expired),
+        (_postings_due, orders.post),
+    ]
+
+
+_B_MEMBER: sa.BindParameter[int] = sa.bindparam("b_member", type_=sa.Integer)
+_B_NOW = sa.bindparam("b_now", type_=UtcDateTime)
+_MEMBER_DUE = sa.select(  # one member's earliest due time of each kind, in one round trip
+    sa.select(members.c.window_end)
+    .where(members.c.id == _B_MEMBER, members.c.window_end <= _B_NOW)
+    .scalar_subquery(),
+    sa.select(sa.func.min(lots.c.expires_at))
+    .where(lots.c.member_id == _B_MEMBER, lots.c.state == "posted", lots.c.expires_at <= _B_NOW)
+    .scalar_subquery(),
+    sa.select(members.c.inactivity_due_at)
+    .where(members.c.id == _B_MEMBER, members.c.inactivity_due_at <= _B_NOW)
+    .scalar_subquery(),
+    sa.select(sa.func.min(rewards.c.expires_at))
+    .where(
+        rewards.c.member_id == _B_MEMBER,
+        rewards.c.state == "available",
+        rewards.c.expires_at <= _B_NOW,
+    )
+    .scalar_subquery(),
+    sa.select(sa.func.min(orders_table.c.due_at))
+    .where(
+        orders_table.c.member_id == _B_MEMBER,
+        orders_table.c.post_state == "pending",
+        orders_table.c.due_at <= _B_NOW,
+    )
+    .scalar_subquery(),
+)
+_B_AT = sa.bindparam("b_at", type_=UtcDateTime)
+_MEMBER_REWARDS_LAPSING = (
+    sa.select(rewards.c.id)
+    .where(
+        rewards.c.member_id == _B_MEMBER,
+        rewards.c.state == "available",
+        rewards.c.expires_at == _B_AT,
+    )
+    .order_by(rewards.c.id)
+)
+_MEMBER_POSTINGS_DUE = (
+    sa.select(orders_table.c.id)
+    .where(
+        orders_table.c.member_id == _B_MEMBER,
+        orders_table.c.post_state == "pending",
+        orders_table.c.due_at == _B_AT,
+    )
+    .order_by(orders_table.c.close_seq)
+)
+
+
+def catch_up(uow: UnitOfWork, member_id: int, now: datetime) -> bool:
+    """Rule 14 for one member, before a request changes it: the member's work due at or
+    before `now` (its tier window, its lots and inactive balance expiring, its rewards
+    lapsing, its orders posting) is done first, in time order, even when the worker is
+    behind; the worker then finds it done. The caller holds the member's lock. True when
+    anything was done (the member's row changed: read it again). A gift card hold belongs
+    to no member: it is refused from its expiry on instead (gift_cards)."""
+    done = False
+    while True:
+        times = uow.conn.execute(_MEMBER_DUE, {"b_member": member_id, "b_now": now}).one()
+        if all(t is None for t in times):
+            return done
+        moment = min(t for t in times if t is not None)
+        window, lot, inactive, reward, posting = times
+        if window == moment:
+            _roll_window(uow, member_id, moment)
+        if lot == moment:
+            points.expire_due_lots(uow, member_id, moment)
+        if inactive == moment:
+            points.expire_inactive(uow, member_id, moment)
+        found = {"b_member": member_id, "b_at": moment}
+        if reward == moment:
+            for reward_id in uow.conn.execute(_MEMBER_REWARDS_LAPSING, found).scalars().all():
+                _expire_reward(uow, reward_id, moment)
+        if posting == moment:
+            for order_id in uow.conn.execute(_MEMBER_POSTINGS_DUE, found).scalars().all():
+                orders.post(uow, order_id, moment)
+        done = True

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from punchcard.engine.members import window_bounds
 from punchcard.engine.programs import Program
 from punchcard.errors import InsufficientPoints, InvalidInput, InvalidState, NotFound
-from punchcard.services import points
-from punchcard.services.context import load_member, member_by_id, record_tier, version_at
+from punchcard.services import due, points
+from punchcard.services.context import load_member, record_tier, version_at
 from punchcard.services.inputs import as_name
 from punchcard.store.tables import lots, members, orders, outbox, rewards
 from punchcard.store.uow import Event, UnitOfWork
@@ -109,8 +109,8 @@ def transfer_points(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> 
             sa.select(members.c.id).where(members.c.id == member_id).with_for_update()
         ).one()
     program = version_at(uow, now).program
-    # Expired points are not sent, due work or not (the receiver's do not matter here).
-    points.expire_due(uow, member_by_id(uow, found[source]), now)
+    for member_id in sorted(found.values()):  # both: the receiver's overdue expiry too
+        due.catch_up(uow, member_id, now)  # expired points are not sent, due work or not
     available = max(0, points.posted_balance(uow, program, found[source]))
     if available < amount:
         raise InsufficientPoints(

@@ -34,7 +34,7 @@ from punchcard.engine.orders import (
 from punchcard.engine.programs import Program, Reward
 from punchcard.errors import InvalidInput, InvalidState, NotFound
 from punchcard.lifecycle.machines import ORDER, POINTS_LOT, THRESHOLD, tier_machine
-from punchcard.services import points, rewards
+from punchcard.services import due, points, rewards
 from punchcard.services.context import (
     load_member,
     member_by_id,
@@ -64,6 +64,8 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
     """Place an order, open or (the default) closed at once; returns its view."""
     order, member_ref, status, refs = _parse_new(data, now)
     member = load_member(uow, member_ref)
+    if due.catch_up(uow, member.id, now):  # rule 14: what fell due before it is done first
+        member = load_member(uow, member_ref)
     version = version_at(uow, order.at)
     taken = InvalidState(f"order id {order.id!r} is taken")
     if refs:
@@ -101,7 +103,7 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
 
 
 def close(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
-    row, _ = _locked(uow, data)
+    row, _ = _locked(uow, data, now)
     _close(uow, row, now)
 
 
@@ -162,7 +164,7 @@ def edit(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     except OrderFormatError as exc:
         raise InvalidInput(str(exc)) from exc
     refs = _reward_refs(data) if "rewards" in data else None
-    row, member = _locked(uow, data)
+    row, member = _locked(uow, data, now)
     order = order_from_row(row).with_parts(**parts)
     try:
         check_order(order, "edit")
@@ -229,7 +231,7 @@ def refund(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
                     f"refund.lines[{i}].qty: {qty!r} is not a positive whole quantity"
                 )
             wanted[str(item["line"])] = wanted.get(str(item["line"]), 0) + qty
-    row, _ = _locked(uow, data)
+    row, _ = _locked(uow, data, now)
     order = order_from_row(row)
     for line_id in wanted:
         if line_id not in order.line_index:
@@ -262,7 +264,7 @@ def refund(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
 
 def void(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     """Void an order: open, its rewards are released; closed, it is reversed whole."""
-    row, _ = _locked(uow, data)
+    row, _ = _locked(uow, data, now)
     voided = ORDER.target(row.state, "void", row.external_id)
     held = rewards.of_order(uow, row.id)
     if row.state == "closed":
@@ -580,14 +582,17 @@ _LOCK_MEMBER_OF_REF = (
 )
 
 
-def _locked(uow: UnitOfWork, data: Mapping[str, Any]) -> tuple[Any, Any]:
-    """The order `data` names and its member: the member's lock first, then the order as it
-    is under that lock. Read before the lock, a request that waited for it would act on the
-    order as it was before the request ahead of it (a void and a close both succeeding)."""
+def _locked(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> tuple[Any, Any]:
+    """The order `data` names and its member: the member's lock first, the member's due
+    work up to `now` (rule 14), then the order as it is after both. Read before the lock, a
+    request that waited for it would act on the order as it was before the request ahead
+    of it (a void and a close both succeeding)."""
     ref = as_name(data.get("order"), "order")
     member = uow.conn.execute(_LOCK_MEMBER_OF_REF, {"b_env": uow.env_id, "b_ref": ref}).first()
     if member is None:
         raise NotFound(f"no order {ref!r}")
+    if due.catch_up(uow, member.id, now):
+        member = uow.conn.execute(_LOCK_MEMBER_OF_REF, {"b_env": uow.env_id, "b_ref": ref}).one()
     return _find(uow, ref), member  # it exists: its member was found through it
 
 

@@ -310,29 +310,3 @@ def expire_inactive(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
     uow.conn.execute(
         sa.update(members).where(members.c.id == member_id).values(inactivity_due_at=None)
     )
-
-
-_EXPIRING_BY = (
-    sa.select(lots.c.expires_at)
-    .where(
-        lots.c.member_id == sa.bindparam("b_member"),
-        lots.c.state == "posted",
-        lots.c.expires_at <= sa.bindparam("b_now", type_=lots.c.expires_at.type),
-    )
-    .distinct()
-)
-
-
-def expire_due(uow: UnitOfWork, member: Any, now: datetime) -> None:
-    """Rule 14 before points are spent or sent: what expired at or before `now` is expired
-    first, each at its own time and in the due work's order (lots, then inactivity), even
-    if the worker has not come to it yet, so points are never used after they expired.
-    `member` is the locked member's row."""
-    lot_times = set(uow.conn.execute(_EXPIRING_BY, {"b_member": member.id, "b_now": now}).scalars())
-    inactive = member.inactivity_due_at
-    due = {inactive} if inactive is not None and inactive <= now else set()
-    for moment in sorted(lot_times | due):
-        if moment in lot_times:
-            expire_due_lots(uow, member.id, moment)
-        if moment in due:
-            expire_inactive(uow, member.id, moment)

@@ -17,7 +17,7 @@ from punchcard.errors import (
     RewardUnavailable,
 )
 from punchcard.lifecycle.machines import REWARD
-from punchcard.services import points
+from punchcard.services import due, points
 from punchcard.services.context import load_member, version_at
 from punchcard.services.inputs import as_name
 from punchcard.store.tables import rewards
@@ -75,7 +75,7 @@ def redeem(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> int:
         raise InvalidState(f"reward alias {alias!r} is taken")
     if definition.cost is None:
         raise RewardUnavailable(f"reward {reward_id} is only earned, not redeemed")
-    points.expire_due(uow, member, now)  # expired points are not spent, due work or not
+    due.catch_up(uow, member.id, now)  # expired points are not spent, due work or not
     balance = points.posted_balance(uow, program, member.id)
     if max(0, balance) < definition.cost:
         raise InsufficientPoints(

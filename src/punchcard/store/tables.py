@@ -200,6 +200,7 @@ orders = sa.Table(
     sa.UniqueConstraint("env_id", "external_id"),
     sa.Index(None, "env_id", "post_state", "due_at"),
     sa.Index(None, "member_id", "visit_day"),
+    sa.Index(None, "member_id", "post_state", "due_at"),  # a member's catch-up (0008)
 )
 
 promotion_uses = sa.Table(

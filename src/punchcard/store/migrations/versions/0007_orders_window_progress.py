@@ -5,6 +5,9 @@ a gain from an edit counted in the window current at the edit; an edit up and ba
 in a later window left the gain in that window for good. Each order now keeps what it has
 added to the window it last added to, and takes back no more than that.
 
+Progress already inflated before this migration stays as it is (what each order added
+to a window was not kept); the backfill rewrites every posted order once.
+
 Revision ID: 0007
 Revises: 0006
 """

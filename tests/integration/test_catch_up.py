@@ -1,0 +1,140 @@
+"""A request that changes a member first does the member's due work up to its time (rule
+14), so what it does is the same whether the worker is on time or behind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from punchcard.ledger.lots import add_months
+from punchcard.services.loyalty import Loyalty
+from punchcard.store.tables import members, outbox
+
+from .helpers import START, burritos, new_app
+
+PROGRAM = """
+program: expiring
+name: Expiring
+currency: USD
+timezone: America/Chicago
+earn: {points_per_unit: 10, accrual_delay: ACCRUAL}
+expiry: EXPIRY
+rewards:
+  - {id: five-off, cost: 200, valid_days: 30, discount: {amount_off: "5.00"}}
+"""
+WINDOWS = """
+program: window-edits
+name: Window Edits
+currency: USD
+timezone: America/Chicago
+earn: {points_per_unit: 10, accrual_delay: PT0S}
+tiers:
+  metric: points
+  window: calendar_year
+  levels:
+    - {id: member, threshold: 0}
+    - {id: gold, threshold: 1000, multiplier: 1.25}
+"""
+CST = timezone(timedelta(hours=-6))
+
+
+def _program(expiry: str, accrual: str = "PT0S") -> str:
+    return PROGRAM.replace("EXPIRY", expiry).replace("ACCRUAL", accrual)
+
+
+@pytest.fixture
+def make(engine: sa.Engine) -> Callable[[str, datetime], Loyalty]:
+    return lambda program, start=START: new_app(engine, program, start=start)
+
+
+def test_an_order_due_to_post_before_an_inactivity_expiry_keeps_the_balance(
+    make: Callable[..., Loyalty],
+) -> None:
+    """o2 posts on day 30 and restarts the 30-day clock: nothing expires on day 31."""
+    for on_time in (True, False):
+        app = make(_program("{inactivity_days: 30}", accrual="P1D"))
+        app.enroll({"member": "ann"}, START)
+        app.place_order(burritos("o1", "ann", qty=3), START)  # posts on day 1
+        app.run_due(START + timedelta(days=1))
+        app.place_order(burritos("o2", "ann", qty=1), START + timedelta(days=29))  # day 30
+        later = START + timedelta(days=32)
+        if on_time:
+            app.run_due(later)
+        app.redeem({"member": "ann", "reward": "five-off"}, later)
+        assert app.member("ann", later).posted == 200, on_time
+
+
+def test_a_refund_claws_back_after_the_expiry_before_it(make: Callable[..., Loyalty]) -> None:
+    """o1's 300 expired a month on; refunding o1 then leaves a debt of 200 (o2's 100 taken
+    first, the rest owed), worker on time or not."""
+    expired = add_months(START, 1, ZoneInfo("America/Chicago"))
+    for on_time in (True, False):
+        app = make(_program("{months_after_earn: 1}"))
+        app.enroll({"member": "ann"}, START)
+        app.place_order(burritos("o1", "ann", qty=3), START)
+        app.place_order(burritos("o2", "ann", qty=1), START + timedelta(days=20))
+        later = expired + timedelta(seconds=1)
+        app.run_due(later if on_time else START + timedelta(days=20))
+        app.refund_order({"order": "o1", "all": True}, later)
+        assert app.member("ann", later).posted == -200, on_time
+
+
+def test_an_edit_in_a_new_year_counts_in_the_new_year(
+    engine: sa.Engine, make: Callable[..., Loyalty]
+) -> None:
+    """900 in 2026; an edit on 2 January 2027 adds 200, to 2027's progress, not 2026's
+    (which would have made her gold for 2027)."""
+    start = datetime(2026, 12, 30, 12, tzinfo=CST)
+    for on_time in (True, False):
+        app = make(WINDOWS, start)
+        app.enroll({"member": "ann"}, start)
+        app.place_order(burritos("o1", "ann", qty=9), start)
+        app.run_due(start)
+        later = datetime(2027, 1, 2, 12, tzinfo=CST)
+        if on_time:
+            app.run_due(later)
+        edited = [
+            {"id": "l1", "sku": "BURR", "category": "burrito", "qty": 11, "unit_price": "10.00"}
+        ]
+        app.edit_order({"order": "o1", "lines": edited}, later)
+        app.run_due(later)
+        with engine.connect() as conn:
+            tier, progress = conn.execute(
+                sa.select(members.c.tier, members.c.progress).where(members.c.env_id == app.env_id)
+            ).one()
+        assert (tier, progress, app.member("ann", later).posted) == ("member", 200, 1100)
+
+
+def test_points_sent_to_a_member_past_its_inactivity_expiry_are_kept(
+    engine: sa.Engine, make: Callable[..., Loyalty]
+) -> None:
+    """Bob's 100 expired on day 30; the 300 ann sends on day 31 start his clock again and
+    stay, instead of being swept by an expiry dated before they came."""
+    for on_time in (True, False):
+        app = make(_program("{inactivity_days: 30}"))
+        for name in ("ann", "bob"):
+            app.enroll({"member": name}, START)
+        app.place_order(burritos("o1", "ann", qty=3), START)
+        app.place_order(burritos("o2", "bob", qty=1), START)
+        active = START + timedelta(days=20)
+        app.place_order(burritos("o3", "ann", qty=1), active)
+        app.run_due(active)
+        later = START + timedelta(days=31)
+        if on_time:
+            app.run_due(later)
+        app.transfer_points({"member": "ann", "to": "bob", "points": 300}, later)
+        app.run_due(later)
+        assert app.member("bob", later).posted == 300, on_time
+        with engine.connect() as conn:
+            expired = conn.execute(
+                sa.select(outbox.c.created_at, outbox.c.payload)
+                .join(members, members.c.id == outbox.c.member_id)
+                .where(members.c.env_id == app.env_id, outbox.c.type == "points.expired")
+            ).all()
+        assert [(e.created_at, e.payload["points"]) for e in expired] == [
+            (START + timedelta(days=30), 100)
+        ]
