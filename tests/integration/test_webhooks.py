@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import threading
@@ -604,3 +605,20 @@ def test_a_trickling_answer_holds_a_sender_no_longer_than_the_timeout(
             [attempt] = conn.execute(sa.select(webhook_attempts)).all()
         assert (attempt.error or "").split(":")[0] == (error or "")
         assert 900 <= attempt.latency_ms < 2500
+
+
+def test_a_compressed_answer_is_not_inflated(engine: sa.Engine) -> None:
+    """5 MB of zeros gzip to 5 kB: the deliverer asks for no compression, and keeps the
+    first 300 bytes as they came even when a receiver compresses anyway."""
+    squeezed = gzip.compress(b"0" * 5_000_000)
+    reply = Reply(200, headers={"content-encoding": "gzip"}, body=squeezed)
+    with receiving(reply) as receiver:
+        app = new_app(engine, start=T0)
+        _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        app.enroll({"member": "ann"}, T0)
+        Deliverer(engine, FakeClock(T0), threads=1).run_once()
+        assert receiver.received[0].headers["accept-encoding"] == "identity"
+        with engine.connect() as conn:
+            [excerpt] = conn.execute(sa.select(webhook_attempts.c.response_excerpt)).scalars()
+        assert excerpt == squeezed[:300].decode("utf-8", "replace").replace("\x00", "\ufffd")
+        assert [d.state for d in _deliveries(engine)] == ["delivered"]

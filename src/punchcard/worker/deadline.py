@@ -30,7 +30,8 @@ def within(seconds: float) -> Iterator[None]:
         _local.at = None
 
 
-def _left(timeout: float | None, late: type[Exception]) -> float | None:
+def time_left(timeout: float | None, late: type[Exception]) -> float | None:
+    """`timeout`, or less: what is left of this thread's deadline (`late` when none is)."""
     at: float | None = getattr(_local, "at", None)
     if at is None:
         return timeout
@@ -45,10 +46,10 @@ class _Stream(httpcore.NetworkStream):
         self.inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self.inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+        return self.inner.read(max_bytes, time_left(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self.inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+        self.inner.write(buffer, time_left(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
         self.inner.close()
@@ -56,7 +57,7 @@ class _Stream(httpcore.NetworkStream):
     def start_tls(
         self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.NetworkStream:
-        left = _left(timeout, httpcore.ConnectTimeout)
+        left = time_left(timeout, httpcore.ConnectTimeout)
         return _Stream(self.inner.start_tls(ssl_context, server_hostname, left))
 
     def get_extra_info(self, info: str) -> Any:
@@ -77,7 +78,7 @@ class Deadlined(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        left = _left(timeout, httpcore.ConnectTimeout)
+        left = time_left(timeout, httpcore.ConnectTimeout)
         return _Stream(self.inner.connect_tcp(host, port, left, local_address, socket_options))
 
     def sleep(self, seconds: float) -> None:

@@ -129,13 +129,19 @@ def _excerpt(response: httpx.Response) -> str:
     status is in, and the body is only ever kept as this excerpt."""
     data = b""
     try:
-        for chunk in response.iter_bytes():
+        for chunk in response.iter_raw():  # as sent: never inflated past the excerpt
             data += chunk
             if len(data) >= EXCERPT:
                 break
     except httpx.TimeoutException:
         pass
-    return data[:EXCERPT].decode("utf-8", "replace")
+    return _storable(data[:EXCERPT].decode("utf-8", "replace"))
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text holds no NUL: one in an answer (or an error naming a URL) would fail
+    the record of its attempt, and the message would be sent again for ever."""
+    return text.replace("\x00", "\ufffd")
 
 
 @dataclass(frozen=True)
@@ -350,11 +356,11 @@ class Deliverer:
             ):
                 excerpt = _excerpt(response)
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:EXCERPT]
-        except Exception as exc:  # a URL httpx can not use (a bad IDNA name, a control
-            # character): the endpoint's fault, so an attempt that fails and is retried
+            error = _storable(f"{type(exc).__name__}: {exc}"[:EXCERPT])
+        except (httpx.InvalidURL, UnicodeError) as exc:  # a URL httpx can not use (a bad
+            # IDNA name, a control character): the endpoint's fault, an attempt that failed
             log.warning("could not send to endpoint %s", endpoint.id, exc_info=True)
-            error = f"{type(exc).__name__}: {exc}"[:EXCERPT]
+            error = _storable(f"{type(exc).__name__}: {exc}"[:EXCERPT])
         latency_ms = int((time.monotonic() - started) * 1000)
         return Attempt(delivery, response, error, latency_ms, excerpt)
 
@@ -450,6 +456,7 @@ class Deliverer:
         return {
             "content-type": "application/json",
             "user-agent": "punchcard-webhooks/1",
+            "accept-encoding": "identity",  # only an excerpt is kept: nothing to inflate
             "webhook-id": message_id,
             "webhook-timestamp": str(int(sent_at.timestamp())),
             "webhook-signature": " ".join(signatures),

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 import httpcore
 
 from punchcard.services.addresses import Resolver, is_public, resolve
-from punchcard.worker.deadline import Transport
+from punchcard.worker.deadline import Transport, time_left
 
 
 class PublicOnly(httpcore.SyncBackend):
@@ -45,8 +45,9 @@ class PublicOnly(httpcore.SyncBackend):
             )
         error: Exception | None = None
         for address in found:  # as `socket.create_connection` does: each address in turn
-            try:
-                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            try:  # each with what is left of the request's time, not all of it again
+                left = time_left(timeout, httpcore.ConnectTimeout)
+                return super().connect_tcp(address, port, left, local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
         assert error is not None
