@@ -85,7 +85,9 @@ def receive(
             raise InvalidInput(f"body: {twice}") from twice
         except (ValueError, RecursionError) as exc:
             raise InvalidInput("the body is not JSON") from exc
-        where = strict_json.inexact_number(event)
+        # Only the parts that carry money: a platform's own fields are not read.
+        parts = {k: event[k] for k in ("order", "refund") if isinstance(event, dict) and k in event}
+        where = strict_json.inexact_number(parts)
         if where is not None:
             raise InvalidInput(f"body.{where}: a number a binary float can not hold exactly")
         event_id = MAPPINGS[source.mapping].event_id(event)
