@@ -136,4 +136,6 @@ def test_a_clock_advance_retried_after_a_crash_moves_the_clock_once(
         replay = client.post("/v1/clock", json=advance, headers={"Idempotency-Key": "c"})
         assert replay.headers.get("idempotent-replayed") == "true"
         assert replay.content == retry.content
+        token = retry.json()["consistency_token"]
+        assert retry.headers["consistency-token"] == replay.headers["consistency-token"] == token
     engine.dispose()

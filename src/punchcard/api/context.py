@@ -213,11 +213,18 @@ def _fingerprint(call: Call) -> str:
 
 
 def _replay(call: Call, row: Any) -> Response:
+    body = unseal(call.secret, row.response)
+    headers = {"Idempotent-Replayed": "true"}
+    if row.status_code < 400 and body:  # the header the first answer had, from its body
+        answer = json.loads(body)
+        token = answer.get("consistency_token") if isinstance(answer, dict) else None
+        if isinstance(token, str):
+            headers["Consistency-Token"] = token
     return Response(
-        unseal(call.secret, row.response),
+        body,
         status_code=row.status_code,
         media_type="application/problem+json" if row.status_code >= 400 else "application/json",
-        headers={"Idempotent-Replayed": "true"},
+        headers=headers,
     )
 
 
