@@ -32,11 +32,18 @@ import sqlalchemy as sa
 
 from punchcard.engine.members import roll_window, window_bounds
 from punchcard.lifecycle.machines import NEW_WINDOW, REWARD, tier_machine
-from punchcard.services import gift_cards, orders, points
-from punchcard.services.context import member_by_id, record_tier, save_state, state_of, version_at
+from punchcard.services import gift_cards, orders, points, programs
+from punchcard.services.context import (
+    member_by_id,
+    record_tier,
+    save_state,
+    state_of,
+    version_at,
+    version_by_id,
+)
 from punchcard.services.uow_factory import UowFactory
 from punchcard.store.database import single_statement
-from punchcard.store.tables import UtcDateTime, holds, lots, members, rewards
+from punchcard.store.tables import UtcDateTime, holds, lots, members, program_versions, rewards
 from punchcard.store.tables import orders as orders_table
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -48,6 +55,11 @@ GROUP_BUDGET_S = 0.02  # and no more than this long: requests wait on a group's 
 
 def _due_queries(env_id: str, now: datetime) -> list[Any]:
     return [
+        sa.select(sa.func.min(program_versions.c.live_from)).where(
+            program_versions.c.env_id == env_id,
+            program_versions.c.planned.is_(False),
+            program_versions.c.live_from <= now,
+        ),
         sa.select(sa.func.min(members.c.window_end)).where(
             members.c.env_id == env_id, members.c.window_end <= now
         ),
@@ -168,6 +180,29 @@ def _post_group(new_uow: UowFactory, now: datetime, before: datetime | None) -> 
 
 def _ids(uow: UnitOfWork, query: Any) -> list[int]:
     return [int(i) for i in uow.conn.execute(query.limit(BATCH)).scalars().all()]
+
+
+def _versions_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+    return _ids(
+        uow,
+        sa.select(program_versions.c.id)
+        .where(
+            program_versions.c.env_id == uow.env_id,
+            program_versions.c.planned.is_(False),
+            program_versions.c.live_from <= moment,
+        )
+        .order_by(program_versions.c.version),
+    )
+
+
+def _go_live(uow: UnitOfWork, version_id: int, moment: datetime) -> None:
+    """A version live from `moment` (uploaded or activated for later) goes live: first at
+    that moment, so what falls due then follows it."""
+    row = uow.conn.execute(
+        sa.select(program_versions.c.planned).where(program_versions.c.id == version_id)
+    ).one()
+    if not row.planned:
+        programs.go_live(uow, version_id, version_by_id(uow, version_id).program, moment)
 
 
 def _windows_due(uow: UnitOfWork, moment: datetime) -> list[int]:
@@ -312,6 +347,7 @@ def _kinds() -> list[
     """Each kind of due work, in the order rule 14 does them at one moment. Looked up when
     used: the services that call `catch_up` are imported by this module."""
     return [
+        (_versions_due, _go_live),
         (_windows_due, _roll_window),
         (_lots_due, points.expire_due_lots),
         (_inactive_due, points.expire_inactive),

@@ -13,6 +13,7 @@ from punchcard.engine.documents import load_document, plain
 from punchcard.engine.members import window_bounds
 from punchcard.engine.programs import Program, ProgramError, program_from_data
 from punchcard.errors import InvalidInput, InvalidState, NotFound
+from punchcard.services.context import version_by_id
 from punchcard.store.tables import environments, members, program_versions
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -73,11 +74,22 @@ def publish(uow: UnitOfWork, source: str, now: datetime, *, live_from: datetime 
         )
         .returning(program_versions.c.id)
     ).scalar_one()
-    _reschedule_inactivity(uow, program)
-    if live_from is not None:
-        _replan_windows(uow, program, live_from)
+    if live_from is not None and live_from <= now:
+        go_live(uow, version_id, program, live_from)
     uow.record(Event("program.published", now, {"program": program.program, "version": number}))
     return int(version_id)
+
+
+def go_live(uow: UnitOfWork, version_id: int, program: Program, at: datetime) -> None:
+    """Apply a version going live at `at` to the members: member-level rules follow the
+    version live when they apply, so inactivity deadlines and tier windows are planned
+    anew. Done when the version goes live, not when it is uploaded: at once for a version
+    live from now, as due work (services/due.py) for one live from later."""
+    _reschedule_inactivity(uow, program)
+    _replan_windows(uow, program, at)
+    uow.conn.execute(
+        sa.update(program_versions).where(program_versions.c.id == version_id).values(planned=True)
+    )
 
 
 def _lock_versions(uow: UnitOfWork) -> None:
@@ -95,14 +107,31 @@ _LOCK_VERSIONS = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.bin
 def _replan_windows(uow: UnitOfWork, program: Program, live_from: datetime) -> None:
     """Tier windows follow the version live when they apply. From `live_from` a lifetime
     version never rolls; a calendar-year version ends the current window at the next
-    1 January in its time zone. Progress so far stays in the current window."""
+    1 January in its time zone. Progress so far stays in the current window.
+
+    A member whose window began at that same New Year (in the old version's time zone,
+    up to 26 hours apart; or already rolled by a request before the worker came to this)
+    is in that year's window already: it ends a year later, so it never rolls twice."""
     if program.tiers.window == "lifetime":
-        end = None
-    else:
-        _, end = window_bounds(program, live_from)
+        uow.conn.execute(
+            sa.update(members).where(members.c.env_id == uow.env_id).values(window_end=None)
+        )
+        return
+    _, end = window_bounds(program, live_from)
+    assert end is not None
+    _, after = window_bounds(program, end)
+    same_new_year = members.c.window_start >= end - SAME_NEW_YEAR
+    mine = members.c.env_id == uow.env_id
+    uow.conn.execute(sa.update(members).where(mine, same_new_year).values(window_end=after))
     uow.conn.execute(
-        sa.update(members).where(members.c.env_id == uow.env_id).values(window_end=end)
+        sa.update(members)
+        .where(mine, sa.or_(members.c.window_start.is_(None), sa.not_(same_new_year)))
+        .values(window_end=end)
     )
+
+
+# The widest gap between two time zones' New Years (UTC-12 to UTC+14).
+SAME_NEW_YEAR = timedelta(hours=26)
 
 
 def _lock_members(uow: UnitOfWork) -> None:
@@ -165,6 +194,8 @@ def activate(uow: UnitOfWork, number: int, at: datetime, now: datetime) -> None:
     uow.conn.execute(
         sa.update(program_versions).where(program_versions.c.id == row.id).values(live_from=at)
     )
+    if at <= now:
+        go_live(uow, row.id, version_by_id(uow, row.id).program, at)
     uow.record(Event("program.activated", now, {"version": number, "live_from": at.isoformat()}))
 
 

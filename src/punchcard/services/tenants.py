@@ -200,6 +200,7 @@ def create_sandbox(
                 version=row.version,
                 # Versions already live are live from the sandbox's start.
                 live_from=None if row.live_from is None else min(row.live_from, start),
+                planned=row.live_from is not None,  # no member to plan for yet
                 document=row.document,
                 source=row.source,
             )

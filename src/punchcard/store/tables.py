@@ -125,6 +125,8 @@ program_versions = sa.Table(
     sa.Column("program_id", sa.String(64), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("live_from", UtcDateTime, nullable=True),  # None: uploaded, not yet activated
+    # Its going live applied to the members (their windows and inactivity re-planned, 0009).
+    sa.Column("planned", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("document", sa.JSON, nullable=False),
     sa.Column("source", sa.Text, nullable=False),
     sa.UniqueConstraint("env_id", "version"),

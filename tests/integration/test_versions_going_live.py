@@ -1,0 +1,105 @@
+"""A version changes member-level rules (tier windows, inactivity deadlines) when it goes
+live, not when it is uploaded: at once when live from now, as due work when live later."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from punchcard.services import programs
+from punchcard.services.loyalty import Loyalty
+from punchcard.store.tables import outbox
+
+from .helpers import burritos, new_app
+
+DEMO = open("src/punchcard/demo/burrito-rewards.yaml").read()  # noqa: SIM115 - read once
+CHICAGO = timezone(timedelta(hours=-6))
+JUNE = datetime(2026, 6, 1, 12, tzinfo=CHICAGO)
+
+
+@pytest.fixture
+def make(engine: sa.Engine) -> Callable[..., Loyalty]:
+    return lambda program=DEMO, start=JUNE: new_app(engine, program, start=start)
+
+
+def _upload(app: Loyalty, source: str, now: datetime, live_from: datetime | None) -> None:
+    app._write(lambda uow: programs.publish(uow, source, now, live_from=live_from))
+
+
+def _buy(app: Loyalty, order: str, member: str, dollars: int, at: datetime) -> None:
+    app.place_order(burritos(order, member, qty=dollars // 10), at)
+    app.run_due(at)
+
+
+def test_a_version_live_from_next_june_leaves_this_new_year_roll_alone(
+    make: Callable[..., Loyalty],
+) -> None:
+    """900 in 2026; on 5 January 2027 another 200 is 2027's, not a 1,100 that makes gold."""
+    app = make()
+    app.enroll({"member": "bob"}, JUNE)
+    _buy(app, "o1", "bob", 90, JUNE)
+    _upload(app, DEMO.replace("name: Burrito Rewards", "name: Burrito"), JUNE,
+            datetime(2027, 6, 1, tzinfo=CHICAGO))  # fmt: skip
+    later = datetime(2027, 1, 5, 12, tzinfo=CHICAGO)
+    _buy(app, "o2", "bob", 20, later)
+    bob = app.member("bob", later)
+    assert (bob.tier, bob.visits) == ("member", 1)
+
+
+def test_a_new_time_zone_after_new_year_does_not_roll_the_year_again(
+    make: Callable[..., Loyalty],
+) -> None:
+    """Gold from 2026 holds through 2027: Tokyo's New Year rolled it; a Chicago version
+    published hours later (still 2026 in Chicago) does not roll it a second time."""
+    tokyo = DEMO.replace("timezone: America/Chicago", "timezone: Asia/Tokyo")
+    app = make(tokyo)
+    app.enroll({"member": "max"}, JUNE)
+    _buy(app, "o1", "max", 120, JUNE)  # 1,200: gold
+    new_year = datetime(2027, 1, 1, 2, tzinfo=timezone(timedelta(hours=9)))
+    app.run_due(new_year)
+    app.publish(DEMO, new_year)
+    later = datetime(2027, 1, 2, 12, tzinfo=CHICAGO)
+    app.run_due(later)
+    assert app.member("max", later).tier == "gold"
+
+
+@pytest.mark.parametrize("live_from", [None, datetime(2026, 12, 1, tzinfo=CHICAGO)])
+def test_inactivity_follows_the_version_live_not_one_uploaded(
+    make: Callable[..., Loyalty], live_from: datetime | None
+) -> None:
+    """Live: 30 days of inactivity. A version with 365 days, never activated or live only
+    from December, leaves cat's 100 to expire on day 30."""
+    thirty = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
+    app = make(thirty)
+    app.enroll({"member": "cat"}, JUNE)
+    _buy(app, "o1", "cat", 10, JUNE)
+    _upload(app, thirty.replace("inactivity_days: 30", "inactivity_days: 365"), JUNE, live_from)
+    later = JUNE + timedelta(days=61)
+    app.run_due(later)
+    assert app.member("cat", later).posted == 0
+
+
+def test_a_version_activated_for_later_starts_calendar_windows_when_live(
+    make: Callable[..., Loyalty], engine: sa.Engine
+) -> None:
+    """Lifetime until 1 July, a calendar year from then: eve's 900 are 2026's, and 2027's
+    200 do not make her gold."""
+    lifetime = DEMO.replace("window: calendar_year", "window: lifetime")
+    app = make(lifetime)
+    app.enroll({"member": "eve"}, JUNE)
+    _buy(app, "o1", "eve", 90, JUNE)
+    _upload(app, DEMO, JUNE, None)
+    july = datetime(2026, 7, 1, tzinfo=CHICAGO)
+    app._write(lambda uow: programs.activate(uow, 2, july, JUNE))
+    later = datetime(2027, 1, 5, 12, tzinfo=CHICAGO)
+    _buy(app, "o2", "eve", 20, later)
+    eve = app.member("eve", later)
+    assert (eve.tier, eve.visits) == ("member", 1)
+    with engine.connect() as conn:
+        changed = conn.execute(
+            sa.select(sa.func.count()).where(outbox.c.type == "tier.changed")
+        ).scalar_one()
+    assert changed == 0
