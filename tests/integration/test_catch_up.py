@@ -40,6 +40,10 @@ tiers:
     - {id: gold, threshold: 1000, multiplier: 1.25}
 """
 CST = timezone(timedelta(hours=-6))
+VISITS = """visits: {min_spend: "5.00"}
+punch_cards:
+  - {id: tenth-visit, goal: 10, reward: five-off}
+"""
 
 
 def _program(expiry: str, accrual: str = "PT0S") -> str:
@@ -138,3 +142,26 @@ def test_points_sent_to_a_member_past_its_inactivity_expiry_are_kept(
         assert [(e.created_at, e.payload["points"]) for e in expired] == [
             (START + timedelta(days=30), 100)
         ]
+
+
+def test_a_withdrawn_visit_takes_its_punch_step_in_the_timeline_too(
+    engine: sa.Engine, make: Callable[..., Loyalty]
+) -> None:
+    """Followers of member events see the punch card go back down, not only up."""
+    app = make(_program("{months_after_earn: 12}").replace("rewards:", VISITS + "rewards:"))
+    app.enroll({"member": "ned"}, START)
+    app.place_order(burritos("o1", "ned", qty=1), START)
+    app.run_due(START)
+    app.refund_order({"order": "o1", "all": True}, START + timedelta(hours=1))
+    with engine.connect() as conn:
+        counts = [
+            payload["count"]
+            for payload in conn.execute(
+                sa.select(outbox.c.payload)
+                .join(members, members.c.id == outbox.c.member_id)
+                .where(members.c.env_id == app.env_id, outbox.c.type == "punch_card.progressed")
+                .order_by(outbox.c.id)
+            ).scalars()
+        ]
+    assert counts == [1, 0]
+    assert app.member("ned", START + timedelta(hours=1)).punch_cards == {"tenth-visit": 0}

@@ -159,7 +159,9 @@ def test_order_changes_queued_behind_one_another_see_each_others_effects(
     later = START + timedelta(hours=1)
     app.enroll({"member": "ann"}, START)
 
-    app.place_order(burritos("void-close", "ann", qty=10, status="open"), START)
+    # 500: closed then voided, it posts first (due at its close, rule 14) without making
+    # her gold, so the orders below earn the same whichever call ran first.
+    app.place_order(burritos("void-close", "ann", qty=5, status="open"), START)
     ended = _queued_behind_the_member(
         engine,
         app,

@@ -9,6 +9,7 @@ postings at once after (rule 10).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -381,8 +382,10 @@ def _apply_change(
     state = state_of(member)
     added = InWindow(row.posted_window, row.window_points, row.window_visit, row.window_spend)
     added, taken = restate(added, member.window_start, d_points, d_visit, d_spend)
-    withdraw(program, state, taken, max(0, -d_visit))
+    withdrawn = withdraw(program, state, taken, max(0, -d_visit))
     change = add_progress(program, state, max(0, d_points), max(0, d_visit), max(0, d_spend))
+    # A withdrawn visit's punch step is an event too: followers of the timeline keep count.
+    change = replace(change, punches=withdrawn.punches + change.punches)
     _after_change(uow, program, row, member, state, change, now)
     uow.conn.execute(
         sa.update(orders)
