@@ -40,7 +40,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("orders") as batch:
-        batch.drop_column("window_spend")
-        batch.drop_column("window_visit")
-        batch.drop_column("window_points")
+    # Plain drops, not a batch: on SQLite a batch copies the table, and dropping the old
+    # copy fails while lots refer to its rows (SQLite 3.35 and later drop in place).
+    for column in ("window_spend", "window_visit", "window_points"):
+        op.drop_column("orders", column)

@@ -17,12 +17,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("orders") as batch:
-        batch.create_index(
-            "ix_orders_member_id_post_state_due_at", ["member_id", "post_state", "due_at"]
-        )
+    op.create_index(
+        "ix_orders_member_id_post_state_due_at", "orders", ["member_id", "post_state", "due_at"]
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("orders") as batch:
-        batch.drop_index("ix_orders_member_id_post_state_due_at")
+    op.drop_index("ix_orders_member_id_post_state_due_at", "orders")

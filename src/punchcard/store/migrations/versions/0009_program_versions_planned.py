@@ -19,14 +19,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("program_versions") as batch:
-        batch.add_column(
-            sa.Column("planned", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
+    # A plain ADD COLUMN, not a batch: on SQLite a batch copies the table, and dropping the
+    # old copy fails while orders refer to its rows.
+    op.add_column(
+        "program_versions",
+        sa.Column("planned", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
     # Versions made before this were planned when uploaded.
     op.execute("UPDATE program_versions SET planned = true WHERE live_from IS NOT NULL")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("program_versions") as batch:
-        batch.drop_column("planned")
+    op.drop_column("program_versions", "planned")  # SQLite 3.35 and later drop in place
