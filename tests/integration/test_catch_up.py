@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from punchcard.ledger.lots import add_months
+from punchcard.services import orders
 from punchcard.services.loyalty import Loyalty
 from punchcard.store.tables import members, outbox
 
@@ -165,3 +166,35 @@ def test_a_withdrawn_visit_takes_its_punch_step_in_the_timeline_too(
         ]
     assert counts == [1, 0]
     assert app.member("ned", START + timedelta(hours=1)).punch_cards == {"tenth-visit": 0}
+
+
+def test_a_posting_that_fails_in_a_request_is_left_to_the_worker(
+    engine: sa.Engine, make: Callable[..., Loyalty], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request goes on as if the worker were behind; nothing of the failed work stays."""
+    app = make(_program("{months_after_earn: 12}"))
+    app.enroll({"member": "ann"}, START)
+    app.place_order(burritos("o1", "ann", qty=3), START)  # due at once, not yet posted
+    real = orders.post
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(orders, "post", broken)
+    later = START + timedelta(hours=1)
+    app.place_order(burritos("o2", "ann", qty=1), later)  # catch-up fails, the order stands
+    with engine.connect() as conn:
+        kinds = (
+            conn.execute(
+                sa.select(outbox.c.type)
+                .join(members, members.c.id == outbox.c.member_id)
+                .where(members.c.env_id == app.env_id)
+            )
+            .scalars()
+            .all()
+        )
+    assert "points.posted" not in kinds
+    assert app.member("ann", later).pending == 400
+    monkeypatch.setattr(orders, "post", real)
+    app.run_due(later)
+    assert (app.member("ann", later).posted, app.member("ann", later).pending) == (400, 0)

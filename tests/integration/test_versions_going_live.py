@@ -103,3 +103,19 @@ def test_a_version_activated_for_later_starts_calendar_windows_when_live(
             sa.select(sa.func.count()).where(outbox.c.type == "tier.changed")
         ).scalar_one()
     assert changed == 0
+
+
+def test_a_time_zone_already_past_new_year_rolls_the_old_year_as_it_goes_live(
+    make: Callable[..., Loyalty],
+) -> None:
+    """Chicago to Tokyo at 20:00 on 31 December (2027 in Tokyo): bob's 2026 window rolls as
+    the version goes live, so January's 200 are 2027's, not a 1,100 that makes gold."""
+    app = make()
+    app.enroll({"member": "bob"}, JUNE)
+    _buy(app, "o1", "bob", 90, JUNE)
+    app.publish(DEMO.replace("timezone: America/Chicago", "timezone: Asia/Tokyo"),
+                datetime(2026, 12, 31, 20, tzinfo=CHICAGO))  # fmt: skip
+    later = datetime(2027, 1, 5, 12, tzinfo=CHICAGO)
+    _buy(app, "o2", "bob", 20, later)
+    bob = app.member("bob", later)
+    assert (bob.tier, bob.visits) == ("member", 1)

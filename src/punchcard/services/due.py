@@ -411,12 +411,32 @@ def catch_up(uow: UnitOfWork, member_id: int, now: datetime) -> bool:
     lapsing, its orders posting) is done first, in time order, even when the worker is
     behind; the worker then finds it done. The caller holds the member's lock. True when
     anything was done (the member's row changed: read it again). A gift card hold belongs
-    to no member: it is refused from its expiry on instead (gift_cards)."""
-    done = False
+    to no member: it is refused from its expiry on instead (gift_cards). A version going
+    live is the worker's to apply (it re-plans every member at once).
+
+    Work that fails is undone to a savepoint and left to the worker, which retries it
+    alone: a posting that can not be done must not fail every request of its member."""
+    times = uow.conn.execute(_MEMBER_DUE, {"b_member": member_id, "b_now": now}).one()
+    if all(t is None for t in times):
+        return False  # the usual case: one look-up, no savepoint
+    recorded = len(uow.events)
+    try:
+        with uow.conn.begin_nested():
+            _catch_up_from(uow, member_id, now, times)
+    except sa.exc.OperationalError:
+        raise  # the database itself: the request fails as any would
+    except Exception:
+        log.exception("a member's due work failed in a request; the worker will retry it")
+        del uow.events[recorded:]  # undone with the savepoint: no event of it goes out
+        uow.memo.clear()  # nothing read inside it may be trusted either
+        return False
+    return True
+
+
+def _catch_up_from(uow: UnitOfWork, member_id: int, now: datetime, times: Any) -> None:
     while True:
-        times = uow.conn.execute(_MEMBER_DUE, {"b_member": member_id, "b_now": now}).one()
         if all(t is None for t in times):
-            return done
+            return
         moment = min(t for t in times if t is not None)
         window, lot, inactive, reward, posting = times
         if window == moment:
@@ -432,4 +452,4 @@ def catch_up(uow: UnitOfWork, member_id: int, now: datetime) -> bool:
         if posting == moment:
             for order_id in uow.conn.execute(_MEMBER_POSTINGS_DUE, found).scalars().all():
                 orders.post(uow, order_id, moment)
-        done = True
+        times = uow.conn.execute(_MEMBER_DUE, {"b_member": member_id, "b_now": now}).one()

@@ -111,21 +111,35 @@ def _replan_windows(uow: UnitOfWork, program: Program, live_from: datetime) -> N
 
     A member whose window began at that same New Year (in the old version's time zone,
     up to 26 hours apart; or already rolled by a request before the worker came to this)
-    is in that year's window already: it ends a year later, so it never rolls twice."""
+    is in that year's window already: it ends a year later, so it never rolls twice. A
+    member whose calendar window belongs to the year before the new zone's current one
+    (a zone to the east, already past New Year) rolls as the version goes live, so no New
+    Year is skipped."""
     if program.tiers.window == "lifetime":
         uow.conn.execute(
             sa.update(members).where(members.c.env_id == uow.env_id).values(window_end=None)
         )
         return
-    _, end = window_bounds(program, live_from)
+    start, end = window_bounds(program, live_from)
     assert end is not None
     _, after = window_bounds(program, end)
     same_new_year = members.c.window_start >= end - SAME_NEW_YEAR
+    year_before = sa.and_(
+        members.c.window_end.is_not(None),  # a calendar window (a lifetime one stays whole)
+        members.c.window_start < start - SAME_NEW_YEAR,
+    )
     mine = members.c.env_id == uow.env_id
     uow.conn.execute(sa.update(members).where(mine, same_new_year).values(window_end=after))
+    uow.conn.execute(sa.update(members).where(mine, year_before).values(window_end=live_from))
     uow.conn.execute(
         sa.update(members)
-        .where(mine, sa.or_(members.c.window_start.is_(None), sa.not_(same_new_year)))
+        .where(
+            mine,
+            sa.or_(
+                members.c.window_start.is_(None),
+                sa.and_(sa.not_(same_new_year), sa.not_(year_before)),
+            ),
+        )
         .values(window_end=end)
     )
 
