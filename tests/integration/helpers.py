@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
+from punchcard.services import inbound
 from punchcard.services.loyalty import Loyalty
 from punchcard.services.programs import create_environment
 
@@ -40,3 +41,33 @@ def burritos(order_id: str, member: str, qty: int = 1, **extra: object) -> dict[
         ],
         **extra,
     }
+
+
+_EXPIRING = """
+program: expiring
+name: Expiring
+currency: USD
+timezone: America/Chicago
+earn: {points_per_unit: 10, accrual_delay: ACCRUAL}
+expiry: EXPIRY
+rewards:
+  - {id: five-off, cost: 200, valid_days: 30, discount: {amount_off: "5.00"}}
+"""
+
+
+def expiring(expiry: str, accrual: str = "PT0S") -> str:
+    """A program whose points expire as `expiry` says, with a 200-point reward to spend."""
+    return _EXPIRING.replace("EXPIRY", expiry).replace("ACCRUAL", accrual)
+
+
+def send_inbound(engine: sa.Engine, env_id: str, body: bytes, now: datetime) -> bool:
+    """Receive `body` at a new generic inbound source of the environment, signed as its
+    platform would sign it; True when it was new."""
+    with engine.begin() as conn:
+        source = inbound.create_source(conn, env_id, "generic", now)
+    stamp = str(int(now.timestamp()))
+    signed = {
+        "x-punchcard-timestamp": stamp,
+        "x-punchcard-signature": inbound.signature(source["secret"], stamp, body),
+    }
+    return inbound.receive(engine, source["id"], body, signed, now)

@@ -15,18 +15,8 @@ from punchcard.services import orders
 from punchcard.services.loyalty import Loyalty
 from punchcard.store.tables import members, outbox
 
-from .helpers import START, burritos, new_app
+from .helpers import START, burritos, expiring, new_app
 
-PROGRAM = """
-program: expiring
-name: Expiring
-currency: USD
-timezone: America/Chicago
-earn: {points_per_unit: 10, accrual_delay: ACCRUAL}
-expiry: EXPIRY
-rewards:
-  - {id: five-off, cost: 200, valid_days: 30, discount: {amount_off: "5.00"}}
-"""
 WINDOWS = """
 program: window-edits
 name: Window Edits
@@ -47,10 +37,6 @@ punch_cards:
 """
 
 
-def _program(expiry: str, accrual: str = "PT0S") -> str:
-    return PROGRAM.replace("EXPIRY", expiry).replace("ACCRUAL", accrual)
-
-
 @pytest.fixture
 def make(engine: sa.Engine) -> Callable[[str, datetime], Loyalty]:
     return lambda program, start=START: new_app(engine, program, start=start)
@@ -61,7 +47,7 @@ def test_an_order_due_to_post_before_an_inactivity_expiry_keeps_the_balance(
 ) -> None:
     """o2 posts on day 30 and restarts the 30-day clock: nothing expires on day 31."""
     for on_time in (True, False):
-        app = make(_program("{inactivity_days: 30}", accrual="P1D"))
+        app = make(expiring("{inactivity_days: 30}", accrual="P1D"))
         app.enroll({"member": "ann"}, START)
         app.place_order(burritos("o1", "ann", qty=3), START)  # posts on day 1
         app.run_due(START + timedelta(days=1))
@@ -78,7 +64,7 @@ def test_a_refund_claws_back_after_the_expiry_before_it(make: Callable[..., Loya
     first, the rest owed), worker on time or not."""
     expired = add_months(START, 1, ZoneInfo("America/Chicago"))
     for on_time in (True, False):
-        app = make(_program("{months_after_earn: 1}"))
+        app = make(expiring("{months_after_earn: 1}"))
         app.enroll({"member": "ann"}, START)
         app.place_order(burritos("o1", "ann", qty=3), START)
         app.place_order(burritos("o2", "ann", qty=1), START + timedelta(days=20))
@@ -120,7 +106,7 @@ def test_points_sent_to_a_member_past_its_inactivity_expiry_are_kept(
     """Bob's 100 expired on day 30; the 300 ann sends on day 31 start his clock again and
     stay, instead of being swept by an expiry dated before they came."""
     for on_time in (True, False):
-        app = make(_program("{inactivity_days: 30}"))
+        app = make(expiring("{inactivity_days: 30}"))
         for name in ("ann", "bob"):
             app.enroll({"member": name}, START)
         app.place_order(burritos("o1", "ann", qty=3), START)
@@ -149,7 +135,7 @@ def test_a_withdrawn_visit_takes_its_punch_step_in_the_timeline_too(
     engine: sa.Engine, make: Callable[..., Loyalty]
 ) -> None:
     """Followers of member events see the punch card go back down, not only up."""
-    app = make(_program("{months_after_earn: 12}").replace("rewards:", VISITS + "rewards:"))
+    app = make(expiring("{months_after_earn: 12}").replace("rewards:", VISITS + "rewards:"))
     app.enroll({"member": "ned"}, START)
     app.place_order(burritos("o1", "ned", qty=1), START)
     app.run_due(START)
@@ -172,7 +158,7 @@ def test_a_posting_that_fails_in_a_request_is_left_to_the_worker(
     engine: sa.Engine, make: Callable[..., Loyalty], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The request goes on as if the worker were behind; nothing of the failed work stays."""
-    app = make(_program("{months_after_earn: 12}"))
+    app = make(expiring("{months_after_earn: 12}"))
     app.enroll({"member": "ann"}, START)
     app.place_order(burritos("o1", "ann", qty=3), START)  # due at once, not yet posted
     real = orders.post

@@ -27,7 +27,7 @@ from punchcard.worker.delivery import Attempt, Deliverer
 from punchcard.worker.due_work import claim, release
 
 from ..conftest import EXAMPLE_PROGRAM
-from .helpers import START, FakeClock, burritos, new_app
+from .helpers import START, FakeClock, burritos, new_app, send_inbound
 
 NOW = START + timedelta(hours=1)
 
@@ -222,8 +222,6 @@ def test_an_inbound_event_two_workers_took_is_applied_once(postgres_url: str) ->
     app.place_order(burritos("o1", "dan", qty=3), START)
     app.run_due(START)
     now = datetime.now(UTC)
-    with engine.begin() as conn:
-        source = inbound.create_source(conn, app.env_id, "generic", now)
     body = json.dumps(
         {
             "id": "evt_1",
@@ -232,12 +230,7 @@ def test_an_inbound_event_two_workers_took_is_applied_once(postgres_url: str) ->
             "refund": {"lines": [{"line": "l1", "qty": 1}]},
         }
     ).encode()
-    stamp = str(int(now.timestamp()))
-    signed = {
-        "x-punchcard-timestamp": stamp,
-        "x-punchcard-signature": inbound.signature(source["secret"], stamp, body),
-    }
-    assert inbound.receive(engine, source["id"], body, signed, now)
+    assert send_inbound(engine, app.env_id, body, now)
     with engine.connect() as conn:
         event = conn.execute(sa.select(inbound_events.c.id)).scalar_one()
     clock = FakeClock(now)

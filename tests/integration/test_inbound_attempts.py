@@ -10,24 +10,17 @@ import sqlalchemy as sa
 from punchcard.services import inbound
 from punchcard.store.tables import inbound_events
 
-from .helpers import FakeClock, new_app
+from .helpers import FakeClock, new_app, send_inbound
 
 NOW = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
 
 
 def _refund_before_its_order(engine: sa.Engine) -> int:
     app = new_app(engine)
-    with engine.begin() as conn:
-        source = inbound.create_source(conn, app.env_id, "generic", NOW)
     body = json.dumps(
         {"id": "evt_1", "type": "order.refunded", "order": {"id": "o1"}, "refund": {"all": True}}
     ).encode()
-    stamp = str(int(NOW.timestamp()))
-    signed = {
-        "x-punchcard-timestamp": stamp,
-        "x-punchcard-signature": inbound.signature(source["secret"], stamp, body),
-    }
-    assert inbound.receive(engine, source["id"], body, signed, NOW)
+    assert send_inbound(engine, app.env_id, body, NOW)
     with engine.connect() as conn:
         return int(conn.execute(sa.select(inbound_events.c.id)).scalar_one())
 

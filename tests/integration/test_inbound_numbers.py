@@ -8,9 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from punchcard.errors import InvalidInput
-from punchcard.services import inbound
 
-from .helpers import new_app
+from .helpers import new_app, send_inbound
 
 NOW = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
 ORDER = (
@@ -20,15 +19,7 @@ ORDER = (
 
 
 def _send(engine: sa.Engine, body: bytes) -> bool:
-    app = new_app(engine)
-    with engine.begin() as conn:
-        source = inbound.create_source(conn, app.env_id, "generic", NOW)
-    stamp = str(int(NOW.timestamp()))
-    signed = {
-        "x-punchcard-timestamp": stamp,
-        "x-punchcard-signature": inbound.signature(source["secret"], stamp, body),
-    }
-    return inbound.receive(engine, source["id"], body, signed, NOW)
+    return send_inbound(engine, new_app(engine).env_id, body, NOW)
 
 
 def test_an_order_price_a_float_would_change_is_refused(engine: sa.Engine) -> None:

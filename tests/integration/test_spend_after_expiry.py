@@ -13,19 +13,9 @@ from punchcard.errors import InsufficientPoints
 from punchcard.ledger.lots import add_months
 from punchcard.store.tables import outbox
 
-from .helpers import START, burritos, new_app
+from .helpers import START, burritos, expiring, new_app
 
 ZONE = ZoneInfo("America/Chicago")
-PROGRAM = """
-program: expiring
-name: Expiring
-currency: USD
-timezone: America/Chicago
-earn: {points_per_unit: 10, accrual_delay: PT0S}
-expiry: {EXPIRY}
-rewards:
-  - {id: five-off, cost: 200, valid_days: 30, discount: {amount_off: "5.00"}}
-"""
 
 
 def _expired_events(engine: sa.Engine) -> list[tuple[datetime, object]]:
@@ -39,7 +29,7 @@ def _expired_events(engine: sa.Engine) -> list[tuple[datetime, object]]:
 
 
 def test_a_lot_past_its_expiry_is_expired_before_a_redemption_spends(engine: sa.Engine) -> None:
-    app = new_app(engine, PROGRAM.replace("{EXPIRY}", "{months_after_earn: 1}"))
+    app = new_app(engine, expiring("{months_after_earn: 1}"))
     app.enroll({"member": "ann"}, START)
     app.place_order(burritos("o1", "ann", qty=3), START)  # 300, expiring a month on
     later = START + timedelta(days=20)
@@ -58,7 +48,7 @@ def test_a_lot_past_its_expiry_is_expired_before_a_redemption_spends(engine: sa.
 def test_a_redemption_of_points_that_expired_is_refused_and_changes_nothing(
     engine: sa.Engine,
 ) -> None:
-    app = new_app(engine, PROGRAM.replace("{EXPIRY}", "{months_after_earn: 1}"))
+    app = new_app(engine, expiring("{months_after_earn: 1}"))
     app.enroll({"member": "ann"}, START)
     app.place_order(burritos("o1", "ann", qty=3), START)
     app.run_due(START)
@@ -71,7 +61,7 @@ def test_a_redemption_of_points_that_expired_is_refused_and_changes_nothing(
 
 
 def test_an_inactive_balance_is_expired_before_points_are_sent(engine: sa.Engine) -> None:
-    app = new_app(engine, PROGRAM.replace("{EXPIRY}", "{inactivity_days: 30}"))
+    app = new_app(engine, expiring("{inactivity_days: 30}"))
     app.enroll({"member": "ann"}, START)
     app.enroll({"member": "bob"}, START)
     app.place_order(burritos("o1", "ann", qty=3), START)
