@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from punchcard.services import programs
+from punchcard.services import programs, tenants
 from punchcard.services.loyalty import Loyalty
-from punchcard.store.tables import outbox
+from punchcard.store.tables import outbox, program_versions
 
 from .helpers import burritos, new_app
 
@@ -119,3 +119,37 @@ def test_a_time_zone_already_past_new_year_rolls_the_old_year_as_it_goes_live(
     _buy(app, "o2", "bob", 20, later)
     bob = app.member("bob", later)
     assert (bob.tier, bob.visits) == ("member", 1)
+
+
+def test_a_sandbox_keeps_a_copied_version_for_later_until_its_clock_gets_there(
+    engine: sa.Engine,
+) -> None:
+    """Live runs a lifetime program at 10 points a dollar, and has a calendar-year one at 20
+    activated for 1 July. A sandbox started on 1 June runs the first until its clock reaches
+    July, then goes live with the second: eve's June 900 stay 900, are 2026's, and January's
+    $20 (400) do not make her gold."""
+    lifetime = DEMO.replace("window: calendar_year", "window: lifetime")
+    made = tenants.create_tenant(engine, "Copies", JUNE)
+    live = Loyalty(engine, made["live_environment"])
+    live.publish(lifetime, JUNE)
+    july = datetime(2026, 7, 1, tzinfo=CHICAGO)
+    _upload(live, DEMO.replace("points_per_unit: 10", "points_per_unit: 20"), JUNE, july)
+    with engine.begin() as conn:
+        caller = tenants.authenticate(conn, made["live_key"])
+        assert caller is not None
+        sandbox = tenants.create_sandbox(conn, caller, "later", JUNE, JUNE)
+        copied = conn.execute(
+            sa.select(program_versions.c.version, program_versions.c.live_from,
+                      program_versions.c.planned)
+            .where(program_versions.c.env_id == sandbox["id"])
+            .order_by(program_versions.c.version)
+        ).all()  # fmt: skip
+    assert [tuple(row) for row in copied] == [(1, JUNE, True), (2, july, False)]
+    app = Loyalty(engine, sandbox["id"])
+    app.enroll({"member": "eve"}, JUNE)
+    _buy(app, "o1", "eve", 90, JUNE)
+    assert app.member("eve", JUNE).posted == 900
+    later = datetime(2027, 1, 5, 12, tzinfo=CHICAGO)
+    _buy(app, "o2", "eve", 20, later)
+    eve = app.member("eve", later)
+    assert (eve.posted, eve.tier, eve.visits) == (1300, "member", 1)

@@ -193,20 +193,33 @@ def create_sandbox(
             .order_by(program_versions.c.version)
         ).all()
     for row in copied:
+        live_from = _copied_live_from(row.live_from, start, now)
         conn.execute(
             sa.insert(program_versions).values(
                 env_id=env_id,
                 program_id=row.program_id,
                 version=row.version,
-                # Versions already live are live from the sandbox's start.
-                live_from=None if row.live_from is None else min(row.live_from, start),
-                planned=row.live_from is not None,  # no member to plan for yet
+                live_from=live_from,
+                # Live at the start: no member to plan for yet. Live later: its going live
+                # re-plans the sandbox's members then, as it would in the environment copied.
+                planned=live_from is not None and live_from <= start,
                 document=row.document,
                 source=row.source,
             )
         )
     key = create_key(conn, env_id, ["admin"], f"sandbox {name}", now)
     return {"id": env_id, "name": name, "key": key}
+
+
+def _copied_live_from(
+    live_from: datetime | None, start: datetime, now: datetime
+) -> datetime | None:
+    """When a copied version goes live in a new sandbox: one live at the caller's `now` is live
+    from the sandbox's start (however early it starts); one the caller activated for later
+    keeps its time, so the sandbox can be moved to it and watch it go live."""
+    if live_from is None or live_from > now:
+        return live_from
+    return min(live_from, start)
 
 
 def sandbox_row(conn: sa.Connection, principal: Principal, sandbox_id: str) -> Any:
