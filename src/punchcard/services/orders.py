@@ -74,7 +74,7 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
         if _find(uow, order.id) is not None:
             raise taken  # before the rewards: their errors would hide this one
     chosen = rewards.resolve(uow, version.program, member.id, refs, now) if refs else []
-    _allocate(version.program, order, rewards.definitions(version.program, chosen))
+    _allocate(version.program, order, rewards.definitions(uow, version.program, chosen))
     row = uow.conn.execute(
         insert_new(uow.conn, orders, *orders.c),
         {
@@ -120,7 +120,7 @@ def _close(uow: UnitOfWork, row: Any, now: datetime, *, fresh: bool = False) -> 
     program = version_by_id(uow, row.version_id).program
     order = order_from_row(row)
     held = [] if fresh else rewards.of_order(uow, row.id)
-    allocation = _allocate(program, order, rewards.definitions(program, held))
+    allocation = _allocate(program, order, rewards.definitions(uow, program, held))
     standing = _standing(uow, program, row, held=frozenset(), held_visit=False, gains=True)
     outcome = evaluate(program, order, allocation, standing)
     due_at = now + program.earn.accrual_delay
@@ -194,11 +194,11 @@ def edit(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
                 uow, [r for r in wanted if r.id not in taken], "apply to an open order", row.id, now
             )
             held = wanted
-        _allocate(program, order, rewards.definitions(program, held))
+        _allocate(program, order, rewards.definitions(uow, program, held))
         uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(document=document))
         return
     held = rewards.of_order(uow, row.id)
-    allocation = _allocate(program, order, rewards.definitions(program, held))
+    allocation = _allocate(program, order, rewards.definitions(uow, program, held))
     previous = outcome_from_document(row.outcome)
     standing = _standing(
         uow, program, row, held=previous.promotions, held_visit=previous.visit, gains=True
@@ -536,7 +536,7 @@ def _fixed_allocation(uow: UnitOfWork, program: Program, row: Any, order: Order)
     fixed = dict(row.line_discounts or {})
     try:
         again = allocate(
-            program, order, rewards.definitions(program, rewards.of_order(uow, row.id))
+            program, order, rewards.definitions(uow, program, rewards.of_order(uow, row.id))
         )
     except (RewardMatchesNothing, InvalidInput):
         again = None
@@ -697,7 +697,7 @@ def quote(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> tuple[Outc
     member = load_member(uow, member_ref, lock=False)
     program = version_at(uow, order.at).program
     chosen = rewards.resolve(uow, program, member.id, refs, now)
-    allocation = _allocate(program, order, rewards.definitions(program, chosen))
+    allocation = _allocate(program, order, rewards.definitions(uow, program, chosen))
     uses, visits = _history(uow, program, member.id, order.at, other_than=None)
     standing = Standing(
         tier=tier_at(uow, member.id, order.at), promotion_uses=uses, other_visits_that_day=visits
@@ -706,7 +706,7 @@ def quote(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> tuple[Outc
     applicable = []
     for row in rewards.available(uow, member.id, now):
         try:
-            allocate(program, order, rewards.definitions(program, [row]))
+            allocate(program, order, rewards.definitions(uow, program, [row]))
         except (RewardMatchesNothing, InvalidInput):
             continue
         applicable.append(row.alias or row.reward_id)

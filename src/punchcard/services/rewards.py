@@ -18,9 +18,9 @@ from punchcard.errors import (
 )
 from punchcard.lifecycle.machines import REWARD
 from punchcard.services import due, points
-from punchcard.services.context import load_member, version_at
+from punchcard.services.context import load_member, version_at, version_by_id
 from punchcard.services.inputs import as_name
-from punchcard.store.tables import rewards
+from punchcard.store.tables import program_versions, rewards
 from punchcard.store.uow import Event, UnitOfWork
 
 
@@ -97,8 +97,16 @@ def _by_alias(uow: UnitOfWork, alias: str, member_id: int | None = None) -> Any:
     return uow.conn.execute(query).first()
 
 
+# A reward of this id the member holds or held (whether it is usable is resolve's question).
+_HELD = sa.select(rewards.c.id).where(
+    rewards.c.member_id == sa.bindparam("b_member"), rewards.c.reward_id == sa.bindparam("b_reward")
+)
+
+
 def check_names(uow: UnitOfWork, program: Program, member_id: int, refs: Sequence[str]) -> None:
-    """Every reference names something: an alias this member holds, or a catalogue reward id.
+    """Every reference names something: an alias this member holds, a catalogue reward id, or
+    the id of a reward this member holds (or held) that a later version dropped from the
+    catalogue.
 
     Another member's alias never counts, so it can not hide a reward id from this member.
     Checked before any state, so that `not_found` wins over the errors after it.
@@ -106,6 +114,8 @@ def check_names(uow: UnitOfWork, program: Program, member_id: int, refs: Sequenc
     for ref in refs:
         if ref in program.rewards_by_id or _by_alias(uow, ref, member_id) is not None:
             continue
+        if uow.conn.execute(_HELD, {"b_member": member_id, "b_reward": ref}).first() is not None:
+            continue  # dropped from the catalogue since, but this member holds one
         if _by_alias(uow, ref) is not None:
             raise NotFound(f"member holds no reward {ref!r}")
         raise NotFound(f"no reward {ref!r}")
@@ -157,14 +167,37 @@ def resolve(
     return sorted(chosen, key=lambda row: row.id)
 
 
-def definitions(program: Program, rows: Sequence[Any]) -> list[Reward]:
+def definitions(uow: UnitOfWork, program: Program, rows: Sequence[Any]) -> list[Reward]:
+    """Each held reward's terms: the order's version's, or, for a reward that version no
+    longer lists, the terms of the version it was issued under. A reward the member earned or
+    paid points for stays usable until it lapses, whatever the catalogue says since."""
     out = []
     for row in rows:
         definition = program.rewards_by_id.get(row.reward_id)
         if definition is None:
+            definition = _issued_terms(uow, row)
+        if definition is None:
             raise InvalidInput(f"reward {row.reward_id} is not in this order's program version")
         out.append(definition)
     return out
+
+
+def _issued_terms(uow: UnitOfWork, row: Any) -> Reward | None:
+    """The reward's terms in the latest version live when it was issued that lists it (a
+    version published at that same instant, after the issue, may already have dropped it)."""
+    found = uow.conn.execute(
+        sa.select(program_versions.c.id)
+        .where(
+            program_versions.c.env_id == uow.env_id,
+            program_versions.c.live_from <= row.issued_at,
+        )
+        .order_by(program_versions.c.version.desc())
+    ).scalars()
+    for version_id in found:
+        definition = version_by_id(uow, version_id).program.rewards_by_id.get(row.reward_id)
+        if definition is not None:
+            return definition
+    return None
 
 
 def of_order(uow: UnitOfWork, order_id: int) -> list[Any]:
