@@ -22,6 +22,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import time
@@ -39,7 +40,7 @@ from punchcard.errors import PunchcardError
 from punchcard.services.clock import Clock
 from punchcard.services.due import next_due
 from punchcard.services.tenants import Principal, authenticate
-from punchcard.store.database import insert_new, single_statement
+from punchcard.store.database import insert_new, lost_race, single_statement
 from punchcard.store.errors import translate
 from punchcard.store.tables import idempotency_keys
 from punchcard.store.uow import UnitOfWork
@@ -49,6 +50,8 @@ IDEMPOTENCY_TTL = timedelta(hours=72)
 # requests hold theirs this long); a request that outlives it is fenced off by `_finish`.
 IN_FLIGHT_LEASE = timedelta(seconds=float(os.environ.get("PUNCHCARD_IN_FLIGHT_LEASE_S", "60")))
 MAX_WAIT_MS = 5000
+RACE_RETRIES = 3  # runs again of a use case that lost a deadlock, before it fails
+log = logging.getLogger("punchcard.api")
 SEALED = b"\x00pc-sealed-v1\x00"  # stored responses that start so are sealed; JSON never does
 
 
@@ -385,12 +388,26 @@ def write(
     render: Callable[[Any, UnitOfWork, datetime], dict[str, Any]],
     status: int = 200,
 ) -> Response:
-    """Run a mutating use case once per Idempotency-Key; store its response with its effect."""
+    """Run a mutating use case once per Idempotency-Key; store its response with its effect.
+
+    A use case that lost a deadlock (two members' requests each waiting on a system ledger
+    account the other holds) was rolled back whole and runs again, up to RACE_RETRIES times,
+    before its error is the answer."""
     claimed = _claim(call, _idempotency_key(call), _fingerprint(call))
     if isinstance(claimed, Response):
         return claimed
 
     def work() -> Response:
+        for _ in range(RACE_RETRIES):
+            try:
+                return once()
+            except sa.exc.OperationalError as error:
+                if not lost_race(error):
+                    raise
+                log.info("a request lost a deadlock to another; running it again")
+        return once()
+
+    def once() -> Response:
         now = call.now()
         with call.uow() as uow:
             payload = render(use_case(uow, now), uow, now)

@@ -89,6 +89,20 @@ def _insert_new(dialect_name: str, table: sa.Table, returning: tuple[sa.Column[A
     return statement.returning(*returning) if returning else statement
 
 
+# PostgreSQL's answers to a transaction that lost a deadlock or could not be serialized: it
+# was rolled back whole, and it is the database's advice to run it again.
+_LOST_RACE = frozenset({"40P01", "40001"})
+
+
+def lost_race(error: BaseException) -> bool:
+    """True when the whole transaction was rolled back only because another one overlapped it
+    (PostgreSQL's deadlock detector chose it): running it again is safe and will succeed."""
+    orig = getattr(error, "orig", None)
+    return isinstance(error, sa.exc.OperationalError) and (
+        getattr(orig, "sqlstate", None) in _LOST_RACE
+    )
+
+
 def reading(engine: sa.Engine) -> sa.Connection:
     """A connection for reads only: on SQLite it takes no write lock."""
     return engine.connect().execution_options(**{READ_ONLY: True})
