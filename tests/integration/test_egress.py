@@ -7,7 +7,10 @@ behaviour, outside this machine.
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +18,7 @@ import sqlalchemy as sa
 
 from punchcard.services import webhooks
 from punchcard.store.tables import environments, webhook_attempts, webhook_deliveries
+from punchcard.worker.deadline import Resolving, Transport, within
 from punchcard.worker.delivery import Deliverer
 from punchcard.worker.egress import PublicOnly, PublicOnlyTransport
 
@@ -94,3 +98,33 @@ def test_a_live_endpoint_whose_name_now_resolves_to_loopback_is_not_sent_to(
         # The same endpoint with private addresses allowed (as a sandbox is) is reached.
         assert Deliverer(engine, FakeClock(retry_at), threads=1, allow_private=True).run_once()
         assert len(receiver.received) == 2
+
+
+@pytest.mark.parametrize(
+    "transport",
+    [
+        lambda resolver: PublicOnlyTransport(PublicOnly(resolver, admit=lambda _address: True)),
+        lambda resolver: Transport(Resolving(resolver)),  # a sandbox's
+    ],
+    ids=["live", "sandbox"],
+)
+def test_a_name_that_never_resolves_holds_a_sender_no_longer_than_its_time(
+    transport: Any,
+) -> None:
+    """`getaddrinfo` takes no timeout: a DNS server that never answers held the sender for as
+    long as the system's resolver kept asking. The look-up now gets what is left of the
+    request's time, like every socket operation."""
+    answered = threading.Event()
+
+    def never(host: str, port: int) -> list[str]:
+        answered.wait(30)
+        return ["127.0.0.1"]
+
+    with httpx.Client(transport=transport(never)) as http, within(0.5):
+        began = time.monotonic()
+        with pytest.raises(httpx.ConnectTimeout) as late:
+            http.post("http://stuck.test:9/hooks", content=b"{}")
+        took = time.monotonic() - began
+    answered.set()
+    assert str(late.value) == "stuck.test did not resolve in time"
+    assert took < 5  # the resolver would have taken 30 s

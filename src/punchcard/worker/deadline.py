@@ -3,21 +3,31 @@
 httpx's timeouts bound each connect, read and write, not a request: a receiver that sends
 its answer a byte every few seconds never trips one, and holds a sender for as long as it
 likes. The network backend here gives every socket operation only what is left of the
-deadline the sending thread set (`within`), so a request ends when its time is up.
+deadline the sending thread set (`within`), so a request ends when its time is up. The
+name look-up too: `getaddrinfo` takes no timeout, and a DNS server that never answers
+would hold the sender for as long as the system's resolver keeps asking.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as LookupTimeout
 from contextlib import contextmanager
 from typing import Any
 
 import httpcore
 import httpx
 
+from punchcard.services.addresses import Resolver, resolve
+
 _local = threading.local()
+# Name look-ups run here, so that a sender waits for one no longer than its time left. A
+# look-up that never answers keeps its thread until the system resolver gives up; one queued
+# behind eight such is bounded all the same.
+_LOOKUPS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="punchcard-dns")
 
 
 @contextmanager
@@ -64,6 +74,54 @@ class _Stream(httpcore.NetworkStream):
         return self.inner.get_extra_info(info)
 
 
+def _anywhere(_address: str) -> bool:
+    return True
+
+
+class Resolving(httpcore.SyncBackend):
+    """A network backend that resolves a name once, within the sending thread's deadline,
+    refuses it if `admit` refuses any of its addresses, and connects to those same addresses
+    in turn, each with what is left of the time (as `socket.create_connection` would)."""
+
+    def __init__(self, resolver: Resolver = resolve, admit: Callable[[str], bool] = _anywhere):
+        self.resolver = resolver
+        self.admit = admit
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        found = self._lookup(host, port, timeout)
+        refused = [address for address in found if not self.admit(address)]
+        if refused or not found:
+            raise httpcore.ConnectError(
+                f"refused: {host} resolves to {', '.join(refused) or 'nothing'}"
+            )
+        error: Exception | None = None
+        for address in found:
+            try:
+                left = time_left(timeout, httpcore.ConnectTimeout)
+                return super().connect_tcp(address, port, left, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    def _lookup(self, host: str, port: int, timeout: float | None) -> Sequence[str]:
+        asked = _LOOKUPS.submit(self.resolver, host, port)
+        try:
+            return asked.result(time_left(timeout, httpcore.ConnectTimeout))
+        except LookupTimeout as exc:
+            asked.cancel()  # still queued: never asked
+            raise httpcore.ConnectTimeout(f"{host} did not resolve in time") from exc
+        except (OSError, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"{host} does not resolve: {exc}") from exc
+
+
 class Deadlined(httpcore.NetworkBackend):
     """A network backend whose streams keep to the sending thread's deadline."""
 
@@ -97,5 +155,5 @@ class Transport(httpx.HTTPTransport):
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
-            network_backend=Deadlined(backend or httpcore.SyncBackend()),
+            network_backend=Deadlined(backend or Resolving()),
         )
