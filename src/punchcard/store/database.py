@@ -64,9 +64,36 @@ def migrate(engine: sa.Engine) -> None:
     """Bring the schema to the newest migration (idempotent)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with _MIGRATING, engine.begin() as connection:
+    with migrating(engine) as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+@contextmanager
+def migrating(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection for Alembic, in one transaction, one migration run at a time.
+
+    SQLite can not add a constraint to a table in place: a batch migration copies the table
+    and drops the old one, which fails while other tables' rows refer to it and foreign keys
+    are enforced. So on SQLite they are off while migrating (SQLite allows the switch only
+    outside a transaction), and every reference is checked before the migration commits."""
+    sqlite = engine.dialect.name == "sqlite"
+    with _MIGRATING, engine.connect() as connection:
+        raw: Any = connection.connection.dbapi_connection
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                yield connection
+                if sqlite:
+                    dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if dangling:
+                        raise RuntimeError(
+                            f"a migration left rows that refer to nothing: {dangling[:5]}"
+                        )
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
 
 
 def open_database(url: str) -> sa.Engine:
