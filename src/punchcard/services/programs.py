@@ -13,8 +13,8 @@ from punchcard.engine.documents import load_document, plain
 from punchcard.engine.members import window_bounds
 from punchcard.engine.programs import Program, ProgramError, program_from_data
 from punchcard.errors import InvalidInput, InvalidState, NotFound
-from punchcard.services.context import version_by_id
-from punchcard.store.tables import environments, members, program_versions
+from punchcard.services.context import version_at, version_by_id
+from punchcard.store.tables import environments, members, orders, program_versions
 from punchcard.store.uow import Event, UnitOfWork
 
 
@@ -87,8 +87,32 @@ def go_live(uow: UnitOfWork, version_id: int, program: Program, at: datetime) ->
     live from now, as due work (services/due.py) for one live from later."""
     _reschedule_inactivity(uow, program)
     _replan_windows(uow, program, at)
+    if version_at(uow, at - _JUST_BEFORE).program.tiers.metric != program.tiers.metric:
+        _restate_progress(uow, program)
     uow.conn.execute(
         sa.update(program_versions).where(program_versions.c.id == version_id).values(planned=True)
+    )
+
+
+_JUST_BEFORE = timedelta(microseconds=1)  # the finest step a stored time takes
+
+
+def _restate_progress(uow: UnitOfWork, program: Program) -> None:
+    """A new tier `metric` counts the current window's progress in its own unit: each order
+    keeps what it added to the window it last added to in every unit (points, visit,
+    spend), so progress is their sum in the new one, not the old number in the old unit."""
+    added = {
+        "points": orders.c.window_points,
+        "visits": orders.c.window_visit,
+        "spend": orders.c.window_spend,
+    }[program.tiers.metric]
+    in_window = (
+        sa.select(sa.func.coalesce(sa.func.sum(added), 0))
+        .where(orders.c.member_id == members.c.id, orders.c.posted_window == members.c.window_start)
+        .scalar_subquery()
+    )
+    uow.conn.execute(
+        sa.update(members).where(members.c.env_id == uow.env_id).values(progress=in_window)
     )
 
 
