@@ -13,7 +13,7 @@ from punchcard.engine.documents import load_document, plain
 from punchcard.engine.members import window_bounds
 from punchcard.engine.programs import Program, ProgramError, program_from_data
 from punchcard.errors import InvalidInput, InvalidState, NotFound
-from punchcard.services.context import version_at, version_by_id
+from punchcard.services.context import record_tier, version_at, version_by_id
 from punchcard.store.tables import environments, members, orders, program_versions
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -89,6 +89,7 @@ def go_live(uow: UnitOfWork, version_id: int, program: Program, at: datetime) ->
     _replan_windows(uow, program, at)
     if version_at(uow, at - _JUST_BEFORE).program.tiers.metric != program.tiers.metric:
         _restate_progress(uow, program)
+    _place_unknown_tiers(uow, program, at)
     uow.conn.execute(
         sa.update(program_versions).where(program_versions.c.id == version_id).values(planned=True)
     )
@@ -114,6 +115,22 @@ def _restate_progress(uow: UnitOfWork, program: Program) -> None:
     uow.conn.execute(
         sa.update(members).where(members.c.env_id == uow.env_id).values(progress=in_window)
     )
+
+
+def _place_unknown_tiers(uow: UnitOfWork, program: Program, at: datetime) -> None:
+    """A member at a level the new version does not know (renamed or dropped) is placed in
+    its levels by progress as it goes live, so the member's next order is evaluated at a
+    level the version knows and earns its multiplier (choice 11)."""
+    unknown = uow.conn.execute(
+        sa.select(members.c.id, members.c.tier, members.c.progress).where(
+            members.c.env_id == uow.env_id, members.c.tier.not_in(list(program.levels_by_id))
+        )
+    ).all()
+    for row in unknown:
+        placed = program.level_for_progress(row.progress)
+        uow.conn.execute(sa.update(members).where(members.c.id == row.id).values(tier=placed))
+        record_tier(uow, row.id, at, placed, "program_change")
+        uow.record(Event("tier.changed", at, {"from": row.tier, "to": placed}, row.id))
 
 
 def _lock_versions(uow: UnitOfWork) -> None:
