@@ -76,7 +76,21 @@ def test_a_float_written_number_is_read_from_its_text() -> None:
     ("snippet", "where", "message"),
     [
         ("  accrual_delay: P1M\n", "line 7: earn.accrual_delay", "is not a duration"),
+        ('  accrual_delay: "\u0663\u0660m"\n', "line 7: earn.accrual_delay", "is not a duration"),
+        ('  accrual_delay: "PT15M\\n"\n', "line 7: earn.accrual_delay", "is not a duration"),
         ("  rounding: nearest\n", "line 7: earn.rounding", "Input should be"),
+        (
+            "promotions: [{id: p, multiplier: 2, starts: 2026-01-01T00:00:00, ends: 2027-01-01T00:00:00,"
+            ' hours: {from: "1\u0664:00", to: "17:00"}}]\n',
+            "line 7: promotions[0].hours.from",
+            "is not a local time",
+        ),
+        (
+            "promotions: [{id: p, multiplier: 2, starts: 2026-01-01T00:00:00, ends: 2027-01-01T00:00:00,"
+            ' hours: {from: "14:00", to: "17:00\\n"}}]\n',
+            "line 7: promotions[0].hours.to",
+            "is not a local time",
+        ),
         ("expiry: {months_after_earn: 12, inactivity_days: 30}\n", "line 7: expiry", "exactly one"),
         (
             "tiers: {metric: points, window: lifetime, levels: [{id: a, threshold: 5}]}\n",

@@ -6,9 +6,9 @@ import re
 from datetime import timedelta
 
 _ISO_RE = re.compile(
-    r"^P(?!$)(?:(?P<d>\d+)D)?(?:T(?!$)(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$"
+    r"P(?!\Z)(?:(?P<d>[0-9]+)D)?(?:T(?!\Z)(?:(?P<h>[0-9]+)H)?(?:(?P<m>[0-9]+)M)?(?:(?P<s>[0-9]+)S)?)?"
 )
-_SHORT_RE = re.compile(r"^(?P<n>\d+)(?P<unit>[smhd])$")
+_SHORT_RE = re.compile(r"(?P<n>[0-9]+)(?P<unit>[smhd])")
 _SHORT_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
@@ -16,7 +16,7 @@ def parse_duration(text: str) -> timedelta:
     """Parse `PT15M`, `P1DT12H` or `90s`/`15m`/`24h`/`30d`; a day is 24 hours."""
     if not isinstance(text, str):
         raise ValueError(f"{text!r} is not a duration like PT15M or 15m")
-    match = _ISO_RE.match(text)
+    match = _ISO_RE.fullmatch(text)
     if match:
         parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
         return timedelta(
@@ -25,7 +25,7 @@ def parse_duration(text: str) -> timedelta:
             minutes=parts.get("m", 0),
             seconds=parts.get("s", 0),
         )
-    match = _SHORT_RE.match(text)
+    match = _SHORT_RE.fullmatch(text)
     if match:
         return timedelta(**{_SHORT_UNITS[match["unit"]]: int(match["n"])})
     raise ValueError(f"{text!r} is not a duration like PT15M, P1DT12H, 90s, 15m, 24h or 30d")

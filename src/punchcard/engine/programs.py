@@ -52,7 +52,7 @@ Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-
 PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT, strict=True)]
 Days = Annotated[int, Field(gt=0, le=MAX_DAYS, strict=True)]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")  # ASCII digits; fullmatch: no "\n"
 
 
 class Strict(BaseModel):
@@ -192,7 +192,7 @@ class Hours(Strict):
     @field_validator("from_", "to")
     @classmethod
     def _hhmm(cls, value: Any) -> str:
-        if not isinstance(value, str) or not _HHMM.match(value):
+        if not isinstance(value, str) or not _HHMM.fullmatch(value):
             raise ValueError(f'{value!r} is not a local time like "14:00"')
         return value
 
