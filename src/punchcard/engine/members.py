@@ -42,8 +42,11 @@ def progress_of(program: Program, points: int, visit: int, spend: int) -> int:
 def add_progress(
     program: Program, state: MemberState, points: int, visit: int, spend: int
 ) -> Change:
-    """Post an order's (or a gain's) progress and visit; the tier only ever moves up here."""
-    state.progress += progress_of(program, points, visit, spend)
+    """Post an order's (or a gain's) progress and visit; the tier only ever moves up here,
+    and only when progress rose (a version that lowered a threshold moves no one until a
+    posting lifts their progress: a refund or a zero gain is no such posting)."""
+    gained = progress_of(program, points, visit, spend)
+    state.progress += gained
     state.visits += visit
     punches: list[tuple[str, int]] = []
     rewards: list[str] = []
@@ -59,7 +62,7 @@ def add_progress(
     if state.tier not in program.levels_by_id:
         old, state.tier = state.tier, reached
         return Change(old, reached, tuple(punches), tuple(rewards), reason="program_change")
-    if program.level_rank(reached) > program.level_rank(state.tier):
+    if gained > 0 and program.level_rank(reached) > program.level_rank(state.tier):
         old, state.tier = state.tier, reached
         return Change(old, reached, tuple(punches), tuple(rewards))
     return Change(punches=tuple(punches), rewards=tuple(rewards))
