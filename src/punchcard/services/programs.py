@@ -13,7 +13,7 @@ from punchcard.engine.documents import load_document, plain
 from punchcard.engine.members import window_bounds
 from punchcard.engine.programs import Program, ProgramError, program_from_data
 from punchcard.errors import InvalidInput, InvalidState, NotFound
-from punchcard.services.context import record_tier, version_at, version_by_id
+from punchcard.services.context import record_tier, version_by_id
 from punchcard.store.tables import environments, members, orders, program_versions
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -87,7 +87,8 @@ def go_live(uow: UnitOfWork, version_id: int, program: Program, at: datetime) ->
     live from now, as due work (services/due.py) for one live from later."""
     _reschedule_inactivity(uow, program)
     _replan_windows(uow, program, at)
-    if version_at(uow, at - _JUST_BEFORE).program.tiers.metric != program.tiers.metric:
+    before = _live_before(uow, version_id, at)
+    if before is not None and before.tiers.metric != program.tiers.metric:
         _restate_progress(uow, program)
     _place_unknown_tiers(uow, program, at)
     uow.conn.execute(
@@ -95,7 +96,20 @@ def go_live(uow: UnitOfWork, version_id: int, program: Program, at: datetime) ->
     )
 
 
-_JUST_BEFORE = timedelta(microseconds=1)  # the finest step a stored time takes
+def _live_before(uow: UnitOfWork, version_id: int, at: datetime) -> Program | None:
+    """The version this one takes over from at `at` (None for the first): the latest other
+    version live by then, also one that went live at that same instant."""
+    found = uow.conn.execute(
+        sa.select(program_versions.c.id)
+        .where(
+            program_versions.c.env_id == uow.env_id,
+            program_versions.c.id != version_id,
+            program_versions.c.live_from <= at,
+        )
+        .order_by(program_versions.c.live_from.desc(), program_versions.c.version.desc())
+        .limit(1)
+    ).scalar()
+    return None if found is None else version_by_id(uow, found).program
 
 
 def _restate_progress(uow: UnitOfWork, program: Program) -> None:
