@@ -59,6 +59,20 @@ def _sandbox(server: Server, key: str, start: str = "2026-03-03T12:00:00Z") -> d
             None,
         ),
         ("POST", "/v1/programs/versions/99999999999999999999/activate", {}),
+        # In range in their own offset, out of it in UTC: they overflowed when stored.
+        (
+            "POST",
+            "/v1/programs/versions",
+            {"source": "x", "live_from": "9999-12-31T23:59:59-14:00"},
+        ),
+        ("POST", "/v1/programs/versions/1/activate", {"at": "9999-12-31T23:59:59-14:00"}),
+        ("POST", "/v1/clock", {"to": "9000-12-31T23:59:59-23:59"}),
+        ("POST", "/v1/webhooks/endpoints/e/recover", {"since": "0001-01-01T00:00:00+14:00"}),
+        # A NUL in a path or query: PostgreSQL's text can not hold one (the look-up failed).
+        ("GET", "/v1/members/a%00b", None),
+        ("GET", "/v1/gift-cards/a%00b", None),
+        ("DELETE", "/v1/webhooks/endpoints/a%00b", None),
+        ("GET", "/v1/members/ann/timeline?cursor=a%00b", None),
     ],
 )
 def test_malformed_input_is_422_never_500(
@@ -73,6 +87,14 @@ def test_malformed_input_is_422_never_500(
     )
     assert answer.status_code == 422, answer.text
     assert answer.json()["code"] == "invalid_input"
+
+
+def test_a_nul_in_an_inbound_path_is_422_before_its_signature_is_checked(server: Server) -> None:
+    """The inbound route takes no API key: a NUL in its source id made a 500 for anyone."""
+    answer = httpx.post(f"{server.url}/v1/inbound/a%00b", content=b"{}")
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["code"] == "invalid_input"
+    assert answer.json()["detail"] == "the request's path holds a NUL character (%00)"
 
 
 def test_a_token_without_an_offset_is_422(server: Server) -> None:

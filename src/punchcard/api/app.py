@@ -120,6 +120,28 @@ class BodyLimit:
         await problem(413, "body_too_large", detail)(scope, receive, send)
 
 
+class NoNul:
+    """Refuses a path or query that holds a NUL character (422 invalid_input), before any
+    route looks it up: PostgreSQL's text can not hold one, so a member, card, endpoint or
+    inbound source named so would fail the look-up itself (a 500), even before an inbound
+    event's signature is checked."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for part, holds in (
+                ("path", "\x00" in scope["path"]),
+                ("query", b"%00" in scope["query_string"].lower()),
+            ):
+                if holds:
+                    detail = f"the request's {part} holds a NUL character (%00)"
+                    await problem(422, "invalid_input", detail)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 def openapi_document(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document plus what it cannot see: the bearer key (with the scopes each
     operation needs) and Idempotency-Key that the guard and `write` read from the headers,
@@ -186,6 +208,7 @@ def create_app(
     app.include_router(health_router(lambda: app.state.engine))
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(NoNul)  # the last added runs first
 
     @app.exception_handler(PunchcardError)
     async def _domain(_request: Request, error: PunchcardError) -> Response:
@@ -226,7 +249,9 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        route = request.scope.get("route")  # its template: no id, no control character
+        where = route.path_format if isinstance(route, APIRoute) else repr(request.url.path)
+        log.exception("unhandled error on %s %s", request.method, where)
         return problem(500, "internal", "something went wrong on our side; it has been logged")
 
     return app

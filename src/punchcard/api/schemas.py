@@ -59,6 +59,9 @@ When = Annotated[AwareDatetime, BeforeValidator(_time_text)]
 # The years times may fall in (services/inputs.py `parse_time`, the sandbox clock's limit).
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 AFTER_LATEST = datetime(9001, 1, 1, tzinfo=UTC)
+# A time within those years, judged in UTC: one near year 1 or 9999 in its own offset
+# (`9999-12-31T23:59:59-14:00`) overflows when it is stored or added to.
+Bounded = Annotated[When, Field(ge=EARLIEST, lt=AFTER_LATEST)]
 
 
 def _has_nul(value: Any) -> bool:
@@ -185,12 +188,12 @@ class InquiryBody(Body):
 
 class ProgramBody(Body):
     source: str = Field(description="The program document, YAML or JSON text")
-    live_from: When | None = Field(None, description="Default: now. Null with activate=false")
+    live_from: Bounded | None = Field(None, description="Default: now. Null with activate=false")
     activate: StrictBool = True
 
 
 class ActivateBody(Body):
-    at: When | None = None
+    at: Bounded | None = None
 
 
 class SandboxBody(Body):
@@ -208,7 +211,7 @@ class SandboxBody(Body):
 
 
 class ClockBody(Body):
-    to: When | None = None
+    to: Bounded | None = None
     advance: str | None = Field(None, description="A duration: PT1H, P1D, 15m, 30d")
 
 
@@ -224,7 +227,7 @@ class EndpointPatch(Body):
 
 
 class RecoverBody(Body):
-    since: When
+    since: Bounded
 
 
 class SourceBody(Body):
