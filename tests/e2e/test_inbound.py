@@ -7,6 +7,7 @@ import time
 import uuid
 
 import httpx
+import pytest
 
 from punchcard.services.inbound import signature
 
@@ -124,4 +125,25 @@ def test_bad_signatures_and_stale_timestamps_are_refused_and_stored_nowhere(serv
         },
     )
     assert tampered.status_code == 401  # the signature covers the raw bytes
+    assert http.get(f"/v1/inbound/sources/{source['id']}/events").json()["events"] == []
+
+
+@pytest.mark.parametrize(
+    ("event_id", "detail"),
+    [
+        ("e" * 201, "id: at most 200 characters, without control characters"),
+        ("e\u0000", "id: at most 200 characters, without control characters"),
+        ("e\ud800", "body: a lone surrogate is not text"),
+    ],
+    ids=["too-long", "nul", "lone-surrogate"],
+)
+def test_an_event_id_no_column_can_hold_is_422_and_stored_nowhere(
+    server: Server, event_id: str, detail: str
+) -> None:
+    """They were 500s: the id overflowed its column on PostgreSQL, or could not be stored."""
+    http, source, _member = _setup(server)
+    event = {"id": event_id, "type": "order.closed", "order": {"id": "o1"}}
+    answer = _send(server, source, event)
+    assert answer.status_code == 422, answer.text
+    assert (answer.json()["code"], answer.json()["detail"]) == ("invalid_input", detail)
     assert http.get(f"/v1/inbound/sources/{source['id']}/events").json()["events"] == []

@@ -14,6 +14,7 @@ from typing import Any
 from punchcard.errors import InvalidInput
 from punchcard.inbound.mapping import Operation
 
+MAX_EVENT_ID = 200  # the stored id's width
 TYPES = ("order.placed", "order.closed", "order.edited", "order.refunded", "order.voided")
 
 
@@ -21,7 +22,10 @@ class GenericJson:
     def event_id(self, event: Any) -> str:
         if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not event["id"]:
             raise InvalidInput("an event is a JSON object with a text id")
-        return str(event["id"])
+        ident = str(event["id"])
+        if len(ident) > MAX_EVENT_ID or any(ord(c) < 32 for c in ident):
+            raise InvalidInput(f"id: at most {MAX_EVENT_ID} characters, without control characters")
+        return ident
 
     def operation(self, event: Any) -> Operation:
         kind = event.get("type")

@@ -85,6 +85,10 @@ def receive(
             raise InvalidInput(f"body: {twice}") from twice
         except (ValueError, RecursionError) as exc:
             raise InvalidInput("the body is not JSON") from exc
+        try:  # a lone surrogate ("\ud800") is valid JSON, but no text column can hold it
+            json.dumps(event, ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidInput("body: a lone surrogate is not text") from exc
         # Only the parts that carry money: a platform's own fields are not read.
         parts = {k: event[k] for k in ("order", "refund") if isinstance(event, dict) and k in event}
         where = strict_json.inexact_number(parts)
