@@ -79,6 +79,9 @@ def test_a_float_written_number_is_read_from_its_text() -> None:
         ('  accrual_delay: "\u0663\u0660m"\n', "line 7: earn.accrual_delay", "is not a duration"),
         ('  accrual_delay: "PT15M\\n"\n', "line 7: earn.accrual_delay", "is not a duration"),
         ("  rounding: nearest\n", "line 7: earn.rounding", "Input should be"),
+        # Bytes and sets: no key takes them, and storing the document as JSON failed (500).
+        ("x-logo: !!binary aGVsbG8=\n", "line 7", "binary values are not allowed"),
+        ("x-days: !!set {mon, tue}\n", "line 7", "set values are not allowed"),
         (
             "promotions: [{id: p, multiplier: 2, starts: 2026-01-01T00:00:00, ends: 2027-01-01T00:00:00,"
             ' hours: {from: "1\u0664:00", to: "17:00"}}]\n',

@@ -35,7 +35,8 @@ def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
 def _decimal_or_text(text: str) -> Any:
     """Plain decimals become Decimal; exponents, infinities and NaN stay text (and fail
     wherever a number is wanted): money and rates are written as plain decimals."""
-    if not text.lstrip("+-").replace(".", "", 1).isdigit():
+    digits = text.lstrip("+-").replace(".", "", 1)
+    if not (digits.isascii() and digits.isdigit()):
         return text
     return Decimal(text)
 
@@ -51,6 +52,15 @@ def _construct_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
     return str(loader.construct_scalar(node))
 
 
+def _refuse(_loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    """Bytes and sets are YAML values no program key takes, and JSON can not store them."""
+    raise yaml.constructor.ConstructorError(
+        None, None, f"{node.tag.rsplit(':', 1)[-1]} values are not allowed", node.start_mark
+    )
+
+
+_TextNumberLoader.add_constructor("tag:yaml.org,2002:binary", _refuse)
+_TextNumberLoader.add_constructor("tag:yaml.org,2002:set", _refuse)
 _TextNumberLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 _TextNumberLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _TextNumberLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_text)
