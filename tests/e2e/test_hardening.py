@@ -116,6 +116,31 @@ def test_unknown_routes_are_problems(server: Server) -> None:
     assert (wrong.status_code, wrong.json()["code"]) == (405, "method_not_allowed")
 
 
+def test_concurrent_advances_each_move_the_clock(server: Server) -> None:
+    """Five advances of a day at once, each under its own key: five days, each answer a
+    different day (each planned against the clock the one before left; four were planned
+    against the same clock, and the sandbox moved two days)."""
+    made = _sandbox(server, server.a["sandbox_key"], start="2026-03-03T12:00:00Z")
+    headers = {"Authorization": f"Bearer {made['key']}"}
+
+    def advance(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/v1/clock",
+            json={"advance": "P1D"},
+            headers={**headers, **_key()},
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        answers = list(pool.map(advance, range(5)))
+    assert [a.status_code for a in answers] == [200] * 5
+    assert sorted(a.json()["clock"] for a in answers) == [
+        f"2026-03-0{day}T12:00:00+00:00" for day in range(4, 9)
+    ]
+    now = httpx.get(f"{server.url}/v1/clock", headers=headers).json()["now"]
+    assert now == "2026-03-08T12:00:00+00:00"
+
+
 def test_concurrent_creates_of_one_id_answer_409_not_500(server: Server) -> None:
     made = _sandbox(server, server.a["sandbox_key"])
     headers = {"Authorization": f"Bearer {made['key']}"}

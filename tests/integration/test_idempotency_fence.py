@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import warnings
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,12 @@ import pytest
 import sqlalchemy as sa
 from starlette.exceptions import StarletteDeprecationWarning
 
-from punchcard.api import context
+from punchcard.api import context, routes
 from punchcard.api.app import create_app
 from punchcard.services import orders, tenants
 from punchcard.services.clock import SystemClock
 from punchcard.store.database import open_database
+from punchcard.worker import due_work
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -139,3 +141,51 @@ def test_a_clock_advance_retried_after_a_crash_moves_the_clock_once(
         token = retry.json()["consistency_token"]
         assert retry.headers["consistency-token"] == replay.headers["consistency-token"] == token
     engine.dispose()
+
+
+def test_a_retry_that_takes_over_a_slow_clock_move_moves_the_clock_once(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A move that outlives its key's claim: the retry that takes the key over finds the
+    sandbox still held, answers 409 sandbox_busy and keeps the stored plan (it deleted the key
+    and its plan, the first request then answered 500, and the next retry advanced again)."""
+    engine, clock, made = _tenant_whose_claims_lapse(database_url, monkeypatch)
+    inside, go_on = threading.Event(), threading.Event()
+    run_due = due_work.run_due
+
+    def slow(*args: Any) -> Any:
+        if not inside.is_set():
+            inside.set()
+            assert go_on.wait(30)
+        return run_due(*args)
+
+    monkeypatch.setattr(due_work, "run_due", slow)
+    monkeypatch.setattr(routes, "sandbox_lease", partial(due_work.sandbox_lease, wait_s=0.3))
+    advance = {"advance": "P1D"}
+    with TestClient(create_app(engine, clock)) as client:
+        sandbox = client.post(
+            "/v1/sandboxes",
+            json={"name": "slow", "start": "2026-03-03T12:00:00Z"},
+            headers={"Authorization": f"Bearer {made['sandbox_key']}", "Idempotency-Key": "s"},
+        ).json()
+        client.headers.update({"Authorization": f"Bearer {sandbox['key']}"})
+        answers: list[httpx.Response] = []
+        first = threading.Thread(
+            target=lambda: answers.append(
+                client.post("/v1/clock", json=advance, headers={"Idempotency-Key": "c"})
+            )
+        )
+        first.start()
+        assert inside.wait(30)
+        retry = client.post("/v1/clock", json=advance, headers={"Idempotency-Key": "c"})
+        assert (retry.status_code, retry.json()["code"]) == (409, "sandbox_busy")
+        assert retry.headers["retry-after"] == "1"
+        go_on.set()
+        first.join(30)
+        (slow_answer,) = answers
+        assert slow_answer.status_code == 200, slow_answer.text
+        assert slow_answer.json()["clock"] == "2026-03-04T12:00:00+00:00"
+        again = client.post("/v1/clock", json=advance, headers={"Idempotency-Key": "c"})
+        assert again.headers.get("idempotent-replayed") == "true"
+        assert again.content == slow_answer.content
+        assert client.get("/v1/clock").json()["now"] == "2026-03-04T12:00:00+00:00"

@@ -27,6 +27,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -277,24 +278,14 @@ def _claim(call: Call, key: str, fingerprint: str) -> Response | int:
             if row.state == "done":
                 return _replay(call, row)
             if row.locked_until > now:
-                raise ApiProblem(
-                    409,
-                    "idempotency_key_in_flight",
-                    "a request with this Idempotency-Key is still running",
-                    {"Retry-After": "1"},
-                )
+                raise _in_flight()
             conn.execute(  # the first request died: take its claim over
                 sa.update(idempotency_keys)
                 .where(idempotency_keys.c.id == row.id)
                 .values(locked_until=now + IN_FLIGHT_LEASE)
             )
             return int(row.id)
-    raise ApiProblem(
-        409,
-        "idempotency_key_in_flight",
-        "a request with this Idempotency-Key is still running",
-        {"Retry-After": "1"},
-    )
+    raise _in_flight()
 
 
 class Superseded(Exception):
@@ -346,17 +337,41 @@ def _answer_error(call: Call, claimed: int, error: PunchcardError) -> Response:
 
 
 def _replay_stored(call: Call, claimed: int) -> Response:
+    """The answer another request under this key stored; while it has none yet (it is still
+    running, or failed and left its plan for a retry), the key is in flight."""
     with call.engine.connect() as conn:
         row = conn.execute(
             sa.select(idempotency_keys).where(idempotency_keys.c.id == claimed)
-        ).one()
+        ).first()
+    if row is None or row.state != "done":
+        raise _in_flight()
     return _replay(call, row)
 
 
+def _in_flight() -> ApiProblem:
+    return ApiProblem(
+        409,
+        "idempotency_key_in_flight",
+        "a request with this Idempotency-Key is still running",
+        {"Retry-After": "1"},
+    )
+
+
 def _release(call: Call, claimed: int) -> None:
-    """Nothing happened (a crash, not an answer): let a retry run it again."""
+    """Nothing was answered (a crash, a busy sandbox): let a retry run it again. A key that
+    holds a plan (`idempotent`) keeps it, its claim lapsed at once, so the retry carries out
+    that same plan; any other key is forgotten."""
     with call.engine.begin() as conn:
-        conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.id == claimed))
+        conn.execute(
+            sa.delete(idempotency_keys).where(
+                idempotency_keys.c.id == claimed, idempotency_keys.c.response.is_(None)
+            )
+        )
+        conn.execute(
+            sa.update(idempotency_keys)
+            .where(idempotency_keys.c.id == claimed, idempotency_keys.c.state == "in_flight")
+            .values(locked_until=call.clock.now())
+        )
 
 
 def _run_claimed(call: Call, claimed: int, work: Callable[[], Response]) -> Response:
@@ -454,23 +469,27 @@ def idempotent(
     call: Call,
     plan: Callable[[], dict[str, Any]],
     run: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]],
+    holding: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> Response:
     """For operations that run their own transactions (moving a sandbox clock): claim the key,
     fix the plan and store it under the key, run it, store the answer.
 
     The plan is what the request means, resolved against the state it is about to change
     ("advance 1 day" becomes "move to" a time). Running a plan twice changes nothing more, so
-    a retry after a crash carries out the stored plan again, not a plan made anew."""
+    a retry after a crash carries out the stored plan again, not a plan made anew. `holding`
+    is held while the plan is made and run (a sandbox's lease): two requests with different
+    keys then resolve their plans one after the other, never against the same state."""
     claimed = _claim(call, _idempotency_key(call), _fingerprint(call))
     if isinstance(claimed, Response):
         return claimed
 
     def work() -> Response:
-        fixed = _stored_plan(call, claimed)
-        if fixed is None:
-            fixed = plan()
-            _store_plan(call, claimed, fixed)
-        status, payload = run(fixed)
+        with holding():
+            fixed = _stored_plan(call, claimed)
+            if fixed is None:
+                fixed = plan()
+                _store_plan(call, claimed, fixed)
+            status, payload = run(fixed)
         body = json.dumps(payload, separators=(",", ":")).encode()
         with call.engine.begin() as conn:
             _finish(call, conn, claimed, status, body)

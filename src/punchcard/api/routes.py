@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from math import ceil
 from typing import Any, TypeVar
@@ -43,7 +44,7 @@ from punchcard.services import gift_cards, members, orders, programs, rewards, t
 from punchcard.services.context import load_member, version_at
 from punchcard.store.database import reading
 from punchcard.store.uow import UnitOfWork
-from punchcard.worker.due_work import move_clock
+from punchcard.worker.due_work import Held, SandboxBusy, move_held, sandbox_lease
 
 router = APIRouter(prefix="/v1", route_class=GuardedRoute)
 T = TypeVar("T")
@@ -641,7 +642,7 @@ def _clock_plan(c: Call, env_id: str, body: ClockBody) -> dict[str, Any]:
     return {"to": target.isoformat()}
 
 
-def _move(c: Call, env_id: str, plan: dict[str, Any]) -> dict[str, Any]:
+def _move(c: Call, env_id: str, plan: dict[str, Any], held: Held) -> dict[str, Any]:
     current = _sandbox_now(c, env_id)
     target = datetime.fromisoformat(plan["to"])
     if target.year > 9000:
@@ -651,7 +652,7 @@ def _move(c: Call, env_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     if target - current > MAX_CLOCK_MOVE:
         # All due work on the way is done in this request: bound it, as a request is bounded.
         raise InvalidInput(f"the clock moves at most {MAX_CLOCK_MOVE.days} days at a time")
-    done = move_clock(c.engine, env_id, target, c.clock)
+    done = move_held(c.engine, env_id, target, held)
     return {
         "id": env_id,
         "clock": target.isoformat(),
@@ -669,11 +670,7 @@ def move_sandbox_clock(
     sandbox_id: str, body: ClockBody, c: Call = needs("sandboxes:write")
 ) -> Response:
     """Move a sandbox's clock forward, doing all the due work on the way."""
-    return idempotent(
-        c,
-        lambda: _clock_plan(c, sandbox_id, body),
-        lambda plan: (200, _move(c, sandbox_id, plan)),
-    )
+    return _move_clock(c, sandbox_id, body)
 
 
 @router.post("/clock", tags=["sandboxes"], response_model=responses.written(responses.ClockMoved))
@@ -681,10 +678,29 @@ def move_own_clock(body: ClockBody, c: Call = needs("sandboxes:write")) -> Respo
     """Move this sandbox's own clock (a live key gets invalid_state: live has no movable clock)."""
     if c.principal.env_kind == "live":
         raise InvalidState("live has no movable clock")
+    return _move_clock(c, c.env_id, body)
+
+
+def _move_clock(c: Call, env_id: str, body: ClockBody) -> Response:
+    """Under the sandbox's lease from plan to answer: a second move (another key) plans
+    against the clock the first left, and a retry that took over a slow move's key waits
+    for it, then carries out the same stored plan."""
+    lease: list[Held] = []
+
+    @contextmanager
+    def holding() -> Iterator[None]:
+        try:
+            with sandbox_lease(c.engine, env_id, c.clock) as held:
+                lease.append(held)
+                yield
+        except SandboxBusy as busy:
+            raise ApiProblem(409, "sandbox_busy", str(busy), {"Retry-After": "1"}) from busy
+
     return idempotent(
         c,
-        lambda: _clock_plan(c, c.env_id, body),
-        lambda plan: (200, _move(c, c.env_id, plan)),
+        lambda: _clock_plan(c, env_id, body),
+        lambda plan: (200, _move(c, env_id, plan, lease[0])),
+        holding,
     )
 
 

@@ -13,6 +13,9 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -147,35 +150,59 @@ class Worker:
         self.stopping.set()
 
 
+class SandboxBusy(TimeoutError):
+    """Another move (or a worker) held the sandbox for longer than a request waits."""
+
+
+@dataclass
+class Held:
+    """A sandbox's lease, held for a clock move; `through` is how far its due work is done."""
+
+    owner: str
+    through: datetime | None = None
+
+
+@contextmanager
+def sandbox_lease(
+    engine: sa.Engine, env_id: str, clock: Clock, wait_s: float = 10.0
+) -> Iterator[Held]:
+    """Hold a sandbox's lease (as a worker holds an environment's) for as long as the block
+    runs: moves of one sandbox happen one at a time, each reading the clock the last left."""
+    held = Held(f"clock-{uuid.uuid4().hex[:12]}")
+    deadline = time.monotonic() + wait_s
+    while not claim(engine, held.owner, clock.now(), env_id):
+        if time.monotonic() > deadline:
+            raise SandboxBusy("the sandbox is busy with another clock move; try again")
+        time.sleep(0.02)
+    try:
+        yield held
+    finally:
+        release(engine, env_id, held.owner, held.through)
+
+
 def move_clock(
     engine: sa.Engine, env_id: str, to: datetime, clock: Clock, wait_s: float = 10.0
 ) -> int:
-    """Move a sandbox's clock forward, doing the due work on the way (under the env's lease).
+    """Move a sandbox's clock forward, doing the due work on the way (under the env's lease)."""
+    with sandbox_lease(engine, env_id, clock, wait_s) as held:
+        return move_held(engine, env_id, to, held)
+
+
+def move_held(engine: sa.Engine, env_id: str, to: datetime, held: Held) -> int:
+    """Move a sandbox's clock forward under its lease, doing the due work on the way.
 
     The clock is read again under the lease: a move checked against the clock before another
     move finished must not take it back."""
-    owner = f"clock-{uuid.uuid4().hex[:12]}"
-    deadline = time.monotonic() + wait_s
-    while not claim(engine, owner, clock.now(), env_id):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the sandbox is busy; try again")
-        time.sleep(0.02)
-    try:
-        with single_statement(engine) as conn:
-            current = conn.execute(
-                sa.select(environments.c.clock).where(environments.c.id == env_id)
-            ).scalar()
-        if current is not None and to < current:
-            raise InvalidInput("the clock never moves back")
-        done = run_due(lambda: UnitOfWork(engine, env_id), to)
-        with engine.begin() as conn:
-            conn.execute(
-                sa.update(environments).where(environments.c.id == env_id).values(clock=to)
-            )
-    except BaseException:
-        release(engine, env_id, owner, None)
-        raise
-    release(engine, env_id, owner, to)
+    with single_statement(engine) as conn:
+        current = conn.execute(
+            sa.select(environments.c.clock).where(environments.c.id == env_id)
+        ).scalar()
+    if current is not None and to < current:
+        raise InvalidInput("the clock never moves back")
+    done = run_due(lambda: UnitOfWork(engine, env_id), to)
+    with engine.begin() as conn:
+        conn.execute(sa.update(environments).where(environments.c.id == env_id).values(clock=to))
+    held.through = to
     return done
 
 
