@@ -2,7 +2,8 @@
 
 Each method is one logical operation: it makes one Idempotency-Key and reuses it on
 every retry, so retrying can never apply an operation twice. Network errors, 409
-(a request with the same key still running), 429 and 5xx are retried with
+(a request with the same key still running, a sandbox busy with another clock move),
+429 and 5xx are retried with
 exponential backoff and jitter; other problems raise the domain error of their
 `code` (`punchcard.errors`), or `ApiError`.
 
@@ -99,7 +100,7 @@ class Client:
     def _retryable(self, response: httpx.Response) -> bool:
         if response.status_code != 409:
             return True
-        return _problem(response).get("code") == "idempotency_key_in_flight"
+        return _problem(response).get("code") in {"idempotency_key_in_flight", "sandbox_busy"}
 
     def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
         delay = self.backoff_s * 2**attempt * (0.5 + random.random())

@@ -65,6 +65,34 @@ def test_a_retry_after_a_lost_answer_reuses_the_key_and_applies_once(server: Ser
         assert plain.gift_card(card)["balance"]["amount"] == "6.00"  # not 2.00
 
 
+class _BusyFirst(httpx.BaseTransport):
+    """Answers the first clock move as a server does while another move holds the sandbox
+    (a real one takes 10 s to give up), then sends every request to the real server."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.keys: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/clock" and request.method == "POST":
+            self.keys.append(request.headers["idempotency-key"])
+            if len(self.keys) == 1:
+                problem = {"status": 409, "code": "sandbox_busy", "detail": "busy"}
+                headers = {"content-type": "application/problem+json", "retry-after": "0"}
+                return httpx.Response(409, json=problem, headers=headers)
+        return self.inner.handle_request(request)
+
+
+def test_a_busy_sandbox_is_retried_under_the_same_key(server: Server) -> None:
+    with Client(server.url, server.a["sandbox_key"]) as owner:
+        sandbox = owner.create_sandbox("busy", "2026-03-03T12:00:00Z")
+    transport = _BusyFirst()
+    with Client(server.url, sandbox["key"], transport=transport, backoff_s=0.01) as client:
+        moved = client.move_clock(advance="P1D")
+    assert moved["clock"] == "2026-03-04T12:00:00+00:00"
+    assert len(transport.keys) == 2 and transport.keys[0] == transport.keys[1]
+
+
 def test_the_client_covers_programs_and_webhooks(server: Server) -> None:
     with Client(server.url, server.b["sandbox_key"]) as client:  # a sandbox may target loopback
         assert client.diagram("hold").startswith("stateDiagram-v2\n    [*] --> pending")
