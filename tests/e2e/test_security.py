@@ -1012,6 +1012,27 @@ def test_inquiries_over_the_limit_get_429_with_a_problem_and_retry_after(srv: Sr
         assert _inquire(http, "6000000000000000", "0000").status_code == 404
 
 
+def test_an_inquiry_replayed_under_its_key_is_its_answer_and_not_counted(srv: Srv) -> None:
+    """A replay is the stored answer, byte for byte, and uses none of the limit; a request
+    without a key is told so (both were 429 once the limit was used up)."""
+    _, key = _sandbox(srv, srv.b["sandbox_key"])
+    asked = {"number": "6000000000000000", "pin": "0000"}
+    with srv.client(key) as http:
+        first = http.post("/v1/gift-cards/inquiries", json=asked, headers={"Idempotency-Key": "i"})
+        replays = [
+            http.post("/v1/gift-cards/inquiries", json=asked, headers={"Idempotency-Key": "i"})
+            for _ in range(INQUIRIES_PER_MINUTE + 2)
+        ]
+        keyless = http.post("/v1/gift-cards/inquiries", json=asked)
+        fresh = [_inquire(http, "6000000000000000", "0000") for _ in range(INQUIRIES_PER_MINUTE)]
+    assert first.status_code == 404
+    assert {(r.status_code, r.content, r.headers["idempotent-replayed"]) for r in replays} == {
+        (404, first.content, "true")
+    }
+    assert (keyless.status_code, keyless.json()["code"]) == (400, "idempotency_key_missing")
+    assert [a.status_code for a in fresh] == [404] * (INQUIRIES_PER_MINUTE - 1) + [429]
+
+
 # Webhook URLs ---------------------------------------------------------------------------
 
 PRIVATE_URLS = [

@@ -402,17 +402,22 @@ def write(
     use_case: Callable[[UnitOfWork, datetime], Any],
     render: Callable[[Any, UnitOfWork, datetime], dict[str, Any]],
     status: int = 200,
+    admit: Callable[[], None] | None = None,
 ) -> Response:
     """Run a mutating use case once per Idempotency-Key; store its response with its effect.
 
-    A use case that lost a deadlock (two members' requests each waiting on a system ledger
-    account the other holds) was rolled back whole and runs again, up to RACE_RETRIES times,
-    before its error is the answer."""
+    `admit` runs first, only for a request that will run (not a replay), outside the use
+    case's transaction; an ApiProblem it raises (a rate limit) is the answer and frees the
+    key. A use case that lost a deadlock (two members' requests each waiting on a system
+    ledger account the other holds) was rolled back whole and runs again, up to
+    RACE_RETRIES times, before its error is the answer."""
     claimed = _claim(call, _idempotency_key(call), _fingerprint(call))
     if isinstance(claimed, Response):
         return claimed
 
     def work() -> Response:
+        if admit is not None:
+            admit()
         for _ in range(RACE_RETRIES):
             try:
                 return once()

@@ -380,16 +380,24 @@ def issue_gift_card(body: GiftCardBody, c: Call = needs("gift_cards:write")) -> 
     response_model=responses.written(responses.GiftCard),
 )
 def inquire(body: InquiryBody, request: Request, c: Call = needs("gift_cards:read")) -> Response:
-    """Balance by number and PIN; unknown card and wrong PIN are answered alike."""
-    wait_s = request.app.state.inquiries.take(c.engine, c.principal.key_id, c.env_id)
-    if wait_s:
-        raise ApiProblem(
-            429, "rate_limited", "too many balance inquiries", {"Retry-After": str(ceil(wait_s))}
-        )
+    """Balance by number and PIN; unknown card and wrong PIN are answered alike. An inquiry
+    counts against the key's limit when it runs: a replay of one does not."""
+
+    def admit() -> None:
+        wait_s = request.app.state.inquiries.take(c.engine, c.principal.key_id, c.env_id)
+        if wait_s:
+            raise ApiProblem(
+                429,
+                "rate_limited",
+                "too many balance inquiries",
+                {"Retry-After": str(ceil(wait_s))},
+            )
+
     return write(
         c,
         lambda uow, now: gift_cards.inquire(uow, body.number, body.pin, now),
         lambda card, _uow, _now: views.gift_card(card),
+        admit=admit,
     )
 
 
