@@ -375,3 +375,39 @@ def test_an_id_written_as_a_whole_number_is_its_text_as_the_document_declares(
     assert _problem(
         http.post("/v1/members", json={"id": True}, headers=_key()), 422, "invalid_input"
     )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"this is not json {", b'{"refund_all": true}', b"[]", b"null"],
+    ids=["broken", "a-meaning", "array", "null"],
+)
+def test_a_body_sent_to_an_endpoint_that_takes_none_is_refused(
+    http: httpx.Client, content: bytes
+) -> None:
+    """Closing or voiding an order reads no body: one that says something was ignored (the
+    order closed under broken JSON; `refund_all` was silently dropped)."""
+    before = _state(http)
+    for action in ("close", "void"):
+        answer = http.post(
+            f"/v1/orders/o1/{action}",
+            content=content,
+            headers={**_key(), "content-type": "application/json"},
+        )
+        problem = _problem(answer, 422, "invalid_input")
+        assert problem["detail"] == "body: this endpoint takes no body; send none, or {}"
+    assert _state(http) == before
+
+
+def test_no_body_and_an_empty_object_are_one_request_to_an_endpoint_that_takes_none(
+    http: httpx.Client,
+) -> None:
+    line = {"id": "l1", "sku": "BURR", "category": "burrito", "qty": 1, "unit_price": "9.50"}
+    order = {"id": "o-empty", "member": "m1", "status": "open", "lines": [line]}
+    assert http.post("/v1/orders", json=order, headers=_key()).status_code == 201
+    key = _key()
+    closed = http.post("/v1/orders/o-empty/close", json={}, headers=key)
+    again = http.post("/v1/orders/o-empty/close", headers=key)  # the retry sends no body
+    assert closed.status_code == 200, closed.text
+    assert (again.status_code, again.content) == (200, closed.content)
+    assert again.headers["idempotent-replayed"] == "true"

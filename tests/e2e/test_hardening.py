@@ -116,6 +116,28 @@ def test_unknown_routes_are_problems(server: Server) -> None:
     assert (wrong.status_code, wrong.json()["code"]) == (405, "method_not_allowed")
 
 
+def test_a_trailing_slash_is_a_404_problem_not_a_redirect(server: Server) -> None:
+    answer = httpx.post(f"{server.url}/v1/members/", json={"id": "m"})
+    assert (answer.status_code, answer.json()["code"]) == (404, "not_found")
+    assert "location" not in answer.headers
+
+
+def test_two_idempotency_keys_on_one_request_are_refused(server: Server) -> None:
+    made = _sandbox(server, server.a["sandbox_key"])
+    answer = httpx.post(
+        f"{server.url}/v1/members",
+        json={"id": "twice"},
+        headers=[
+            ("Authorization", f"Bearer {made['key']}"),
+            ("Idempotency-Key", "a"),
+            ("Idempotency-Key", "b"),
+        ],
+    )
+    assert (answer.status_code, answer.json()["code"]) == (400, "idempotency_key_given_twice")
+    with server.client(made["key"]) as http:
+        assert http.get("/v1/members/twice").status_code == 404
+
+
 def test_concurrent_advances_each_move_the_clock(server: Server) -> None:
     """Five advances of a day at once, each under its own key: five days, each answer a
     different day (each planned against the clock the one before left; four were planned

@@ -197,6 +197,9 @@ def create_app(
         title="Punchcard",
         version=__version__,
         summary="Loyalty and gift cards: idempotent, explicitly eventually consistent, multi-tenant.",
+        # `/v1/members/` is not a route: a 404 problem, not a bare 307 to a URL made from the
+        # Host header before the key was checked.
+        redirect_slashes=False,
     )
     app.state.engine = engine
     app.state.clock = clock

@@ -325,6 +325,11 @@ def _idempotency_key(call: Call) -> str:
         raise ApiProblem(
             400, "idempotency_key_too_long", "an Idempotency-Key is at most 255 characters"
         )
+    if len(call.request.headers.getlist("idempotency-key")) > 1:
+        # Which one counts would be a guess (as for a JSON key given twice).
+        raise ApiProblem(
+            400, "idempotency_key_given_twice", "give one Idempotency-Key header, not several"
+        )
     return key
 
 

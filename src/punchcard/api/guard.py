@@ -95,6 +95,7 @@ class GuardedRoute(APIRoute):
         guard = declared(self)
         if guard is None:  # signed by other means (inbound events)
             return handler
+        bodyless = self.body_field is None and not (self.methods or set()) <= {"GET", "HEAD"}
 
         async def guarded(request: Request) -> Response:
             body = await request.body()
@@ -102,7 +103,14 @@ class GuardedRoute(APIRoute):
             c = await run_in_threadpool(authenticated, request, state.engine, state.clock, body)
             guard.check(c, request)
             _check_query(request)
-            if body and is_json_media(request.headers.get("content-type", "")):
+            if bodyless:
+                # Nothing to read, so nothing may be sent but nothing or `{}`: a body that
+                # means something (`{"refund_all": true}`) or is broken is refused, not
+                # ignored, and a retry with or without `{}` is the same request.
+                if body.strip() not in (b"", b"{}"):
+                    raise InvalidInput("body: this endpoint takes no body; send none, or {}")
+                c.body = b""
+            elif body and is_json_media(request.headers.get("content-type", "")):
                 wrong = problem(body)
                 if wrong is not None:
                     raise InvalidInput(wrong)
