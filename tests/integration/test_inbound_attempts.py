@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from punchcard.services import inbound
+from punchcard.store.database import open_database
 from punchcard.store.tables import inbound_events
+from punchcard.store.uow import UnitOfWork
 
-from .helpers import FakeClock, new_app, send_inbound
+from .helpers import FakeClock, burritos, new_app, send_inbound
 
 NOW = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
 
@@ -64,3 +67,37 @@ def test_the_thirteenth_failed_try_marks_the_event_failed(engine: sa.Engine) -> 
     with engine.connect() as conn:
         outcome = conn.execute(sa.select(inbound_events.c.outcome)).scalar_one()
     assert outcome.startswith("not_found: ")
+
+
+@pytest.mark.postgres
+def test_an_event_whose_database_connection_dies_waits_and_is_applied_later(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database, not the event: a connection killed while the order was being placed
+    (a restart, a lost deadlock) left the event failed for good; it waits like a try that
+    found no order, and applies on the next."""
+    engine = open_database(postgres_url)
+    app = new_app(engine, start=NOW)
+    app.enroll({"member": "ann"}, NOW)
+    order = {**burritos("o1", "ann"), "status": "closed", "at": NOW.isoformat()}
+    body = json.dumps({"id": "evt_1", "type": "order.placed", "order": order}).encode()
+    assert send_inbound(engine, app.env_id, body, NOW)
+    with engine.connect() as conn:
+        event = int(conn.execute(sa.select(inbound_events.c.id)).scalar_one())
+    place = inbound._USE_CASES["place"]
+
+    def killed(uow: UnitOfWork, data: object, now: datetime) -> None:
+        uow.conn.exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    monkeypatch.setitem(inbound._USE_CASES, "place", killed)
+    clock = FakeClock(NOW)
+    inbound._apply(engine, event, clock)
+    assert _attempts(engine) == ("pending", 1, NOW + timedelta(seconds=1))
+    with engine.connect() as conn:
+        outcome = conn.execute(sa.select(inbound_events.c.outcome)).scalar_one()
+    assert outcome == "waiting: database: AdminShutdown"
+    monkeypatch.setitem(inbound._USE_CASES, "place", place)
+    clock.at = NOW + timedelta(seconds=1)
+    inbound._apply(engine, event, clock)
+    assert _attempts(engine)[:2] == ("done", 1)
+    assert app.member("ann", clock.at).pending == 100  # placed and closed once: posts as due

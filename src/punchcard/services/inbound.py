@@ -179,6 +179,14 @@ def _apply(engine: sa.Engine, event_pk: int, clock: Clock) -> None:
         _wait_or_fail(engine, event_pk, clock, f"{exc.code}: {exc.message}", seen)
     except PunchcardError as exc:
         _fail(engine, event_pk, f"{exc.code}: {exc.message}")
+    except sa.exc.OperationalError as exc:
+        # The database, not the event: a lost deadlock, a restart, a dropped connection.
+        # Nothing was applied; try again later (if the database can not even count this
+        # try, the worker's round fails and the event is found pending next round).
+        if seen is None:
+            raise
+        reason = f"database: {type(exc.orig).__name__}"
+        _wait_or_fail(engine, event_pk, clock, reason, seen)
     except Exception as exc:  # not a domain error: a bug or an impossible value; keep the reason
         _fail(engine, event_pk, f"error: {type(exc).__name__}: {exc}")
 
