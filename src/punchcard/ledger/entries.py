@@ -60,3 +60,4 @@ REDEEMED = "redeemed"
 EXPIRED = "expired"
 ISSUED = "issued"
 SPENT = "spent"
+SYSTEM_ACCOUNTS = frozenset({EARNED, REDEEMED, EXPIRED, ISSUED, SPENT})

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from punchcard.ledger.store import apply_later
 from punchcard.store.database import reading
 from punchcard.store.tables import members, outbox
 
@@ -50,6 +51,8 @@ class UnitOfWork:
     events: list[Event] = field(default_factory=list)
     # What this transaction already read and can not change under it (program versions).
     memo: dict[Any, Any] = field(default_factory=dict)
+    # System ledger accounts' balance moves, made at commit in id order (ledger.store.write).
+    ledger_later: dict[int, int] = field(default_factory=dict)
     _connection: sa.Connection | None = None
     _transaction: sa.RootTransaction | None = None
 
@@ -58,6 +61,7 @@ class UnitOfWork:
         self._transaction = self._connection.begin()
         self.events = []
         self.memo = {}
+        self.ledger_later = {}
         return self
 
     def __exit__(
@@ -79,6 +83,7 @@ class UnitOfWork:
 
     def commit(self) -> None:
         assert self._transaction is not None
+        apply_later(self.conn, self.ledger_later)
         self._write_outbox()
         self._transaction.commit()
 
