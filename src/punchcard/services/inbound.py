@@ -86,7 +86,7 @@ def receive(
         except (ValueError, RecursionError) as exc:
             raise InvalidInput("the body is not JSON") from exc
         try:  # a lone surrogate ("\ud800") is valid JSON, but no text column can hold it
-            json.dumps(event, ensure_ascii=False).encode()
+            json.dumps(event, ensure_ascii=False, default=str).encode()  # numbers: Decimal
         except UnicodeEncodeError as exc:
             raise InvalidInput("body: a lone surrogate is not text") from exc
         # Only the parts that carry money: a platform's own fields are not read.
