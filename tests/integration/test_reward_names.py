@@ -7,15 +7,16 @@ added `five-off` to the catalogue; redeeming one now is refused).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from punchcard.errors import InvalidInput, NotFound
-from punchcard.services import orders
+from punchcard.services import orders, programs
 from punchcard.services.loyalty import Loyalty
+from punchcard.store.tables import orders as orders_table
 from punchcard.store.uow import UnitOfWork
 
 from ..conftest import EXAMPLE_PROGRAM
@@ -98,3 +99,37 @@ def test_an_alias_that_is_a_reward_id_is_refused_at_redemption(engine: sa.Engine
             app.redeem({"member": member, "reward": "five-off", "as": alias}, START)
     view = app.member("ann", START)
     assert (view.posted, view.rewards["available"]) == (500, [])
+
+
+def test_a_dropped_reward_keeps_the_terms_of_the_version_live_at_its_issue(
+    engine: sa.Engine,
+) -> None:
+    """Version 2 ($7 off) was activated after version 3 ($5) went live, so bob's five-off was
+    issued under version 2; once version 4 drops it, an order takes $7 off, not the $5 of
+    the highest-numbered version live by then."""
+    demo = EXAMPLE_PROGRAM.read_text()
+    seven = demo.replace('amount_off: "5.00"', 'amount_off: "7.00"')
+    dropped = demo.replace(
+        '  - id: five-off\n    cost: 500\n    valid_days: 60\n    discount: {amount_off: "5.00"}\n',
+        "",
+    )
+    assert "five-off" not in dropped
+    app = new_app(engine, demo)
+
+    def at(minutes: int) -> datetime:
+        return START + timedelta(minutes=minutes)
+
+    app._write(lambda uow: programs.publish(uow, seven, at(1), live_from=None))
+    app._write(lambda uow: programs.publish(uow, demo, at(1), live_from=at(1)))
+    app._write(lambda uow: programs.activate(uow, 2, at(2), at(2)))
+    app.enroll({"member": "bob"}, at(2))
+    app.place_order(burritos("earn", "bob", qty=5), at(2))
+    app.run_due(at(2))
+    app.redeem({"member": "bob", "reward": "five-off"}, at(3))
+    app._write(lambda uow: programs.publish(uow, dropped, at(4), live_from=at(4)))
+    app.place_order(burritos("use", "bob", qty=2, rewards=["five-off"]), at(5))
+    with engine.connect() as conn:
+        fixed = conn.execute(
+            sa.select(orders_table.c.line_discounts).where(orders_table.c.external_id == "use")
+        ).scalar_one()
+    assert fixed == {"l1": 700}

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from punchcard.services import programs, tenants
 from punchcard.services.loyalty import Loyalty
-from punchcard.store.tables import outbox, program_versions
+from punchcard.store.tables import members, outbox, program_versions
 
 from .helpers import burritos, new_app
 
@@ -153,3 +153,28 @@ def test_a_sandbox_keeps_a_copied_version_for_later_until_its_clock_gets_there(
     _buy(app, "o2", "eve", 20, later)
     eve = app.member("eve", later)
     assert (eve.posted, eve.tier, eve.visits) == (1300, "member", 1)
+
+
+def test_two_versions_for_one_instant_each_take_over_in_number_order(
+    make: Callable[..., Loyalty],
+) -> None:
+    """Two visits versions (a fix of the first) both for 1 July, after a points version: the
+    first takes over from the points version and counts bob's 900 points as 1 visit; each
+    took the other as the version before, and 900 'visits' stayed (platinum at 10)."""
+    visits = (
+        DEMO.replace("metric: points", "metric: visits")
+        .replace("threshold: 1000", "threshold: 5")
+        .replace("threshold: 2500", "threshold: 10")
+    )
+    app = make()
+    app.enroll({"member": "bob"}, JUNE)
+    _buy(app, "o1", "bob", 90, JUNE)
+    july = datetime(2026, 7, 1, tzinfo=CHICAGO)
+    _upload(app, visits, JUNE, july)
+    _upload(app, visits.replace("name: Burrito Rewards", "name: Burrito"), JUNE, july)
+    later = july + timedelta(hours=1)
+    _buy(app, "o2", "bob", 10, later)
+    bob = app.member("bob", later)
+    assert (bob.tier, bob.visits) == ("member", 2)
+    with app.engine.connect() as conn:
+        assert conn.execute(sa.select(members.c.progress)).scalar_one() == 2

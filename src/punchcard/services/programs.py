@@ -97,14 +97,20 @@ def go_live(uow: UnitOfWork, version_id: int, program: Program, at: datetime) ->
 
 
 def _live_before(uow: UnitOfWork, version_id: int, at: datetime) -> Program | None:
-    """The version this one takes over from at `at` (None for the first): the latest other
-    version live by then, also one that went live at that same instant."""
+    """The version this one takes over from at `at` (None for the first): the latest version
+    before it in (live_from, number) order, the order in which versions take over (one that
+    went live at that same instant counts if it has a lower number)."""
+    number = version_by_id(uow, version_id).number
     found = uow.conn.execute(
         sa.select(program_versions.c.id)
         .where(
             program_versions.c.env_id == uow.env_id,
-            program_versions.c.id != version_id,
-            program_versions.c.live_from <= at,
+            sa.or_(
+                program_versions.c.live_from < at,
+                sa.and_(
+                    program_versions.c.live_from == at, program_versions.c.version < number
+                ),
+            ),
         )
         .order_by(program_versions.c.live_from.desc(), program_versions.c.version.desc())
         .limit(1)

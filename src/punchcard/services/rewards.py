@@ -191,7 +191,7 @@ def _issued_terms(uow: UnitOfWork, row: Any) -> Reward | None:
             program_versions.c.env_id == uow.env_id,
             program_versions.c.live_from <= row.issued_at,
         )
-        .order_by(program_versions.c.version.desc())
+        .order_by(program_versions.c.live_from.desc(), program_versions.c.version.desc())
     ).scalars()
     for version_id in found:
         definition = version_by_id(uow, version_id).program.rewards_by_id.get(row.reward_id)
