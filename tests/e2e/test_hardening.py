@@ -116,6 +116,20 @@ def test_unknown_routes_are_problems(server: Server) -> None:
     assert (wrong.status_code, wrong.json()["code"]) == (405, "method_not_allowed")
 
 
+def test_moving_the_clock_of_a_deleted_or_unknown_sandbox_is_404_at_once(server: Server) -> None:
+    """It waited 10 s for a lease no one could take, then answered 409 sandbox_busy."""
+    made = _sandbox(server, server.a["sandbox_key"])
+    with server.client(server.a["sandbox_key"]) as owner:
+        assert owner.delete(f"/v1/sandboxes/{made['id']}").status_code == 204
+        for sandbox in (made["id"], "no-such-sandbox"):
+            began = time.monotonic()
+            answer = owner.post(
+                f"/v1/sandboxes/{sandbox}/clock", json={"advance": "P1D"}, headers=_key()
+            )
+            assert (answer.status_code, answer.json()["code"]) == (404, "not_found")
+            assert time.monotonic() - began < 5
+
+
 def test_a_trailing_slash_is_a_404_problem_not_a_redirect(server: Server) -> None:
     answer = httpx.post(f"{server.url}/v1/members/", json={"id": "m"})
     assert (answer.status_code, answer.json()["code"]) == (404, "not_found")

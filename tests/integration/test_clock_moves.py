@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +12,9 @@ from punchcard.errors import InvalidInput
 from punchcard.services.clock import SystemClock
 from punchcard.services.tenants import create_tenant
 from punchcard.store.tables import environments
-from punchcard.worker.due_work import move_clock
+from punchcard.worker.due_work import SandboxBusy, claim, move_clock, sandbox_lease
+
+from .helpers import FakeClock
 
 T0 = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
 
@@ -37,3 +40,17 @@ def test_a_move_checked_before_a_later_move_finished_does_not_take_the_clock_bac
     assert clock() == T0 + timedelta(days=1)
     move_clock(engine, sandbox, T0 + timedelta(days=1), SystemClock())  # a retry: no move
     assert clock() == T0 + timedelta(days=1)
+
+
+def test_a_long_move_keeps_the_sandbox_past_its_lease(engine: sa.Engine) -> None:
+    """A move doing years of due work outlives the 30 s lease: renewed while it runs, the
+    sandbox is neither another move's nor a worker's meanwhile (both took it before)."""
+    sandbox = create_tenant(engine, "Clocks", T0)["sandbox_environment"]
+    clock = FakeClock(T0)
+    with sandbox_lease(engine, sandbox, clock, renew_s=0.05):
+        clock.at = T0 + timedelta(seconds=31)  # still running 31 s on
+        time.sleep(0.5)  # several renewals
+        assert claim(engine, "worker-x", clock.now(), sandbox) == []
+        with pytest.raises(SandboxBusy), sandbox_lease(engine, sandbox, clock, wait_s=0.1):
+            pass
+    assert claim(engine, "worker-x", clock.now(), sandbox) == [sandbox]  # released at the end

@@ -189,3 +189,41 @@ def test_a_retry_that_takes_over_a_slow_clock_move_moves_the_clock_once(
         assert again.headers.get("idempotent-replayed") == "true"
         assert again.content == slow_answer.content
         assert client.get("/v1/clock").json()["now"] == "2026-03-04T12:00:00+00:00"
+
+
+def test_a_retry_of_a_move_overtaken_by_another_answers_as_made(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A moved the clock an hour and died before storing its answer; B (another key) moved it
+    an hour more. A's retry carries out A's stored plan, which is done: 200 for A's hour, not
+    a 422 'never moves back' stored under A's key for good."""
+    engine, clock, made = _tenant_whose_claims_lapse(database_url, monkeypatch)
+    finish = context._finish
+
+    def die(*_args: Any) -> None:
+        raise _Killed
+
+    hour = {"advance": "PT1H"}
+    with TestClient(create_app(engine, clock), raise_server_exceptions=False) as client:
+        sandbox = client.post(
+            "/v1/sandboxes",
+            json={"name": "overtaken", "start": "2026-03-03T12:00:00Z"},
+            headers={"Authorization": f"Bearer {made['sandbox_key']}", "Idempotency-Key": "s"},
+        ).json()
+        client.headers.update({"Authorization": f"Bearer {sandbox['key']}"})
+        monkeypatch.setattr(context, "_finish", die)
+        assert (
+            client.post("/v1/clock", json=hour, headers={"Idempotency-Key": "A"}).status_code == 500
+        )
+        monkeypatch.setattr(context, "_finish", finish)
+        other = client.post("/v1/clock", json=hour, headers={"Idempotency-Key": "B"})
+        assert other.json()["clock"] == "2026-03-03T14:00:00+00:00"
+        retry = client.post("/v1/clock", json=hour, headers={"Idempotency-Key": "A"})
+        assert retry.status_code == 200, retry.text
+        assert (retry.json()["clock"], retry.json()["work_done"]) == (
+            "2026-03-03T13:00:00+00:00",
+            0,
+        )
+        replay = client.post("/v1/clock", json=hour, headers={"Idempotency-Key": "A"})
+        assert (replay.status_code, replay.content) == (200, retry.content)
+        assert client.get("/v1/clock").json()["now"] == "2026-03-03T14:00:00+00:00"

@@ -478,7 +478,7 @@ def _store_plan(call: Call, claimed: int, plan: dict[str, Any]) -> None:
 def idempotent(
     call: Call,
     plan: Callable[[], dict[str, Any]],
-    run: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]],
+    run: Callable[[dict[str, Any], bool], tuple[int, dict[str, Any]]],
     holding: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> Response:
     """For operations that run their own transactions (moving a sandbox clock): claim the key,
@@ -486,7 +486,8 @@ def idempotent(
 
     The plan is what the request means, resolved against the state it is about to change
     ("advance 1 day" becomes "move to" a time). Running a plan twice changes nothing more, so
-    a retry after a crash carries out the stored plan again, not a plan made anew. `holding`
+    a retry after a crash carries out the stored plan again, not a plan made anew (`run` is
+    told so: what the plan asked may have been done, or overtaken, since). `holding`
     is held while the plan is made and run (a sandbox's lease): two requests with different
     keys then resolve their plans one after the other, never against the same state."""
     claimed = _claim(call, _idempotency_key(call), _fingerprint(call))
@@ -496,10 +497,11 @@ def idempotent(
     def work() -> Response:
         with holding():
             fixed = _stored_plan(call, claimed)
+            resumed = fixed is not None
             if fixed is None:
                 fixed = plan()
                 _store_plan(call, claimed, fixed)
-            status, payload = run(fixed)
+            status, payload = run(fixed, resumed)
         body = json.dumps(payload, separators=(",", ":")).encode()
         with call.engine.begin() as conn:
             _finish(call, conn, claimed, status, body)

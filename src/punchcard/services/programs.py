@@ -107,9 +107,7 @@ def _live_before(uow: UnitOfWork, version_id: int, at: datetime) -> Program | No
             program_versions.c.env_id == uow.env_id,
             sa.or_(
                 program_versions.c.live_from < at,
-                sa.and_(
-                    program_versions.c.live_from == at, program_versions.c.version < number
-                ),
+                sa.and_(program_versions.c.live_from == at, program_versions.c.version < number),
             ),
         )
         .order_by(program_versions.c.live_from.desc(), program_versions.c.version.desc())

@@ -164,20 +164,48 @@ class Held:
 
 @contextmanager
 def sandbox_lease(
-    engine: sa.Engine, env_id: str, clock: Clock, wait_s: float = 10.0
+    engine: sa.Engine,
+    env_id: str,
+    clock: Clock,
+    wait_s: float = 10.0,
+    renew_s: float = LEASE.total_seconds() / 3,
 ) -> Iterator[Held]:
     """Hold a sandbox's lease (as a worker holds an environment's) for as long as the block
-    runs: moves of one sandbox happen one at a time, each reading the clock the last left."""
+    runs: moves of one sandbox happen one at a time, each reading the clock the last left.
+    A move may do years of due work: the lease is renewed every `renew_s` while it runs, so
+    neither another move nor a worker takes the sandbox meanwhile."""
     held = Held(f"clock-{uuid.uuid4().hex[:12]}")
     deadline = time.monotonic() + wait_s
     while not claim(engine, held.owner, clock.now(), env_id):
         if time.monotonic() > deadline:
             raise SandboxBusy("the sandbox is busy with another clock move; try again")
         time.sleep(0.02)
+    done = threading.Event()
+    renewer = threading.Thread(
+        target=_renew_until, args=(engine, env_id, held.owner, clock, done, renew_s), daemon=True
+    )
+    renewer.start()
     try:
         yield held
     finally:
+        done.set()
+        renewer.join()
         release(engine, env_id, held.owner, held.through)
+
+
+def _renew_until(
+    engine: sa.Engine, env_id: str, owner: str, clock: Clock, done: threading.Event, every: float
+) -> None:
+    while not done.wait(every):
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.update(environments)
+                    .where(environments.c.id == env_id, environments.c.lease_owner == owner)
+                    .values(lease_until=clock.now() + LEASE)
+                )
+        except sa.exc.OperationalError:
+            log.warning("could not renew a sandbox's lease; trying again", exc_info=True)
 
 
 def move_clock(
