@@ -128,3 +128,38 @@ def test_a_name_that_never_resolves_holds_a_sender_no_longer_than_its_time(
     answered.set()
     assert str(late.value) == "stuck.test did not resolve in time"
     assert took < 5  # the resolver would have taken 30 s
+
+
+def test_a_name_that_never_resolves_holds_up_no_other_name() -> None:
+    """Ten sends to a name whose DNS never answers, then one to a name that does: the look-ups
+    of the stuck name share one thread, so the other is looked up at once (a pool of eight
+    look-up threads, all taken by the stuck name, made it time out too)."""
+    answered = threading.Event()
+
+    def resolver(host: str, port: int) -> list[str]:
+        if host == "stuck.test":
+            answered.wait(30)
+        return ["127.0.0.1"]
+
+    transport = Transport(Resolving(resolver))
+    failures: list[str] = []
+
+    def stuck() -> None:
+        with httpx.Client(transport=transport) as http, within(1.0):
+            try:
+                http.post("http://stuck.test:9/hooks", content=b"{}")
+            except httpx.ConnectTimeout as exc:
+                failures.append(str(exc))
+
+    senders = [threading.Thread(target=stuck) for _ in range(10)]
+    for sender in senders:
+        sender.start()
+    time.sleep(0.2)  # every stuck look-up under way
+    with receiving() as receiver, httpx.Client(transport=transport) as http, within(0.8):
+        port = receiver.server.server_address[1]
+        answer = http.post(f"http://good.test:{port}/hooks", content=b"{}")
+    for sender in senders:
+        sender.join(10)
+    answered.set()
+    assert answer.status_code == 200
+    assert failures == ["stuck.test did not resolve in time"] * 10

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as LookupTimeout
 from contextlib import contextmanager
 from typing import Any
@@ -24,10 +24,33 @@ import httpx
 from punchcard.services.addresses import Resolver, resolve
 
 _local = threading.local()
-# Name look-ups run here, so that a sender waits for one no longer than its time left. A
-# look-up that never answers keeps its thread until the system resolver gives up; one queued
-# behind eight such is bounded all the same.
-_LOOKUPS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="punchcard-dns")
+# Name look-ups in progress: one per name at a time, each on a thread of its own, so that a
+# sender waits for one no longer than its time left, and a name whose DNS never answers holds
+# one thread (until the system resolver gives up), never the look-ups of other names.
+_asking: dict[tuple[Resolver, str, int], Future[Sequence[str]]] = {}
+_asking_lock = threading.Lock()
+
+
+def _ask(resolver: Resolver, host: str, port: int) -> Future[Sequence[str]]:
+    key = (resolver, host, port)
+    with _asking_lock:
+        found = _asking.get(key)
+        if found is not None:
+            return found  # the same name asked already: share its answer
+        asked: Future[Sequence[str]] = Future()
+        _asking[key] = asked
+
+    def look_up() -> None:
+        try:
+            asked.set_result(resolver(host, port))
+        except BaseException as exc:  # handed to every waiter
+            asked.set_exception(exc)
+        finally:
+            with _asking_lock:
+                del _asking[key]
+
+    threading.Thread(target=look_up, name="punchcard-dns", daemon=True).start()
+    return asked
 
 
 @contextmanager
@@ -112,11 +135,10 @@ class Resolving(httpcore.SyncBackend):
         raise error
 
     def _lookup(self, host: str, port: int, timeout: float | None) -> Sequence[str]:
-        asked = _LOOKUPS.submit(self.resolver, host, port)
+        asked = _ask(self.resolver, host, port)
         try:
             return asked.result(time_left(timeout, httpcore.ConnectTimeout))
         except LookupTimeout as exc:
-            asked.cancel()  # still queued: never asked
             raise httpcore.ConnectTimeout(f"{host} did not resolve in time") from exc
         except (OSError, UnicodeError) as exc:
             raise httpcore.ConnectError(f"{host} does not resolve: {exc}") from exc
