@@ -10,9 +10,9 @@ import sqlalchemy as sa
 
 from punchcard.errors import InvalidInput
 from punchcard.services.clock import SystemClock
-from punchcard.services.tenants import create_tenant
+from punchcard.services.tenants import authenticate, create_sandbox, create_tenant
 from punchcard.store.tables import environments
-from punchcard.worker.due_work import SandboxBusy, claim, move_clock, sandbox_lease
+from punchcard.worker.due_work import SandboxBusy, claim, move_clock, process, sandbox_lease
 
 from .helpers import FakeClock
 
@@ -54,3 +54,26 @@ def test_a_long_move_keeps_the_sandbox_past_its_lease(engine: sa.Engine) -> None
         with pytest.raises(SandboxBusy), sandbox_lease(engine, sandbox, clock, wait_s=0.1):
             pass
     assert claim(engine, "worker-x", clock.now(), sandbox) == [sandbox]  # released at the end
+
+
+def test_sandboxes_whose_clocks_stand_in_the_past_do_not_starve_live(engine: sa.Engine) -> None:
+    """27 sandboxes at March's clock and one live environment, 20 claimed a round: each is
+    done at least every second round. Claimed by how far each got in its own time, the
+    sandboxes always came first and live was never done again after its first round."""
+    made = create_tenant(engine, "Fair", T0)
+    with engine.begin() as conn:
+        owner = authenticate(conn, made["live_key"])
+        assert owner is not None
+        for n in range(26):
+            create_sandbox(conn, owner, f"s{n}", T0, T0)
+    live = made["live_environment"]
+    clock = FakeClock(datetime(2026, 11, 26, tzinfo=UTC))
+    rounds: list[list[str]] = []
+    for _ in range(6):
+        claimed = claim(engine, "worker-x", clock.now())
+        for env_id in claimed:
+            process(engine, env_id, clock, "worker-x")
+        rounds.append(claimed)
+        clock.at += timedelta(seconds=1)
+    assert [len(r) for r in rounds] == [20] * 6
+    assert all(live in rounds[i] or live in rounds[i + 1] for i in range(5))

@@ -48,9 +48,10 @@ def claim(
                 environments.c.deleted_at.is_(None),
                 sa.or_(environments.c.lease_until.is_(None), environments.c.lease_until < now),
             )
-            .order_by(
-                environments.c.processed_through.is_not(None), environments.c.processed_through
-            )
+            # Longest unchecked first, by the wall clock: fair to every environment. (By how
+            # far each got in its own time, sandboxes whose clocks stand in the past always
+            # came first, and more than CLAIM_BATCH of them starved live ones.)
+            .order_by(environments.c.checked_at.is_not(None), environments.c.checked_at)
             .limit(CLAIM_BATCH)
             .with_for_update(skip_locked=True)
         )
