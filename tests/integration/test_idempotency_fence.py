@@ -99,6 +99,16 @@ def test_a_request_whose_claim_was_taken_over_rolls_back_and_replays(
         )
 
 
+def _in_a_new_sandbox(client: TestClient, made: dict[str, Any], name: str) -> None:
+    """Make a named sandbox starting 2026-03-03 12:00 UTC; the client calls with its key."""
+    sandbox = client.post(
+        "/v1/sandboxes",
+        json={"name": name, "start": "2026-03-03T12:00:00Z"},
+        headers={"Authorization": f"Bearer {made['sandbox_key']}", "Idempotency-Key": "s"},
+    ).json()
+    client.headers.update({"Authorization": f"Bearer {sandbox['key']}"})
+
+
 class _Killed(Exception):
     """The server died after moving the clock, before storing its answer."""
 
@@ -114,12 +124,7 @@ def test_a_clock_advance_retried_after_a_crash_moves_the_clock_once(
 
     advance = {"advance": "P1D"}
     with TestClient(create_app(engine, clock), raise_server_exceptions=False) as client:
-        sandbox = client.post(
-            "/v1/sandboxes",
-            json={"name": "fence", "start": "2026-03-03T12:00:00Z"},
-            headers={"Authorization": f"Bearer {made['sandbox_key']}", "Idempotency-Key": "s"},
-        ).json()
-        client.headers.update({"Authorization": f"Bearer {sandbox['key']}"})
+        _in_a_new_sandbox(client, made, "fence")
         before = datetime.fromisoformat(client.get("/v1/clock").json()["now"])
         monkeypatch.setattr(context, "_finish", die)
         monkeypatch.setattr(
@@ -163,12 +168,7 @@ def test_a_retry_that_takes_over_a_slow_clock_move_moves_the_clock_once(
     monkeypatch.setattr(routes, "sandbox_lease", partial(due_work.sandbox_lease, wait_s=0.3))
     advance = {"advance": "P1D"}
     with TestClient(create_app(engine, clock)) as client:
-        sandbox = client.post(
-            "/v1/sandboxes",
-            json={"name": "slow", "start": "2026-03-03T12:00:00Z"},
-            headers={"Authorization": f"Bearer {made['sandbox_key']}", "Idempotency-Key": "s"},
-        ).json()
-        client.headers.update({"Authorization": f"Bearer {sandbox['key']}"})
+        _in_a_new_sandbox(client, made, "slow")
         answers: list[httpx.Response] = []
         first = threading.Thread(
             target=lambda: answers.append(
@@ -205,12 +205,7 @@ def test_a_retry_of_a_move_overtaken_by_another_answers_as_made(
 
     hour = {"advance": "PT1H"}
     with TestClient(create_app(engine, clock), raise_server_exceptions=False) as client:
-        sandbox = client.post(
-            "/v1/sandboxes",
-            json={"name": "overtaken", "start": "2026-03-03T12:00:00Z"},
-            headers={"Authorization": f"Bearer {made['sandbox_key']}", "Idempotency-Key": "s"},
-        ).json()
-        client.headers.update({"Authorization": f"Bearer {sandbox['key']}"})
+        _in_a_new_sandbox(client, made, "overtaken")
         monkeypatch.setattr(context, "_finish", die)
         assert (
             client.post("/v1/clock", json=hour, headers={"Idempotency-Key": "A"}).status_code == 500
