@@ -8,6 +8,12 @@ posted (every order posted and every webhook delivered), request latency p50/p95
 close-to-posted latency. On PostgreSQL the same run measures `pgbench` (TPC-B-like, same
 client count, scale = clients) and prints posted orders/s as a ratio of its transactions/s.
 
+It also reads from /proc what the CPU did: the whole machine's CPU time per order, and
+PostgreSQL's processes' share of it; the same per `pgbench` transaction. Their quotient,
+"ratio ceiling", is the ratio this machine would reach if nothing but PostgreSQL's own work
+for our orders used the CPU (no Python at all): how far the database work an order asks
+for lets the ratio go.
+
 Prints a JSON line and a table; it never fails a build. Run: `make bench`, or
 `python bench/end_to_end.py --databases postgres --clients 8 --orders 3000`.
 """
@@ -91,6 +97,78 @@ class Receiver:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds used so far: by the whole machine, and by PostgreSQL's processes (None when
+    it runs where /proc does not show it). Read from /proc; differences of two readings are
+    what a stretch of the run cost."""
+
+    machine: float
+    database: float | None
+
+    @classmethod
+    def now(cls) -> Cpu:
+        tick = os.sysconf("SC_CLK_TCK")
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        idle = int(fields[3]) + int(fields[4])  # idle and iowait
+        machine = (sum(int(f) for f in fields[:8]) - idle) / tick  # not guest time, counted in user
+        database = 0
+        found = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue  # gone since the listing
+            if "(postgres)" not in text:
+                continue
+            found = True
+            after = text.rsplit(")", 1)[1].split()  # fields from the 3rd on: state, ppid, ...
+            database += int(after[11]) + int(after[12])  # utime, stime
+            if "(postgres)" not in _stat_of(after[1]):
+                # The postmaster: its reaped children's time is every backend that has exited.
+                database += int(after[13]) + int(after[14])  # cutime, cstime
+        return cls(machine, database / tick if found else None)
+
+    def since(self, before: Cpu) -> Cpu:
+        used = None
+        if self.database is not None and before.database is not None:
+            used = self.database - before.database
+        return Cpu(self.machine - before.machine, used)
+
+
+def written(url: str) -> tuple[int, int] | None:
+    """PostgreSQL's count of the database's committed transactions and of the rows they
+    inserted, updated or deleted (None on SQLite). Read once the clients are gone: a backend
+    reports its counts when it exits, or within a second."""
+    if not url.startswith("postgresql"):
+        return None
+    time.sleep(1.0)
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            row = conn.exec_driver_sql(
+                "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted"
+                " FROM pg_stat_database WHERE datname = current_database()"
+            ).one()
+    finally:
+        engine.dispose()
+    return int(row[0]), int(row[1])
+
+
+def per(after: tuple[int, int] | None, before: tuple[int, int] | None, count: int) -> Any:
+    """(transactions, rows written) per order or per transaction, from two `written` readings."""
+    if after is None or before is None:
+        return None
+    return [round((a - b) / count, 1) for a, b in zip(after, before, strict=True)]
+
+
+def _stat_of(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
 
 
 def free_port() -> int:
@@ -296,11 +374,14 @@ def measure(kind: str, clients: int, orders: int, workers: int) -> dict[str, Any
                     ).raise_for_status()
             for _ in range(workers):
                 started.append(start(["worker", "--database", url], env))
+            written_before = written(url)
+            cpu_before = Cpu.now()
             began = time.perf_counter()
             load = run_clients(base, key, bodies, clients)
             accepted_s = time.perf_counter() - began
             seen, finished = watch_postings(engine, orders, receiver, timeout_s=600)
             total_s = finished - began
+            cpu = Cpu.now().since(cpu_before)
             to_posted = [seen[i] - t for i, t in load.answered.items() if i in seen]
             with engine.connect() as conn:
                 deliveries = conn.exec_driver_sql(
@@ -313,6 +394,7 @@ def measure(kind: str, clients: int, orders: int, workers: int) -> dict[str, Any
                 process.wait(timeout=30)
             receiver.close()
             engine.dispose()
+        transactions_rows = per(written(url), written_before, orders)
         return {
             "database": kind,
             "clients": clients,
@@ -331,11 +413,26 @@ def measure(kind: str, clients: int, orders: int, workers: int) -> dict[str, Any
                 "p95": round(percentile(to_posted, 0.95) * 1000, 1),
             },
             "webhooks_delivered": deliveries,
+            "transactions_and_rows_written_per_order": transactions_rows,
+            "cpu_ms_per_order": round(cpu.machine / orders * 1000, 2),
+            "database_cpu_ms_per_order": (  # SQLite's work is in our processes' share
+                None
+                if cpu.database is None or kind != "postgres"
+                else round(cpu.database / orders * 1000, 2)
+            ),
         }
 
 
-def pgbench_tps(clients: int, seconds: int) -> float | None:
-    """TPC-B-like transactions/s on the same PostgreSQL, scale = clients; None without pgbench."""
+@dataclass(frozen=True)
+class Pgbench:
+    tps: float
+    cpu_ms_per_tx: float  # the whole machine's: pgbench's client and PostgreSQL's backends
+    rows_written_per_tx: float
+
+
+def run_pgbench(clients: int, seconds: int) -> Pgbench | None:
+    """TPC-B-like transactions/s on the same PostgreSQL, scale = clients, and what one cost
+    the machine in CPU; None without pgbench."""
     if shutil.which("pgbench") is None:
         return None
     with database("postgres") as url:
@@ -353,6 +450,8 @@ def pgbench_tps(clients: int, seconds: int) -> float | None:
             capture_output=True,
             check=True,
         )
+        written_before = written(url)
+        cpu_before = Cpu.now()
         done = subprocess.run(
             [
                 "pgbench",
@@ -369,8 +468,14 @@ def pgbench_tps(clients: int, seconds: int) -> float | None:
             text=True,
             check=True,
         )
-    found = re.search(r"tps = ([0-9.]+)", done.stdout)
-    return float(found.group(1)) if found else None
+        cpu = Cpu.now().since(cpu_before)
+        found = re.search(r"tps = ([0-9.]+)", done.stdout)
+        counted = re.search(r"number of transactions actually processed: ([0-9]+)", done.stdout)
+        if found is None or counted is None:
+            return None
+        transactions = int(counted.group(1))
+        rows = per(written(url), written_before, transactions)
+    return Pgbench(float(found.group(1)), cpu.machine / transactions * 1000, rows[1])
 
 
 def main() -> None:
@@ -392,15 +497,25 @@ def main() -> None:
             results.append(measure(kind, args.clients, args.orders, args.workers))
         except Exception as error:  # a benchmark reports, it never fails a build
             results.append({"database": kind, "failed": str(error)})
-    tps = pgbench_tps(args.clients, args.pgbench_seconds) if "postgres" in args.databases else None
+    pgbench = (
+        run_pgbench(args.clients, args.pgbench_seconds) if "postgres" in args.databases else None
+    )
     for result in results:
-        if result["database"] == "postgres" and tps and "posted_per_s" in result:
-            result["pgbench_tps"] = round(tps, 1)
-            result["ratio_to_pgbench"] = round(result["posted_per_s"] / tps, 3)
+        if result["database"] == "postgres" and pgbench and "posted_per_s" in result:
+            result["pgbench_tps"] = round(pgbench.tps, 1)
+            result["ratio_to_pgbench"] = round(result["posted_per_s"] / pgbench.tps, 3)
+            result["pgbench_cpu_ms_per_tx"] = round(pgbench.cpu_ms_per_tx, 3)
+            result["pgbench_rows_written_per_tx"] = pgbench.rows_written_per_tx
+            database_ms = result["database_cpu_ms_per_order"]
+            if database_ms:
+                # The ratio if nothing but PostgreSQL's own work for our orders used the CPU.
+                result["ratio_ceiling"] = round(pgbench.cpu_ms_per_tx / database_ms, 3)
     print(json.dumps({"bench": "end_to_end", "results": results}))
     table = Table(title=f"End to end: {args.orders} orders, {args.clients} clients")
     for column in ("database", "accepted/s", "posted/s", "p50 ms", "p95 ms", "p99 ms",
-                   "close→posted p50 ms", "pgbench tps", "ratio"):  # fmt: skip
+                   "close→posted p50 ms", "tx/order", "rows/order", "CPU ms/order",
+                   "db CPU ms/order", "pgbench tps", "rows/tx", "CPU ms/tx", "ratio",
+                   "ratio ceiling"):  # fmt: skip
         table.add_column(column)
     for r in results:
         if "failed" in r:
@@ -414,10 +529,16 @@ def main() -> None:
             str(r["latency_ms"]["p95"]),
             str(r["latency_ms"]["p99"]),
             str(r["close_to_posted_ms"]["p50"]),
+            *[str(n) for n in r["transactions_and_rows_written_per_order"] or ("", "")],
+            str(r["cpu_ms_per_order"]),
+            str(r["database_cpu_ms_per_order"] or ""),
             str(r.get("pgbench_tps", "")),
+            str(r.get("pgbench_rows_written_per_tx", "")),
+            str(r.get("pgbench_cpu_ms_per_tx", "")),
             str(r.get("ratio_to_pgbench", "")),
+            str(r.get("ratio_ceiling", "")),
         )
-    Console(width=max(Console().width, 140)).print(table)  # readable when piped too
+    Console(width=max(Console().width, 200)).print(table)  # readable when piped too
 
 
 if __name__ == "__main__":
