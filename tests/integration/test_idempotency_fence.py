@@ -99,6 +99,68 @@ def test_a_request_whose_claim_was_taken_over_rolls_back_and_replays(
         )
 
 
+class _Crashed(Exception):
+    """The first request's server failed after its claim was taken over."""
+
+
+@pytest.mark.postgres
+def test_a_request_that_fails_after_its_claim_was_taken_over_leaves_the_retry_its_claim(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A request whose claim lapsed and was taken over, and which then fails, frees only its
+    # own claim: the retry still running answers with its effect, not "still in flight".
+    # PostgreSQL only, as above.
+    engine, clock, made = _tenant_whose_claims_lapse(postgres_url, monkeypatch)
+    inside = [threading.Event(), threading.Event()]
+    go_on = [threading.Event(), threading.Event()]
+    entered: list[int] = []
+    parse = orders._parse_new
+
+    def held(*args: Any) -> Any:
+        turn = len(entered)
+        entered.append(turn)
+        if turn < 2:
+            inside[turn].set()
+            assert go_on[turn].wait(30)
+        if turn == 0:
+            raise _Crashed
+        return parse(*args)
+
+    monkeypatch.setattr(orders, "_parse_new", held)
+    with TestClient(create_app(engine, clock), raise_server_exceptions=False) as client:
+        client.headers.update({"Authorization": f"Bearer {made['live_key']}"})
+        client.post(
+            "/v1/programs/versions",
+            json={"source": PROGRAM.read_text()},
+            headers={"Idempotency-Key": "p"},
+        ).raise_for_status()
+        client.post(
+            "/v1/members", json={"id": "ann"}, headers={"Idempotency-Key": "m"}
+        ).raise_for_status()
+        answers: dict[str, httpx.Response] = {}
+
+        def place(name: str) -> None:
+            answers[name] = client.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": "o"})
+
+        first = threading.Thread(target=place, args=("first",))
+        first.start()
+        assert inside[0].wait(30)
+        retry = threading.Thread(target=place, args=("retry",))
+        retry.start()  # takes the lapsed claim over
+        assert inside[1].wait(30)
+        go_on[0].set()  # the first request fails and releases what it holds
+        first.join(30)
+        go_on[1].set()
+        retry.join(30)
+    assert answers["first"].status_code == 500
+    assert answers["retry"].status_code == 201, answers["retry"].text
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM orders").scalar_one() == 1
+        assert conn.exec_driver_sql(
+            "SELECT state FROM idempotency_keys WHERE key = 'o'"
+        ).scalars().all() == ["done"]
+
+
 def _in_a_new_sandbox(client: TestClient, made: dict[str, Any], name: str) -> None:
     """Make a named sandbox starting 2026-03-03 12:00 UTC; the client calls with its key."""
     sandbox = client.post(

@@ -67,6 +67,7 @@ class Call:
     body: bytes
     secret: bytes  # derived from the caller's API key: seals its stored responses
     wanted: tuple[datetime, int] | None = None  # a GET's consistency token's time, and wait_ms
+    lease: datetime | None = None  # when the in-flight claim this request holds lapses
 
     @property
     def env_id(self) -> str:
@@ -244,13 +245,14 @@ def _claim(call: Call, key: str, fingerprint: str) -> Response | int:
         idempotency_keys.c.api_key_id == call.principal.key_id,
         idempotency_keys.c.key == key,
     )
+    call.lease = now + IN_FLIGHT_LEASE
     new_key = {
         "env_id": call.env_id,
         "api_key_id": call.principal.key_id,
         "key": key,
         "fingerprint": fingerprint,
         "state": "in_flight",
-        "locked_until": now + IN_FLIGHT_LEASE,
+        "locked_until": call.lease,
         "created_at": now,
         "expires_at": now + IDEMPOTENCY_TTL,
     }
@@ -279,10 +281,11 @@ def _claim(call: Call, key: str, fingerprint: str) -> Response | int:
                 return _replay(call, row)
             if row.locked_until > now:
                 raise _in_flight()
+            call.lease = now + IN_FLIGHT_LEASE
             conn.execute(  # the first request died: take its claim over
                 sa.update(idempotency_keys)
                 .where(idempotency_keys.c.id == row.id)
-                .values(locked_until=now + IN_FLIGHT_LEASE)
+                .values(locked_until=call.lease)
             )
             return int(row.id)
     raise _in_flight()
@@ -365,16 +368,16 @@ def _in_flight() -> ApiProblem:
 def _release(call: Call, claimed: int) -> None:
     """Nothing was answered (a crash, a busy sandbox): let a retry run it again. A key that
     holds a plan (`idempotent`) keeps it, its claim lapsed at once, so the retry carries out
-    that same plan; any other key is forgotten."""
+    that same plan; any other key is forgotten. Only this request's own claim: one whose
+    lease lapsed and was taken over by a retry still running is left to that retry."""
+    mine = (idempotency_keys.c.id == claimed, idempotency_keys.c.locked_until == call.lease)
     with call.engine.begin() as conn:
         conn.execute(
-            sa.delete(idempotency_keys).where(
-                idempotency_keys.c.id == claimed, idempotency_keys.c.response.is_(None)
-            )
+            sa.delete(idempotency_keys).where(*mine, idempotency_keys.c.response.is_(None))
         )
         conn.execute(
             sa.update(idempotency_keys)
-            .where(idempotency_keys.c.id == claimed, idempotency_keys.c.state == "in_flight")
+            .where(*mine, idempotency_keys.c.state == "in_flight")
             .values(locked_until=call.clock.now())
         )
 
