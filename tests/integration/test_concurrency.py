@@ -284,9 +284,9 @@ def test_versions_published_and_activated_at_once_are_numbered_and_activated_onc
 def test_a_publish_during_a_members_activity_plans_inactivity_from_that_activity(
     postgres_url: str,
 ) -> None:
-    """The publish re-plans every member's inactivity expiry from their last activity. A
-    redeem that moves the activity while the publish runs must not be overwritten by a plan
-    from the activity before it."""
+    """A publish that changes the inactivity days re-plans every member's inactivity expiry
+    from their last activity. A redeem that moves the activity while the publish runs must
+    not be overwritten by a plan from the activity before it."""
     engine = open_database(postgres_url)
     program = EXAMPLE_PROGRAM.read_text().replace(
         "expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}"
@@ -305,12 +305,52 @@ def test_a_publish_during_a_members_activity_plans_inactivity_from_that_activity
     ended = _queued_behind(
         engine,
         [redeeming],
-        lambda: app.publish(program, later),
+        lambda: app.publish(program.replace("inactivity_days: 30", "inactivity_days: 45"), later),
     )
     assert ended == ["ok"]
     with engine.connect() as conn:
         due = conn.execute(sa.select(members.c.inactivity_due_at).where(ann)).scalar_one()
-    assert due == later + timedelta(days=30)
+    assert due == later + timedelta(days=45)
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_publish_that_plans_members_alike_does_not_wait_for_a_member(
+    postgres_url: str,
+) -> None:
+    """A version that changes only promotions and rewards re-plans no one: it goes live while
+    a request holds a member's lock, instead of waiting for it (and holding every other
+    member meanwhile)."""
+    engine = open_database(postgres_url)
+    program = EXAMPLE_PROGRAM.read_text().replace(
+        "expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}"
+    )
+    app = new_app(engine, program)
+    app.enroll({"member": "ann"}, START)
+    app.place_order(burritos("o1", "ann", qty=6), START)
+    app.run_due(START)
+    later = START + timedelta(days=10)
+    renamed = program.replace("name: Burrito Rewards", "name: Burrito Rewards 2")
+    assert renamed != program
+    ann = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "ann")
+    with engine.connect() as holder, holder.begin():
+        holder.execute(sa.select(members.c.id).where(ann).with_for_update())
+
+        def publish(source: str) -> None:
+            def under_a_time_limit(uow: UnitOfWork) -> None:
+                uow.conn.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+                programs.publish(uow, source, later, live_from=later)
+
+            app._write(under_a_time_limit)
+
+        publish(renamed)  # does not wait for ann
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+            publish(program.replace("inactivity_days: 30", "inactivity_days: 45"))  # waits
+    numbers = [v.version for v in app._read(lambda uow: programs.versions(uow))]
+    assert numbers == [1, 2]
+    with engine.connect() as conn:
+        due = conn.execute(sa.select(members.c.inactivity_due_at).where(ann)).scalar_one()
+    assert due == START + timedelta(days=30)  # as planned when ann was last active
     engine.dispose()
 
 

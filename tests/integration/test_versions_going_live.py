@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -178,3 +179,33 @@ def test_two_versions_for_one_instant_each_take_over_in_number_order(
     assert (bob.tier, bob.visits) == ("member", 2)
     with app.engine.connect() as conn:
         assert conn.execute(sa.select(members.c.progress)).scalar_one() == 2
+
+
+def test_a_version_that_plans_members_alike_leaves_their_plans_alone(
+    make: Callable[..., Loyalty], engine: sa.Engine
+) -> None:
+    """A new name, a promotion more, a higher gold threshold: nobody is re-planned. With the
+    worker behind on New Year, fay's window still rolls at New Year, not when the version
+    went live (a re-plan would have moved the roll to then); her inactivity deadline stays."""
+    thirty = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
+    app = make(thirty)
+    app.enroll({"member": "fay"}, JUNE)
+    _buy(app, "o1", "fay", 90, JUNE)
+    fay = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "fay")
+    plan = (members.c.window_start, members.c.window_end, members.c.inactivity_due_at)
+    with engine.connect() as conn:
+        planned = conn.execute(sa.select(*plan).where(fay)).one()
+    new_year = datetime(2027, 1, 1, tzinfo=ZoneInfo("America/Chicago"))
+    assert (planned.window_end, planned.inactivity_due_at) == (new_year, JUNE + timedelta(days=30))
+    alike = thirty.replace("name: Burrito Rewards", "name: Burritos").replace(
+        "threshold: 1000", "threshold: 1200"
+    )
+    assert alike.count("threshold: 1200") == 1
+    app.publish(alike, datetime(2027, 1, 5, 12, tzinfo=CHICAGO))
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(*plan).where(fay)).one() == planned
+        assert conn.execute(
+            sa.select(program_versions.c.version, program_versions.c.planned).order_by(
+                program_versions.c.version
+            )
+        ).all() == [(1, True), (2, True)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -84,25 +85,52 @@ def go_live(uow: UnitOfWork, version_id: int, program: Program, at: datetime) ->
     """Apply a version going live at `at` to the members: member-level rules follow the
     version live when they apply, so inactivity deadlines and tier windows are planned
     anew. Done when the version goes live, not when it is uploaded: at once for a version
-    live from now, as due work (services/due.py) for one live from later."""
-    _reschedule_inactivity(uow, program)
-    _replan_windows(uow, program, at)
+    live from now, as due work (services/due.py) for one live from later.
+
+    A version that plans members as the one it takes over from did (most publishes change
+    only promotions and rewards) re-plans no one, so it neither locks nor writes a member:
+    re-planning every member holds all of them until it commits (about half a minute per
+    million on PostgreSQL), and every request for them waits."""
     before = _live_before(uow, version_id, at)
-    if before is not None and before.tiers.metric != program.tiers.metric:
-        _restate_progress(uow, program)
-    _place_unknown_tiers(uow, program, at)
+    if before is None or not before.planned or not _plans_alike(before.program, program):
+        _reschedule_inactivity(uow, program)
+        _replan_windows(uow, program, at)
+        if before is not None and before.program.tiers.metric != program.tiers.metric:
+            _restate_progress(uow, program)
+        _place_unknown_tiers(uow, program, at)
     uow.conn.execute(
         sa.update(program_versions).where(program_versions.c.id == version_id).values(planned=True)
     )
 
 
-def _live_before(uow: UnitOfWork, version_id: int, at: datetime) -> Program | None:
+def _plans_alike(old: Program, new: Program) -> bool:
+    """Whether members planned by `old` (already applied to them) are planned as `new` would
+    plan them: the same inactivity days, the same tier window in the same time zone, the same
+    tier metric, and every tier level still known. Thresholds and multipliers apply at the
+    next posting, never at going live (choice 11), so they do not count."""
+    days = (old.expiry.inactivity_days if old.expiry else None) == (
+        new.expiry.inactivity_days if new.expiry else None
+    )
+    window = old.tiers.window == new.tiers.window and (
+        new.tiers.window == "lifetime" or old.timezone == new.timezone
+    )
+    levels = set(old.levels_by_id) <= set(new.levels_by_id)
+    return days and window and old.tiers.metric == new.tiers.metric and levels
+
+
+@dataclass(frozen=True)
+class _TakenOver:
+    program: Program
+    planned: bool  # applied to the members already (the worker may be behind)
+
+
+def _live_before(uow: UnitOfWork, version_id: int, at: datetime) -> _TakenOver | None:
     """The version this one takes over from at `at` (None for the first): the latest version
     before it in (live_from, number) order, the order in which versions take over (one that
     went live at that same instant counts if it has a lower number)."""
     number = version_by_id(uow, version_id).number
     found = uow.conn.execute(
-        sa.select(program_versions.c.id)
+        sa.select(program_versions.c.id, program_versions.c.planned)
         .where(
             program_versions.c.env_id == uow.env_id,
             sa.or_(
@@ -112,8 +140,10 @@ def _live_before(uow: UnitOfWork, version_id: int, at: datetime) -> Program | No
         )
         .order_by(program_versions.c.live_from.desc(), program_versions.c.version.desc())
         .limit(1)
-    ).scalar()
-    return None if found is None else version_by_id(uow, found).program
+    ).first()
+    if found is None:
+        return None
+    return _TakenOver(version_by_id(uow, found.id).program, found.planned)
 
 
 def _restate_progress(uow: UnitOfWork, program: Program) -> None:
