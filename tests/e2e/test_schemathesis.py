@@ -49,6 +49,12 @@ CHECKS = [
 ]
 
 
+# Headers that frame the HTTP message: the HTTP server answers a broken one (a Content-Length
+# that is not a number) before any route sees the request, in plain text, as HTTP says it may.
+# Negative generation sometimes adds one among its random headers; they are not the API's.
+FRAMING = {"content-length", "transfer-encoding", "host", "connection"}
+
+
 @pytest.fixture(scope="module")
 def sandbox_key(server: Server) -> str:
     """The admin key of a named sandbox of tenant A, with the demo program."""
@@ -90,6 +96,9 @@ def _fuzz(
     def send(case: schemathesis.Case) -> None:
         if case.headers and "Idempotency-Key" in case.headers:
             case.headers["Idempotency-Key"] = uuid.uuid4().hex
+        if case.headers:
+            for name in [n for n in case.headers if n.lower() in FRAMING]:
+                del case.headers[name]
         try:
             case.call_and_validate(
                 base_url=url, headers={"Authorization": f"Bearer {key}"}, checks=CHECKS, timeout=30
