@@ -209,3 +209,60 @@ def test_a_version_that_plans_members_alike_leaves_their_plans_alone(
                 program_versions.c.version
             )
         ).all() == [(1, True), (2, True)]
+
+
+def test_a_version_alike_the_one_before_still_re_plans_members_holding_another_plan(
+    make: Callable[..., Loyalty], engine: sa.Engine
+) -> None:
+    """30 days of inactivity; v2 (60 days) activated for tomorrow; a minute after that,
+    with the worker not there yet, v3 (30 days) is published live from now, and the worker
+    then applies v2 after it, leaving cat on 60 days. v4, alike v3, must re-plan: the plan
+    the members hold is v2's, not v3's, so cat's 1,000 expire 30 days after her order."""
+    thirty = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
+    app = make(thirty)
+    app.enroll({"member": "cat"}, JUNE)
+    _buy(app, "o1", "cat", 100, JUNE)
+    tomorrow = JUNE + timedelta(days=1)
+    _upload(app, thirty.replace("inactivity_days: 30", "inactivity_days: 60"), JUNE, tomorrow)
+    v3_at = tomorrow + timedelta(minutes=1)
+    app.publish(thirty.replace("name: Burrito Rewards", "name: B3"), v3_at)
+    app.run_due(v3_at)
+    cat = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "cat")
+    deadline = sa.select(members.c.inactivity_due_at).where(cat)
+    with engine.connect() as conn:
+        assert conn.execute(deadline).scalar_one() == JUNE + timedelta(days=60)
+    app.publish(thirty.replace("name: Burrito Rewards", "name: B4"), v3_at + timedelta(days=1))
+    with engine.connect() as conn:
+        assert conn.execute(deadline).scalar_one() == JUNE + timedelta(days=30)
+        applied = conn.execute(
+            sa.select(program_versions.c.version, program_versions.c.applied_seq).order_by(
+                program_versions.c.version
+            )
+        ).all()
+    assert applied == [(1, 1), (2, 3), (3, 2), (4, 4)]
+    later = JUNE + timedelta(days=45)
+    app.run_due(later)
+    assert app.member("cat", later).posted == 0
+
+
+def test_the_first_version_live_after_migration_0010_re_plans_everyone(
+    make: Callable[..., Loyalty], engine: sa.Engine
+) -> None:
+    """Before 0009 an upload re-planned members even if never activated, so a database
+    upgraded through 0010 (no applied order kept) may hold a plan no live version made:
+    here 365 days of inactivity under a live 30. The next version, alike the live one,
+    re-plans it."""
+    thirty = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
+    app = make(thirty)
+    app.enroll({"member": "cat"}, JUNE)
+    _buy(app, "o1", "cat", 100, JUNE)
+    cat = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "cat")
+    with engine.begin() as conn:  # as an upgraded database stands
+        conn.execute(
+            sa.update(members).where(cat).values(inactivity_due_at=JUNE + timedelta(days=365))
+        )
+        conn.execute(sa.update(program_versions).values(applied_seq=None))
+    app.publish(thirty.replace("name: Burrito Rewards", "name: B2"), JUNE + timedelta(days=1))
+    with engine.connect() as conn:
+        due = conn.execute(sa.select(members.c.inactivity_due_at).where(cat)).scalar_one()
+    assert due == JUNE + timedelta(days=30)

@@ -412,7 +412,7 @@ def catch_up(uow: UnitOfWork, member_id: int, now: datetime) -> bool:
     behind; the worker then finds it done. The caller holds the member's lock. True when
     anything was done (the member's row changed: read it again). A gift card hold belongs
     to no member: it is refused from its expiry on instead (gift_cards). A version going
-    live is the worker's to apply (it re-plans every member at once).
+    live is the worker's to apply (one that re-plans does every member at once).
 
     Work that fails is undone to a savepoint and left to the worker, which retries it
     alone: a posting that can not be done must not fail every request of its member."""

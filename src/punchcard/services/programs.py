@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -87,50 +86,67 @@ def go_live(uow: UnitOfWork, version_id: int, program: Program, at: datetime) ->
     anew. Done when the version goes live, not when it is uploaded: at once for a version
     live from now, as due work (services/due.py) for one live from later.
 
-    A version that plans members as the one it takes over from did (most publishes change
-    only promotions and rewards) re-plans no one, so it neither locks nor writes a member:
-    re-planning every member holds all of them until it commits (about half a minute per
-    million on PostgreSQL), and every request for them waits."""
-    before = _live_before(uow, version_id, at)
-    if before is None or not before.planned or not _plans_alike(before.program, program):
+    A version that plans members as the plan they hold (the last version applied) does
+    (most publishes change only promotions and rewards) re-plans no one, so it neither locks
+    nor writes a member: re-planning every member holds all of them until it commits (about
+    half a minute per million on PostgreSQL), and every request for them waits."""
+    _lock_versions(uow)  # held already by a publish or an activation; the worker takes it here
+    held = _plan_held(uow)
+    if held is None or not _plans_alike(held, program):
         _reschedule_inactivity(uow, program)
         _replan_windows(uow, program, at)
-        if before is not None and before.program.tiers.metric != program.tiers.metric:
+        before = _live_before(uow, version_id, at)
+        if before is not None and before.tiers.metric != program.tiers.metric:
             _restate_progress(uow, program)
         _place_unknown_tiers(uow, program, at)
+    applied = uow.conn.execute(
+        sa.select(sa.func.max(program_versions.c.applied_seq)).where(
+            program_versions.c.env_id == uow.env_id
+        )
+    ).scalar()
     uow.conn.execute(
-        sa.update(program_versions).where(program_versions.c.id == version_id).values(planned=True)
+        sa.update(program_versions)
+        .where(program_versions.c.id == version_id)
+        .values(planned=True, applied_seq=(applied or 0) + 1)
     )
 
 
-def _plans_alike(old: Program, new: Program) -> bool:
-    """Whether members planned by `old` (already applied to them) are planned as `new` would
-    plan them: the same inactivity days, the same tier window in the same time zone, the same
-    tier metric, and every tier level still known. Thresholds and multipliers apply at the
-    next posting, never at going live (choice 11), so they do not count."""
-    days = (old.expiry.inactivity_days if old.expiry else None) == (
+def _plan_held(uow: UnitOfWork) -> Program | None:
+    """The version whose plan the members hold: the one whose going live was applied last.
+    Not always the one a version takes over from: with the worker behind, a version live
+    from earlier can be applied after one published live from now. None before any, and for
+    versions applied before the order was kept (0010), so the next one re-plans everyone."""
+    found = uow.conn.execute(
+        sa.select(program_versions.c.id)
+        .where(program_versions.c.env_id == uow.env_id, program_versions.c.applied_seq.is_not(None))
+        .order_by(program_versions.c.applied_seq.desc())
+        .limit(1)
+    ).scalar()
+    return None if found is None else version_by_id(uow, found).program
+
+
+def _plans_alike(held: Program, new: Program) -> bool:
+    """Whether members planned by `held` are planned as `new` would plan them: the same
+    inactivity days, the same tier window in the same time zone, the same tier metric, and
+    every tier level still known. Thresholds and multipliers apply at the next posting,
+    never at going live (choice 11), so they do not count."""
+    days = (held.expiry.inactivity_days if held.expiry else None) == (
         new.expiry.inactivity_days if new.expiry else None
     )
-    window = old.tiers.window == new.tiers.window and (
-        new.tiers.window == "lifetime" or old.timezone == new.timezone
+    window = held.tiers.window == new.tiers.window and (
+        new.tiers.window == "lifetime" or held.timezone == new.timezone
     )
-    levels = set(old.levels_by_id) <= set(new.levels_by_id)
-    return days and window and old.tiers.metric == new.tiers.metric and levels
+    levels = set(held.levels_by_id) <= set(new.levels_by_id)
+    return days and window and held.tiers.metric == new.tiers.metric and levels
 
 
-@dataclass(frozen=True)
-class _TakenOver:
-    program: Program
-    planned: bool  # applied to the members already (the worker may be behind)
-
-
-def _live_before(uow: UnitOfWork, version_id: int, at: datetime) -> _TakenOver | None:
+def _live_before(uow: UnitOfWork, version_id: int, at: datetime) -> Program | None:
     """The version this one takes over from at `at` (None for the first): the latest version
     before it in (live_from, number) order, the order in which versions take over (one that
     went live at that same instant counts if it has a lower number)."""
     number = version_by_id(uow, version_id).number
     found = uow.conn.execute(
-        sa.select(program_versions.c.id, program_versions.c.planned)
+        sa.select(program_versions.c.id)
         .where(
             program_versions.c.env_id == uow.env_id,
             sa.or_(
@@ -140,10 +156,8 @@ def _live_before(uow: UnitOfWork, version_id: int, at: datetime) -> _TakenOver |
         )
         .order_by(program_versions.c.live_from.desc(), program_versions.c.version.desc())
         .limit(1)
-    ).first()
-    if found is None:
-        return None
-    return _TakenOver(version_by_id(uow, found.id).program, found.planned)
+    ).scalar()
+    return None if found is None else version_by_id(uow, found).program
 
 
 def _restate_progress(uow: UnitOfWork, program: Program) -> None:

@@ -200,7 +200,8 @@ def create_sandbox(
                 program_id=row.program_id,
                 version=row.version,
                 live_from=live_from,
-                # Live at the start: no member to plan for yet. Live later: its going live
+                # Live at the start: no member to plan for yet (and no `applied_seq`: the
+                # first version going live re-plans everyone). Live later: its going live
                 # re-plans the sandbox's members then, as it would in the environment copied.
                 planned=live_from is not None and live_from <= start,
                 document=row.document,

@@ -127,6 +127,8 @@ program_versions = sa.Table(
     sa.Column("live_from", UtcDateTime, nullable=True),  # None: uploaded, not yet activated
     # Its going live applied to the members (their windows and inactivity re-planned, 0009).
     sa.Column("planned", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The order in which going live was applied (0010): the highest is the members' plan.
+    sa.Column("applied_seq", sa.Integer, nullable=True),
     sa.Column("document", sa.JSON, nullable=False),
     sa.Column("source", sa.Text, nullable=False),
     sa.UniqueConstraint("env_id", "version"),
