@@ -280,13 +280,9 @@ def test_versions_published_and_activated_at_once_are_numbered_and_activated_onc
     engine.dispose()
 
 
-@pytest.mark.postgres
-def test_a_publish_during_a_members_activity_plans_inactivity_from_that_activity(
-    postgres_url: str,
-) -> None:
-    """A publish that changes the inactivity days re-plans every member's inactivity expiry
-    from their last activity. A redeem that moves the activity while the publish runs must
-    not be overwritten by a plan from the activity before it."""
+def _ann_active_under_30_days(postgres_url: str) -> tuple[sa.Engine, str, Loyalty]:
+    """A program whose balances expire after 30 days of inactivity, and ann, who ordered at
+    START (not yet posted)."""
     engine = open_database(postgres_url)
     program = EXAMPLE_PROGRAM.read_text().replace(
         "expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}"
@@ -294,6 +290,17 @@ def test_a_publish_during_a_members_activity_plans_inactivity_from_that_activity
     app = new_app(engine, program)
     app.enroll({"member": "ann"}, START)
     app.place_order(burritos("o1", "ann", qty=6), START)
+    return engine, program, app
+
+
+@pytest.mark.postgres
+def test_a_publish_during_a_members_activity_plans_inactivity_from_that_activity(
+    postgres_url: str,
+) -> None:
+    """A publish that changes the inactivity days re-plans every member's inactivity expiry
+    from their last activity. A redeem that moves the activity while the publish runs must
+    not be overwritten by a plan from the activity before it."""
+    engine, program, app = _ann_active_under_30_days(postgres_url)
     app.run_due(START)  # active at START
     later = START + timedelta(days=10)
     ann = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "ann")
@@ -321,13 +328,7 @@ def test_a_publish_that_plans_members_alike_does_not_wait_for_a_member(
     """A version that changes only promotions and rewards re-plans no one: it goes live while
     a request holds a member's lock, instead of waiting for it (and holding every other
     member meanwhile)."""
-    engine = open_database(postgres_url)
-    program = EXAMPLE_PROGRAM.read_text().replace(
-        "expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}"
-    )
-    app = new_app(engine, program)
-    app.enroll({"member": "ann"}, START)
-    app.place_order(burritos("o1", "ann", qty=6), START)
+    engine, program, app = _ann_active_under_30_days(postgres_url)
     app.run_due(START)
     later = START + timedelta(days=10)
     renamed = program.replace("name: Burrito Rewards", "name: Burrito Rewards 2")

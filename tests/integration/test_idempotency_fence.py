@@ -46,6 +46,17 @@ def _tenant_whose_claims_lapse(
     return engine, clock, made
 
 
+def _with_program_and_ann(client: TestClient) -> None:
+    client.post(
+        "/v1/programs/versions",
+        json={"source": PROGRAM.read_text()},
+        headers={"Idempotency-Key": "p"},
+    ).raise_for_status()
+    client.post(
+        "/v1/members", json={"id": "ann"}, headers={"Idempotency-Key": "m"}
+    ).raise_for_status()
+
+
 @pytest.mark.postgres
 def test_a_request_whose_claim_was_taken_over_rolls_back_and_replays(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
@@ -65,14 +76,7 @@ def test_a_request_whose_claim_was_taken_over_rolls_back_and_replays(
     headers = {"Authorization": f"Bearer {made['live_key']}"}
     with TestClient(create_app(engine, clock)) as client:
         client.headers.update(headers)
-        client.post(
-            "/v1/programs/versions",
-            json={"source": PROGRAM.read_text()},
-            headers={"Idempotency-Key": "p"},
-        ).raise_for_status()
-        client.post(
-            "/v1/members", json={"id": "ann"}, headers={"Idempotency-Key": "m"}
-        ).raise_for_status()
+        _with_program_and_ann(client)
         answers: list[httpx.Response] = []
         first = threading.Thread(
             target=lambda: answers.append(
@@ -129,14 +133,7 @@ def test_a_request_that_fails_after_its_claim_was_taken_over_leaves_the_retry_it
     monkeypatch.setattr(orders, "_parse_new", held)
     with TestClient(create_app(engine, clock), raise_server_exceptions=False) as client:
         client.headers.update({"Authorization": f"Bearer {made['live_key']}"})
-        client.post(
-            "/v1/programs/versions",
-            json={"source": PROGRAM.read_text()},
-            headers={"Idempotency-Key": "p"},
-        ).raise_for_status()
-        client.post(
-            "/v1/members", json={"id": "ann"}, headers={"Idempotency-Key": "m"}
-        ).raise_for_status()
+        _with_program_and_ann(client)
         answers: dict[str, httpx.Response] = {}
 
         def place(name: str) -> None:
