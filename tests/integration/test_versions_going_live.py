@@ -266,3 +266,57 @@ def test_the_first_version_live_after_migration_0010_re_plans_everyone(
     with engine.connect() as conn:
         due = conn.execute(sa.select(members.c.inactivity_due_at).where(cat)).scalar_one()
     assert due == JUNE + timedelta(days=30)
+
+
+def test_a_version_alike_the_last_applied_still_re_plans_when_another_took_over_since(
+    make: Callable[..., Loyalty], engine: sa.Engine
+) -> None:
+    """As above, v2 (60 days) is applied after v3 (30 days), but cat orders under v3 and is
+    planned by it: members hold a mix of the two plans. v4 (60 days), alike v2, the last
+    applied, but not v3, which it takes over from, re-plans cat to 60 days."""
+    thirty = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
+    sixty = thirty.replace("inactivity_days: 30", "inactivity_days: 60")
+    app = make(thirty)
+    app.enroll({"member": "cat"}, JUNE)
+    tomorrow = JUNE + timedelta(days=1)
+    _upload(app, sixty, JUNE, tomorrow)
+    v3_at = tomorrow + timedelta(minutes=1)
+    app.publish(thirty.replace("name: Burrito Rewards", "name: B3"), v3_at)
+    app.run_due(v3_at)  # v2 applied after v3
+    ordered = v3_at + timedelta(hours=1)
+    _buy(app, "o1", "cat", 100, ordered)  # planned by v3: 30 days
+    app.publish(sixty.replace("name: Burrito Rewards", "name: B4"), ordered + timedelta(days=1))
+    cat = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "cat")
+    with engine.connect() as conn:
+        due = conn.execute(sa.select(members.c.inactivity_due_at).where(cat)).scalar_one()
+    assert due == ordered + timedelta(days=60)
+    later = ordered + timedelta(days=45)
+    app.run_due(later)
+    assert app.member("cat", later).posted == 1000
+
+
+def test_progress_held_in_another_metric_is_restated_though_the_version_before_agrees(
+    make: Callable[..., Loyalty], engine: sa.Engine
+) -> None:
+    """Points; v2 (visits) applied after v3 (points) restates cat's progress to 1 visit,
+    and her next order under v3 adds 1,250 points to it. v4 counts points, as v3 did, but
+    the members' progress is partly in visits: it is restated, to 1,200 + 1,250."""
+    app = make()
+    app.enroll({"member": "cat"}, JUNE)
+    _buy(app, "o1", "cat", 120, JUNE)  # 1,200 points: gold
+    tomorrow = JUNE + timedelta(days=1)
+    _upload(app, DEMO.replace("metric: points", "metric: visits"), JUNE, tomorrow)
+    v3_at = tomorrow + timedelta(minutes=1)
+    app.publish(DEMO.replace("name: Burrito Rewards", "name: B3"), v3_at)
+    app.run_due(v3_at)  # v2 applied after v3
+    cat = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "cat")
+    progress = sa.select(members.c.progress).where(cat)
+    with engine.connect() as conn:
+        assert conn.execute(progress).scalar_one() == 1
+    ordered = v3_at + timedelta(hours=1)
+    _buy(app, "o2", "cat", 100, ordered)  # 1,000 points, x1.25 for gold
+    with engine.connect() as conn:
+        assert conn.execute(progress).scalar_one() == 1 + 1250
+    app.publish(DEMO.replace("name: Burrito Rewards", "name: B4"), ordered + timedelta(days=1))
+    with engine.connect() as conn:
+        assert conn.execute(progress).scalar_one() == 1200 + 1250

@@ -197,12 +197,8 @@ def _versions_due(uow: UnitOfWork, moment: datetime) -> list[int]:
 
 def _go_live(uow: UnitOfWork, version_id: int, moment: datetime) -> None:
     """A version live from `moment` (uploaded or activated for later) goes live: first at
-    that moment, so what falls due then follows it."""
-    row = uow.conn.execute(
-        sa.select(program_versions.c.planned).where(program_versions.c.id == version_id)
-    ).one()
-    if not row.planned:
-        programs.go_live(uow, version_id, version_by_id(uow, version_id).program, moment)
+    that moment, so what falls due then follows it (once: go_live checks)."""
+    programs.go_live(uow, version_id, version_by_id(uow, version_id).program, moment)
 
 
 def _windows_due(uow: UnitOfWork, moment: datetime) -> list[int]:

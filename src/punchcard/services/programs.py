@@ -13,7 +13,7 @@ from punchcard.engine.documents import load_document, plain
 from punchcard.engine.members import window_bounds
 from punchcard.engine.programs import Program, ProgramError, program_from_data
 from punchcard.errors import InvalidInput, InvalidState, NotFound
-from punchcard.services.context import record_tier, version_by_id
+from punchcard.services.context import Version, record_tier, version_by_id
 from punchcard.store.tables import environments, members, orders, program_versions
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -84,19 +84,32 @@ def go_live(uow: UnitOfWork, version_id: int, program: Program, at: datetime) ->
     """Apply a version going live at `at` to the members: member-level rules follow the
     version live when they apply, so inactivity deadlines and tier windows are planned
     anew. Done when the version goes live, not when it is uploaded: at once for a version
-    live from now, as due work (services/due.py) for one live from later.
+    live from now, as due work (services/due.py) for one live from later. Done once: a
+    worker that lost its lease while waiting here finds it done.
 
-    A version that plans members as the plan they hold (the last version applied) does
-    (most publishes change only promotions and rewards) re-plans no one, so it neither locks
-    nor writes a member: re-planning every member holds all of them until it commits (about
-    half a minute per million on PostgreSQL), and every request for them waits."""
+    A version that plans members alike the version it takes over from re-plans no one, so
+    it neither locks nor writes a member (most publishes change only promotions and
+    rewards): re-planning every member holds all of them until it commits (about half a
+    minute per million on PostgreSQL), and every request for them waits. Only when that
+    version is also the last one applied: with the worker behind, a version live from
+    earlier can be applied after it, and members then hold a mix of the two plans."""
     _lock_versions(uow)  # held already by a publish or an activation; the worker takes it here
-    held = _plan_held(uow)
-    if held is None or not _plans_alike(held, program):
+    planned = sa.select(program_versions.c.planned).where(program_versions.c.id == version_id)
+    if uow.conn.execute(planned).scalar_one():
+        return
+    before = _live_before(uow, version_id, at)
+    held = _last_applied(uow)
+    alike = (
+        before is not None
+        and held is not None
+        and held.id == before.id
+        and _plans_alike(before.program, program)
+    )
+    if not alike:
         _reschedule_inactivity(uow, program)
         _replan_windows(uow, program, at)
-        before = _live_before(uow, version_id, at)
-        if before is not None and before.tiers.metric != program.tiers.metric:
+        metrics = {v.program.tiers.metric for v in (before, held) if v is not None}
+        if metrics - {program.tiers.metric}:
             _restate_progress(uow, program)
         _place_unknown_tiers(uow, program, at)
     applied = uow.conn.execute(
@@ -111,36 +124,34 @@ def go_live(uow: UnitOfWork, version_id: int, program: Program, at: datetime) ->
     )
 
 
-def _plan_held(uow: UnitOfWork) -> Program | None:
-    """The version whose plan the members hold: the one whose going live was applied last.
-    Not always the one a version takes over from: with the worker behind, a version live
-    from earlier can be applied after one published live from now. None before any, and for
-    versions applied before the order was kept (0010), so the next one re-plans everyone."""
+def _last_applied(uow: UnitOfWork) -> Version | None:
+    """The version whose going live was applied last. None before any, and for versions
+    applied before the order was kept (0010), so the next one re-plans everyone."""
     found = uow.conn.execute(
         sa.select(program_versions.c.id)
         .where(program_versions.c.env_id == uow.env_id, program_versions.c.applied_seq.is_not(None))
         .order_by(program_versions.c.applied_seq.desc())
         .limit(1)
     ).scalar()
-    return None if found is None else version_by_id(uow, found).program
+    return None if found is None else version_by_id(uow, found)
 
 
-def _plans_alike(held: Program, new: Program) -> bool:
-    """Whether members planned by `held` are planned as `new` would plan them: the same
+def _plans_alike(old: Program, new: Program) -> bool:
+    """Whether members planned by `old` are planned as `new` would plan them: the same
     inactivity days, the same tier window in the same time zone, the same tier metric, and
     every tier level still known. Thresholds and multipliers apply at the next posting,
     never at going live (choice 11), so they do not count."""
-    days = (held.expiry.inactivity_days if held.expiry else None) == (
+    days = (old.expiry.inactivity_days if old.expiry else None) == (
         new.expiry.inactivity_days if new.expiry else None
     )
-    window = held.tiers.window == new.tiers.window and (
-        new.tiers.window == "lifetime" or held.timezone == new.timezone
+    window = old.tiers.window == new.tiers.window and (
+        new.tiers.window == "lifetime" or old.timezone == new.timezone
     )
-    levels = set(held.levels_by_id) <= set(new.levels_by_id)
-    return days and window and held.tiers.metric == new.tiers.metric and levels
+    levels = set(old.levels_by_id) <= set(new.levels_by_id)
+    return days and window and old.tiers.metric == new.tiers.metric and levels
 
 
-def _live_before(uow: UnitOfWork, version_id: int, at: datetime) -> Program | None:
+def _live_before(uow: UnitOfWork, version_id: int, at: datetime) -> Version | None:
     """The version this one takes over from at `at` (None for the first): the latest version
     before it in (live_from, number) order, the order in which versions take over (one that
     went live at that same instant counts if it has a lower number)."""
@@ -157,7 +168,7 @@ def _live_before(uow: UnitOfWork, version_id: int, at: datetime) -> Program | No
         .order_by(program_versions.c.live_from.desc(), program_versions.c.version.desc())
         .limit(1)
     ).scalar()
-    return None if found is None else version_by_id(uow, found).program
+    return None if found is None else version_by_id(uow, found)
 
 
 def _restate_progress(uow: UnitOfWork, program: Program) -> None:
