@@ -1,8 +1,8 @@
 """The order in which versions' going live was applied to the members.
 
-A version that plans members alike the plan they hold re-plans no one (services/programs.py).
-The plan they hold is the last version applied, which, with the worker behind, is not always
-the version a new one takes over from. Versions applied before this keep no order (NULL):
+A version that plans members alike the version it takes over from re-plans no one, if that
+version was also the last applied (services/programs.py): with the worker behind, a version
+live from earlier can be applied after it. Versions applied before this keep no order (NULL):
 the next version going live re-plans everyone, as every one did before, which also sets
 right plans that an upload made before 0009 left behind.
 
