@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from punchcard.services import programs, tenants
+from punchcard.services import due, programs, tenants
 from punchcard.services.loyalty import Loyalty
 from punchcard.store.tables import members, outbox, program_versions
 
@@ -211,13 +211,13 @@ def test_a_version_that_plans_members_alike_leaves_their_plans_alone(
         ).all() == [(1, True), (2, True)]
 
 
-def test_a_version_alike_the_one_before_still_re_plans_members_holding_another_plan(
+def test_a_version_applied_late_is_followed_by_the_versions_after_it_again(
     make: Callable[..., Loyalty], engine: sa.Engine
 ) -> None:
     """30 days of inactivity; v2 (60 days) activated for tomorrow; a minute after that,
-    with the worker not there yet, v3 (30 days) is published live from now, and the worker
-    then applies v2 after it, leaving cat on 60 days. v4, alike v3, must re-plan: the plan
-    the members hold is v2's, not v3's, so cat's 1,000 expire 30 days after her order."""
+    with the worker not there yet, v3 (30 days) is published live from now. The worker
+    then applies v2 after v3, and so applies v3 again after it: cat ends on v3's 30 days,
+    the version live. v4, alike v3, then re-plans no one, and her 1,000 expire on day 30."""
     thirty = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
     app = make(thirty)
     app.enroll({"member": "cat"}, JUNE)
@@ -230,7 +230,7 @@ def test_a_version_alike_the_one_before_still_re_plans_members_holding_another_p
     cat = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "cat")
     deadline = sa.select(members.c.inactivity_due_at).where(cat)
     with engine.connect() as conn:
-        assert conn.execute(deadline).scalar_one() == JUNE + timedelta(days=60)
+        assert conn.execute(deadline).scalar_one() == JUNE + timedelta(days=30)
     app.publish(thirty.replace("name: Burrito Rewards", "name: B4"), v3_at + timedelta(days=1))
     with engine.connect() as conn:
         assert conn.execute(deadline).scalar_one() == JUNE + timedelta(days=30)
@@ -239,7 +239,7 @@ def test_a_version_alike_the_one_before_still_re_plans_members_holding_another_p
                 program_versions.c.version
             )
         ).all()
-    assert applied == [(1, 1), (2, 3), (3, 2), (4, 4)]
+    assert applied == [(1, 1), (2, 3), (3, 4), (4, 5)]  # v3 applied at 2, and again at 4
     later = JUNE + timedelta(days=45)
     app.run_due(later)
     assert app.member("cat", later).posted == 0
@@ -268,39 +268,12 @@ def test_the_first_version_live_after_migration_0010_re_plans_everyone(
     assert due == JUNE + timedelta(days=30)
 
 
-def test_a_version_alike_the_last_applied_still_re_plans_when_another_took_over_since(
+def test_a_version_applied_late_leaves_progress_in_the_live_versions_metric(
     make: Callable[..., Loyalty], engine: sa.Engine
 ) -> None:
-    """As above, v2 (60 days) is applied after v3 (30 days), but cat orders under v3 and is
-    planned by it: members hold a mix of the two plans. v4 (60 days), alike v2, the last
-    applied, but not v3, which it takes over from, re-plans cat to 60 days."""
-    thirty = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
-    sixty = thirty.replace("inactivity_days: 30", "inactivity_days: 60")
-    app = make(thirty)
-    app.enroll({"member": "cat"}, JUNE)
-    tomorrow = JUNE + timedelta(days=1)
-    _upload(app, sixty, JUNE, tomorrow)
-    v3_at = tomorrow + timedelta(minutes=1)
-    app.publish(thirty.replace("name: Burrito Rewards", "name: B3"), v3_at)
-    app.run_due(v3_at)  # v2 applied after v3
-    ordered = v3_at + timedelta(hours=1)
-    _buy(app, "o1", "cat", 100, ordered)  # planned by v3: 30 days
-    app.publish(sixty.replace("name: Burrito Rewards", "name: B4"), ordered + timedelta(days=1))
-    cat = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "cat")
-    with engine.connect() as conn:
-        due = conn.execute(sa.select(members.c.inactivity_due_at).where(cat)).scalar_one()
-    assert due == ordered + timedelta(days=60)
-    later = ordered + timedelta(days=45)
-    app.run_due(later)
-    assert app.member("cat", later).posted == 1000
-
-
-def test_progress_held_in_another_metric_is_restated_though_the_version_before_agrees(
-    make: Callable[..., Loyalty], engine: sa.Engine
-) -> None:
-    """Points; v2 (visits) applied after v3 (points) restates cat's progress to 1 visit,
-    and her next order under v3 adds 1,250 points to it. v4 counts points, as v3 did, but
-    the members' progress is partly in visits: it is restated, to 1,200 + 1,250."""
+    """Points; v2 (visits) activated for tomorrow is applied after v3 (points), published
+    live from now: v2 counts cat's progress in visits (1), and v3, applied again after it,
+    counts it in points again (1,200), so her next order adds its 1,250 to the points."""
     app = make()
     app.enroll({"member": "cat"}, JUNE)
     _buy(app, "o1", "cat", 120, JUNE)  # 1,200 points: gold
@@ -308,15 +281,39 @@ def test_progress_held_in_another_metric_is_restated_though_the_version_before_a
     _upload(app, DEMO.replace("metric: points", "metric: visits"), JUNE, tomorrow)
     v3_at = tomorrow + timedelta(minutes=1)
     app.publish(DEMO.replace("name: Burrito Rewards", "name: B3"), v3_at)
-    app.run_due(v3_at)  # v2 applied after v3
+    app.run_due(v3_at)
     cat = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "cat")
     progress = sa.select(members.c.progress).where(cat)
     with engine.connect() as conn:
-        assert conn.execute(progress).scalar_one() == 1
-    ordered = v3_at + timedelta(hours=1)
-    _buy(app, "o2", "cat", 100, ordered)  # 1,000 points, x1.25 for gold
-    with engine.connect() as conn:
-        assert conn.execute(progress).scalar_one() == 1 + 1250
-    app.publish(DEMO.replace("name: Burrito Rewards", "name: B4"), ordered + timedelta(days=1))
+        assert conn.execute(progress).scalar_one() == 1200
+    _buy(app, "o2", "cat", 100, v3_at + timedelta(hours=1))  # 1,000 points, x1.25 for gold
     with engine.connect() as conn:
         assert conn.execute(progress).scalar_one() == 1200 + 1250
+
+
+def test_a_version_published_while_a_late_one_is_being_applied_re_plans(
+    make: Callable[..., Loyalty], engine: sa.Engine
+) -> None:
+    """The worker has applied v2 (60 days, live from tomorrow) after v3 (30 days, published
+    live from now), and not yet v3 again, when v4, alike v3, is published: the members hold
+    v2's plan, not v3's, so v4 re-plans them to its 30 days."""
+    thirty = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
+    app = make(thirty)
+    app.enroll({"member": "cat"}, JUNE)
+    _buy(app, "o1", "cat", 100, JUNE)
+    tomorrow = JUNE + timedelta(days=1)
+    _upload(app, thirty.replace("inactivity_days: 30", "inactivity_days: 60"), JUNE, tomorrow)
+    v3_at = tomorrow + timedelta(minutes=1)
+    app.publish(thirty.replace("name: Burrito Rewards", "name: B3"), v3_at)
+    with engine.connect() as conn:
+        v2 = conn.execute(
+            sa.select(program_versions.c.id).where(program_versions.c.version == 2)
+        ).scalar_one()
+    app._write(lambda uow: due._go_live(uow, v2, tomorrow))  # the worker's first step
+    cat = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "cat")
+    deadline = sa.select(members.c.inactivity_due_at).where(cat)
+    with engine.connect() as conn:
+        assert conn.execute(deadline).scalar_one() == JUNE + timedelta(days=60)
+    app.publish(thirty.replace("name: Burrito Rewards", "name: B4"), v3_at + timedelta(hours=1))
+    with engine.connect() as conn:
+        assert conn.execute(deadline).scalar_one() == JUNE + timedelta(days=30)

@@ -92,7 +92,8 @@ def go_live(uow: UnitOfWork, version_id: int, program: Program, at: datetime) ->
     rewards): re-planning every member holds all of them until it commits (about half a
     minute per million on PostgreSQL), and every request for them waits. Only when that
     version is also the last one applied: with the worker behind, a version live from
-    earlier can be applied after it, and members then hold a mix of the two plans."""
+    earlier can be applied after it, and until the versions after it are applied again
+    members hold a mix of plans."""
     _lock_versions(uow)  # held already by a publish or an activation; the worker takes it here
     planned = sa.select(program_versions.c.planned).where(program_versions.c.id == version_id)
     if uow.conn.execute(planned).scalar_one():
@@ -121,6 +122,22 @@ def go_live(uow: UnitOfWork, version_id: int, program: Program, at: datetime) ->
         sa.update(program_versions)
         .where(program_versions.c.id == version_id)
         .values(planned=True, applied_seq=(applied or 0) + 1)
+    )
+    # Versions that took over after this one but were applied before it (the worker was
+    # behind) are applied again, as due work at their own `live_from`, in time order: the
+    # members end on the plan of the version live, not of this one.
+    number = version_by_id(uow, version_id).number
+    uow.conn.execute(
+        sa.update(program_versions)
+        .where(
+            program_versions.c.env_id == uow.env_id,
+            program_versions.c.planned.is_(True),
+            sa.or_(
+                program_versions.c.live_from > at,
+                sa.and_(program_versions.c.live_from == at, program_versions.c.version > number),
+            ),
+        )
+        .values(planned=False)
     )
 
 
