@@ -17,6 +17,7 @@ from punchcard.store.tables import members, outbox, program_versions
 from .helpers import burritos, new_app
 
 DEMO = open("src/punchcard/demo/burrito-rewards.yaml").read()  # noqa: SIM115 - read once
+THIRTY = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
 CHICAGO = timezone(timedelta(hours=-6))
 JUNE = datetime(2026, 6, 1, 12, tzinfo=CHICAGO)
 
@@ -73,11 +74,10 @@ def test_inactivity_follows_the_version_live_not_one_uploaded(
 ) -> None:
     """Live: 30 days of inactivity. A version with 365 days, never activated or live only
     from December, leaves cat's 100 to expire on day 30."""
-    thirty = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
-    app = make(thirty)
+    app = make(THIRTY)
     app.enroll({"member": "cat"}, JUNE)
     _buy(app, "o1", "cat", 10, JUNE)
-    _upload(app, thirty.replace("inactivity_days: 30", "inactivity_days: 365"), JUNE, live_from)
+    _upload(app, THIRTY.replace("inactivity_days: 30", "inactivity_days: 365"), JUNE, live_from)
     later = JUNE + timedelta(days=61)
     app.run_due(later)
     assert app.member("cat", later).posted == 0
@@ -187,8 +187,7 @@ def test_a_version_that_plans_members_alike_leaves_their_plans_alone(
     """A new name, a promotion more, a higher gold threshold: nobody is re-planned. With the
     worker behind on New Year, fay's window still rolls at New Year, not when the version
     went live (a re-plan would have moved the roll to then); her inactivity deadline stays."""
-    thirty = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
-    app = make(thirty)
+    app = make(THIRTY)
     app.enroll({"member": "fay"}, JUNE)
     _buy(app, "o1", "fay", 90, JUNE)
     fay = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "fay")
@@ -197,7 +196,7 @@ def test_a_version_that_plans_members_alike_leaves_their_plans_alone(
         planned = conn.execute(sa.select(*plan).where(fay)).one()
     new_year = datetime(2027, 1, 1, tzinfo=ZoneInfo("America/Chicago"))
     assert (planned.window_end, planned.inactivity_due_at) == (new_year, JUNE + timedelta(days=30))
-    alike = thirty.replace("name: Burrito Rewards", "name: Burritos").replace(
+    alike = THIRTY.replace("name: Burrito Rewards", "name: Burritos").replace(
         "threshold: 1000", "threshold: 1200"
     )
     assert alike.count("threshold: 1200") == 1
@@ -211,6 +210,22 @@ def test_a_version_that_plans_members_alike_leaves_their_plans_alone(
         ).all() == [(1, True), (2, True)]
 
 
+def _v3_published_before_v2_is_applied(
+    make: Callable[..., Loyalty],
+) -> tuple[Loyalty, datetime]:
+    """cat's 1,000 points from JUNE under 30 days of inactivity (v1); v2 (60 days) activated
+    for the next day; a minute after that, before the worker gets there, v3 (30 days)
+    published live from now. Returns when v3 went live."""
+    app = make(THIRTY)
+    app.enroll({"member": "cat"}, JUNE)
+    _buy(app, "o1", "cat", 100, JUNE)
+    tomorrow = JUNE + timedelta(days=1)
+    _upload(app, THIRTY.replace("inactivity_days: 30", "inactivity_days: 60"), JUNE, tomorrow)
+    v3_at = tomorrow + timedelta(minutes=1)
+    app.publish(THIRTY.replace("name: Burrito Rewards", "name: B3"), v3_at)
+    return app, v3_at
+
+
 def test_a_version_applied_late_is_followed_by_the_versions_after_it_again(
     make: Callable[..., Loyalty], engine: sa.Engine
 ) -> None:
@@ -218,20 +233,13 @@ def test_a_version_applied_late_is_followed_by_the_versions_after_it_again(
     with the worker not there yet, v3 (30 days) is published live from now. The worker
     then applies v2 after v3, and so applies v3 again after it: cat ends on v3's 30 days,
     the version live. v4, alike v3, then re-plans no one, and her 1,000 expire on day 30."""
-    thirty = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
-    app = make(thirty)
-    app.enroll({"member": "cat"}, JUNE)
-    _buy(app, "o1", "cat", 100, JUNE)
-    tomorrow = JUNE + timedelta(days=1)
-    _upload(app, thirty.replace("inactivity_days: 30", "inactivity_days: 60"), JUNE, tomorrow)
-    v3_at = tomorrow + timedelta(minutes=1)
-    app.publish(thirty.replace("name: Burrito Rewards", "name: B3"), v3_at)
+    app, v3_at = _v3_published_before_v2_is_applied(make)
     app.run_due(v3_at)
     cat = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "cat")
     deadline = sa.select(members.c.inactivity_due_at).where(cat)
     with engine.connect() as conn:
         assert conn.execute(deadline).scalar_one() == JUNE + timedelta(days=30)
-    app.publish(thirty.replace("name: Burrito Rewards", "name: B4"), v3_at + timedelta(days=1))
+    app.publish(THIRTY.replace("name: Burrito Rewards", "name: B4"), v3_at + timedelta(days=1))
     with engine.connect() as conn:
         assert conn.execute(deadline).scalar_one() == JUNE + timedelta(days=30)
         applied = conn.execute(
@@ -252,8 +260,7 @@ def test_the_first_version_live_after_migration_0010_re_plans_everyone(
     upgraded through 0010 (no applied order kept) may hold a plan no live version made:
     here 365 days of inactivity under a live 30. The next version, alike the live one,
     re-plans it."""
-    thirty = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
-    app = make(thirty)
+    app = make(THIRTY)
     app.enroll({"member": "cat"}, JUNE)
     _buy(app, "o1", "cat", 100, JUNE)
     cat = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "cat")
@@ -262,7 +269,7 @@ def test_the_first_version_live_after_migration_0010_re_plans_everyone(
             sa.update(members).where(cat).values(inactivity_due_at=JUNE + timedelta(days=365))
         )
         conn.execute(sa.update(program_versions).values(applied_seq=None))
-    app.publish(thirty.replace("name: Burrito Rewards", "name: B2"), JUNE + timedelta(days=1))
+    app.publish(THIRTY.replace("name: Burrito Rewards", "name: B2"), JUNE + timedelta(days=1))
     with engine.connect() as conn:
         due = conn.execute(sa.select(members.c.inactivity_due_at).where(cat)).scalar_one()
     assert due == JUNE + timedelta(days=30)
@@ -297,23 +304,18 @@ def test_a_version_published_while_a_late_one_is_being_applied_re_plans(
     """The worker has applied v2 (60 days, live from tomorrow) after v3 (30 days, published
     live from now), and not yet v3 again, when v4, alike v3, is published: the members hold
     v2's plan, not v3's, so v4 re-plans them to its 30 days."""
-    thirty = DEMO.replace("expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}")
-    app = make(thirty)
-    app.enroll({"member": "cat"}, JUNE)
-    _buy(app, "o1", "cat", 100, JUNE)
-    tomorrow = JUNE + timedelta(days=1)
-    _upload(app, thirty.replace("inactivity_days: 30", "inactivity_days: 60"), JUNE, tomorrow)
-    v3_at = tomorrow + timedelta(minutes=1)
-    app.publish(thirty.replace("name: Burrito Rewards", "name: B3"), v3_at)
+    app, v3_at = _v3_published_before_v2_is_applied(make)
     with engine.connect() as conn:
         v2 = conn.execute(
             sa.select(program_versions.c.id).where(program_versions.c.version == 2)
         ).scalar_one()
-    app._write(lambda uow: due._go_live(uow, v2, tomorrow))  # the worker's first step
+    app._write(
+        lambda uow: due._go_live(uow, v2, JUNE + timedelta(days=1))
+    )  # the worker's first step
     cat = sa.and_(members.c.env_id == app.env_id, members.c.external_id == "cat")
     deadline = sa.select(members.c.inactivity_due_at).where(cat)
     with engine.connect() as conn:
         assert conn.execute(deadline).scalar_one() == JUNE + timedelta(days=60)
-    app.publish(thirty.replace("name: Burrito Rewards", "name: B4"), v3_at + timedelta(hours=1))
+    app.publish(THIRTY.replace("name: Burrito Rewards", "name: B4"), v3_at + timedelta(hours=1))
     with engine.connect() as conn:
         assert conn.execute(deadline).scalar_one() == JUNE + timedelta(days=30)
