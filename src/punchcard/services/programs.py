@@ -158,14 +158,16 @@ def _plans_alike(old: Program, new: Program) -> bool:
     inactivity days, the same tier window in the same time zone, the same tier metric, and
     every tier level still known. Thresholds and multipliers apply at the next posting,
     never at going live (choice 11), so they do not count."""
-    days = (old.expiry.inactivity_days if old.expiry else None) == (
-        new.expiry.inactivity_days if new.expiry else None
-    )
+    days = _inactivity_days(old) == _inactivity_days(new)
     window = old.tiers.window == new.tiers.window and (
         new.tiers.window == "lifetime" or old.timezone == new.timezone
     )
     levels = set(old.levels_by_id) <= set(new.levels_by_id)
     return days and window and old.tiers.metric == new.tiers.metric and levels
+
+
+def _inactivity_days(program: Program) -> int | None:
+    return program.expiry.inactivity_days if program.expiry else None
 
 
 def _live_before(uow: UnitOfWork, version_id: int, at: datetime) -> Version | None:
@@ -297,7 +299,7 @@ def _reschedule_inactivity(uow: UnitOfWork, program: Program) -> None:
     from each member's last activity as it is under the member's lock (activity committed
     while the publish ran must not be planned from the activity before it)."""
     _lock_members(uow)
-    days = program.expiry.inactivity_days if program.expiry else None
+    days = _inactivity_days(program)
     active = sa.and_(members.c.env_id == uow.env_id, members.c.last_activity_at.is_not(None))
     if days is None:
         uow.conn.execute(sa.update(members).where(active).values(inactivity_due_at=None))

@@ -127,7 +127,7 @@ program_versions = sa.Table(
     sa.Column("live_from", UtcDateTime, nullable=True),  # None: uploaded, not yet activated
     # Its going live applied to the members (their windows and inactivity re-planned, 0009).
     sa.Column("planned", sa.Boolean, nullable=False, server_default=sa.false()),
-    # The order in which going live was applied (0010): the highest is the members' plan.
+    # The order in which going live was applied (0010): the highest was applied last.
     sa.Column("applied_seq", sa.Integer, nullable=True),
     sa.Column("document", sa.JSON, nullable=False),
     sa.Column("source", sa.Text, nullable=False),
