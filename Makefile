@@ -17,7 +17,7 @@ run: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest -n 2 -q
-	$(BIN)/punchcard scenario run ../shared/examples/scenarios scenarios
+	$(BIN)/punchcard scenario run examples/scenarios scenarios
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -27,7 +27,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 scenarios: $(STAMP)
-	$(BIN)/punchcard scenario run ../shared/examples/scenarios scenarios
+	$(BIN)/punchcard scenario run examples/scenarios scenarios
 
 demo: $(STAMP)
 	$(BIN)/punchcard demo

@@ -18,8 +18,8 @@ from punchcard.store.database import create_engine, migrate, open_database
 
 POSTGRES_URL = os.environ.get("PUNCHCARD_TEST_POSTGRES_URL")
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT.parent / "shared" / "examples"
-EXAMPLE_PROGRAM = EXAMPLES / "programs" / "burrito-rewards.yaml"
+EXAMPLES = ROOT / "examples"  # the repository's own: nothing here reads outside it
+EXAMPLE_PROGRAM = EXAMPLES / "programs" / "burrito-rewards.yaml"  # the demo program
 
 
 def _admin() -> sa.Engine:
