@@ -4,7 +4,8 @@ Each method is one logical operation: it makes one Idempotency-Key and reuses it
 every retry, so retrying can never apply an operation twice. Network errors, 409
 (a request with the same key still running, a sandbox busy with another clock move),
 429 and 5xx are retried with
-exponential backoff and jitter; other problems raise the domain error of their
+exponential backoff and jitter, waiting at least what a `Retry-After` asks (seconds or
+an HTTP date, up to 60 s; anything else is ignored); other problems raise the domain error of their
 `code` (`punchcard.errors`), or `ApiError`.
 
     client = Client("http://127.0.0.1:8000", api_key)
@@ -17,14 +18,17 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from punchcard.errors import BY_CODE
+from punchcard.retry_after import retry_after_s
 
 RETRY_STATUSES = {409, 429, 500, 502, 503, 504}
+MAX_RETRY_AFTER_S = 60.0  # the longest the server asks (an inquiry limit's minute)
 
 
 def _p(value: object) -> str:
@@ -104,8 +108,9 @@ class Client:
 
     def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
         delay = self.backoff_s * 2**attempt * (0.5 + random.random())
-        if retry_after and retry_after.isdigit():
-            delay = max(delay, float(retry_after))
+        asked = retry_after_s(retry_after, datetime.now(UTC))
+        if asked is not None:
+            delay = max(delay, min(asked, MAX_RETRY_AFTER_S))
         time.sleep(delay)
 
     def _answer(self, response: httpx.Response) -> Any:

@@ -8,7 +8,8 @@ again (at least once: receivers dedupe on `webhook-id`).
 
 The first attempt is made at once; after each failed one the next waits 5 s, 5 min,
 30 min, 2 h, 5 h, 10 h, 10 h (a longer `Retry-After` wins); after the eighth, the message
-is dead-lettered.
+is dead-lettered. An attempt whose record fails is recorded again plainly (status and
+latency only), so it still counts and backs off: never sent again every round.
 A 410 disables the endpoint; so does failing for 5 days.
 """
 
@@ -19,15 +20,15 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from standardwebhooks import Webhook
 
+from punchcard.retry_after import retry_after_s
 from punchcard.services.clock import Clock, SystemClock
 from punchcard.services.webhooks import fan_out_all, signing_secrets
 from punchcard.store.database import single_statement
@@ -111,17 +112,8 @@ def next_delay(attempts: int, retry_after_s: float | None) -> float | None:
 
 
 def _retry_after(response: httpx.Response | None, now: datetime) -> float | None:
-    value = None if response is None else response.headers.get("retry-after")
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return min(float(value), MAX_RETRY_AFTER_S)
-    try:
-        return min(
-            max(0.0, (parsedate_to_datetime(value) - now).total_seconds()), MAX_RETRY_AFTER_S
-        )
-    except (TypeError, ValueError, OverflowError):
-        return None
+    asked = None if response is None else retry_after_s(response.headers.get("retry-after"), now)
+    return None if asked is None else min(asked, MAX_RETRY_AFTER_S)
 
 
 def _excerpt(response: httpx.Response) -> str:
@@ -151,6 +143,13 @@ class Attempt:
     error: str | None
     latency_ms: int
     excerpt: str | None = None  # the start of the answer's body
+    plain: bool = False  # recorded by status and latency only: excerpt and Retry-After left out
+
+    def plainly(self) -> Attempt:
+        """This attempt without what the receiver wrote beyond its status, nor the error's
+        text (the exception's name stays): when recording it in full failed."""
+        error = None if self.error is None else self.error.split(":", 1)[0]
+        return replace(self, excerpt=None, error=error, plain=True)
 
     @property
     def status(self) -> int | None:
@@ -308,7 +307,13 @@ class Deliverer:
             tries = self._send_batch(endpoint, due, allow_private, now)
             # Recorded, and the next attempts planned, from when the batch ended: a retry
             # 5 s after a 10 s timeout waits 5 s, not none.
-            if not self._record(endpoint, tries, self.clock.now()):
+            ended = self.clock.now()
+            try:
+                kept = self._record(endpoint, tries, ended)
+            except Exception:  # unrecorded, the batch would be due again every round
+                log.exception("recording attempts to endpoint %s failed", endpoint.id)
+                kept = self._record(endpoint, [t.plainly() for t in tries], ended)
+            if not kept:
                 return sent + len(tries) - 1  # the attempt that disabled it is not counted
             sent += len(tries)
             if len(due) < PER_ROUND:
@@ -417,7 +422,7 @@ class Deliverer:
                     continue
                 failing_since = failing_since or now
                 attempts = t.delivery.attempts + 1
-                delay = next_delay(attempts, _retry_after(t.response, now))
+                delay = next_delay(attempts, None if t.plain else _retry_after(t.response, now))
                 values: dict[str, Any] = {"attempts": attempts}
                 if delay is None:
                     values.update(state="dead", dead_at=now, next_attempt_at=None)
