@@ -100,10 +100,10 @@ def test_a_folder_run_takes_every_story_below_it_and_leaves_out_programs(tmp_pat
     """By what a file holds, not where it lives: a story in a folder named `programs` runs,
     a program file beside the stories is not run as one."""
     (tmp_path / "programs").mkdir()
-    (tmp_path / "shared").mkdir()
+    (tmp_path / "common").mkdir()
     program = (ROOT / "src/punchcard/demo/burrito-rewards.yaml").read_text()
-    (tmp_path / "shared" / "burrito.yaml").write_text(program)
-    story = "scenario: s\nprogram: ../shared/burrito.yaml\nstart: 2026-03-01T10:00:00Z\nsteps: []\n"
+    (tmp_path / "common" / "burrito.yaml").write_text(program)
+    story = "scenario: s\nprogram: ../common/burrito.yaml\nstart: 2026-03-01T10:00:00Z\nsteps: []\n"
     (tmp_path / "programs" / "a-story.yaml").write_text(story)
     (tmp_path / "broken.yaml").write_text("program: [")
     found = files.find_files([tmp_path])

@@ -1,6 +1,6 @@
 """Property-based tests of the exact arithmetic: money, rounding, spreading, refunds, evaluation.
 
-Each test states one property of spec/programs.md (rules 1, 2, 10 and the "Money" paragraph)
+Each test states one property of docs/programs.md (rules 1, 2, 10 and the "Money" paragraph)
 and checks it on inputs that hypothesis generates, against a reference computed independently
 (`Fraction` and `Decimal` arithmetic, never binary floats).
 """

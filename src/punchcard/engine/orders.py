@@ -1,4 +1,4 @@
-"""Orders as the engine sees them (spec/programs.md, "Orders"): plain frozen values."""
+"""Orders as the engine sees them (docs/programs.md, "Orders"): plain frozen values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Program definitions (spec/programs.md): parsed once, validated, then read by the engine.
+"""Program definitions (docs/programs.md): parsed once, validated, then read by the engine.
 
 Pydantic models sit at the edge: they check the document and convert money to cents
 and durations to timedeltas. Every model forbids unknown keys (a typo must never

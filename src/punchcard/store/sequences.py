@@ -1,4 +1,4 @@
-"""Numbers handed out in order: the close order that postings follow (spec rule 14)."""
+"""Numbers handed out in order: the close order that postings follow (docs/programs.md, rule 14)."""
 
 from __future__ import annotations
 
