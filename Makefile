@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck scenarios demo bench soak clean
+.PHONY: run reset test lint typecheck scenarios demo bench soak clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/punchcard serve --demo
+
+# Start over: the demo database `make run` keeps (its WAL files too).
+reset:
+	rm -f punchcard.sqlite3 punchcard.sqlite3-wal punchcard.sqlite3-shm
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest -n 2 -q
