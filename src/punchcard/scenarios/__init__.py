@@ -1,1 +1,1 @@
-"""The scenario harness (spec/scenarios.md): loyalty stories run against the real system."""
+"""The scenario harness (docs/scenarios.md): loyalty stories run against the real system."""
