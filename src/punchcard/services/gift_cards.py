@@ -427,27 +427,30 @@ def views(uow: UnitOfWork, aliases: list[str]) -> list[GiftCardView]:
 
 
 def inquire(uow: UnitOfWork, number: Any, pin: Any, now: datetime) -> GiftCardView:
-    """Balance by number and PIN. Unknown card, wrong PIN and locked card answer alike.
+    """Balance by number and PIN. Unknown card, wrong PIN and locked card answer alike, and
+    cost alike: every inquiry reads the card by its number and checks one PIN, against a
+    dummy hash when the number is no card's (a mistyped check digit included) or the card is
+    locked, so the time an answer takes does not tell that a card exists or is locked.
 
     Five wrong PINs in a row lock the card for 30 minutes; the count is written even
     though the answer is an error, so the caller commits it (see `record_inquiry`).
     """
+    if not isinstance(number, str) or not cards.card_number_text(number):
+        raise InvalidInput("number: ASCII digits only")
+    if not isinstance(pin, str):
+        raise InvalidInput("pin: text is required")
     alike = NotFound("no gift card with that number and PIN")
-    if not isinstance(number, str) or not isinstance(pin, str) or not cards.luhn_valid(number):
-        raise alike
     row = uow.conn.execute(
         sa.select(gift_cards)
         .where(gift_cards.c.env_id == uow.env_id, gift_cards.c.number == number)
         .with_for_update()
     ).first()
-    if row is None or row.pin_hash is None:
-        cards.pin_matches(
-            pin, cards.DUMMY_HASH
-        )  # as slow as a wrong PIN: no timing tells them apart
+    shut = row is not None and row.locked_until is not None and row.locked_until > now
+    stored = None if row is None or shut else row.pin_hash
+    matched = cards.pin_matches(pin, stored or cards.DUMMY_HASH)  # one check, whatever was found
+    if row is None or stored is None:
         raise alike
-    if row.locked_until is not None and row.locked_until > now:
-        raise alike
-    if not cards.pin_matches(pin, row.pin_hash):
+    if not matched:
         failures = row.pin_failures + 1
         locked = now + cards.LOCKOUT if failures >= cards.MAX_PIN_FAILURES else None
         uow.conn.execute(
