@@ -103,22 +103,59 @@ _HELD = sa.select(rewards.c.id).where(
 )
 
 
+def _candidates(uow: UnitOfWork, member_id: int, reward_id: str) -> list[Any]:
+    """The member's rewards of this id an order might take, the one expiring first first."""
+    return list(
+        uow.conn.execute(
+            sa.select(rewards)
+            .where(
+                rewards.c.member_id == member_id,
+                rewards.c.reward_id == reward_id,
+                rewards.c.state.in_(["available", "reserved"]),
+            )
+            .order_by(rewards.c.expires_at, rewards.c.id)
+        ).all()
+    )
+
+
 def check_names(uow: UnitOfWork, program: Program, member_id: int, refs: Sequence[str]) -> None:
     """Every reference names something: an alias this member holds, a catalogue reward id, or
     the id of a reward this member holds (or held) that a later version dropped from the
-    catalogue.
+    catalogue. And no reward is named twice: by one alias twice, or by its alias and by its
+    id when the member holds no other reward of that id an order might take (it answered
+    `409 reward ... is expired`, about a reward that was not).
 
     Another member's alias never counts, so it can not hide a reward id from this member.
-    Checked before any state, so that `not_found` wins over the errors after it.
+    Checked before any state, so that `invalid_input` and `not_found` win over the errors after.
     """
-    for ref in refs:
-        if ref in program.rewards_by_id or _by_alias(uow, ref, member_id) is not None:
+    aliased = [_by_alias(uow, ref, member_id) for ref in refs]
+    named: dict[int, int] = {}  # reward row id: the reference naming it by its alias
+    for index, row in enumerate(aliased):
+        if row is not None:
+            if row.id in named:
+                raise _named_twice(refs, named[row.id], index)
+            named[row.id] = index
+    for index, ref in enumerate(refs):
+        if named and aliased[index] is None:  # an id: does it leave only aliased rewards?
+            naming = [named.get(c.id, -1) for c in _candidates(uow, member_id, ref)]
+            if naming and min(naming) >= 0:
+                raise _named_twice(refs, naming[0], index)
+    for ref, row in zip(refs, aliased, strict=True):
+        if ref in program.rewards_by_id or row is not None:
             continue
         if uow.conn.execute(_HELD, {"b_member": member_id, "b_reward": ref}).first() is not None:
             continue  # dropped from the catalogue since, but this member holds one
         if _by_alias(uow, ref) is not None:
             raise NotFound(f"member holds no reward {ref!r}")
         raise NotFound(f"no reward {ref!r}")
+
+
+def _named_twice(refs: Sequence[str], alias_at: int, again_at: int) -> InvalidInput:
+    earlier, later = sorted((alias_at, again_at))
+    return InvalidInput(
+        f"rewards[{later}]: the reward {refs[alias_at]!r} is named twice"
+        f" (rewards[{earlier}] names it too)"
+    )
 
 
 def resolve(
@@ -133,38 +170,29 @@ def resolve(
     an id (the available one expiring first). Rewards this order already holds stay usable
     (they are honoured even if expired)."""
     check_names(uow, program, member_id, refs)
-    chosen: list[Any] = []
+    chosen: dict[int, Any] = {}
 
     def usable(row: Any) -> bool:
-        if row.id in {r.id for r in chosen}:
-            return False
         if order_id is not None and row.order_id == order_id and row.state == "reserved":
             return True
         return bool(row.state == "available" and row.expires_at > now)
 
-    for ref in refs:
-        row = _by_alias(uow, ref, member_id)
-        if row is not None:
+    aliased = [_by_alias(uow, ref, member_id) for ref in refs]
+    for ref, row in zip(refs, aliased, strict=True):  # aliases first: each names its reward,
+        if row is not None:  # where an id takes any (`[five-off, r1]` leaves r1 to its alias)
             if not usable(row):
                 state = "expired" if row.state == "available" else row.state
                 raise RewardUnavailable(f"reward {ref} is {state}")
-            chosen.append(row)
-            continue
-        candidates = uow.conn.execute(
-            sa.select(rewards)
-            .where(
-                rewards.c.member_id == member_id,
-                rewards.c.reward_id == ref,
-                rewards.c.state.in_(["available", "reserved"]),
-            )
-            .order_by(rewards.c.expires_at, rewards.c.id)
-        ).all()
-        found = next((c for c in candidates if usable(c)), None)
-        if found is None:
-            raise RewardUnavailable(f"member holds no available {ref}")
-        chosen.append(found)
+            chosen[row.id] = row
+    for ref, row in zip(refs, aliased, strict=True):
+        if row is None:
+            candidates = _candidates(uow, member_id, ref)
+            found = next((c for c in candidates if c.id not in chosen and usable(c)), None)
+            if found is None:
+                raise RewardUnavailable(f"member holds no available {ref}")
+            chosen[found.id] = found
     # One order for free items everywhere (placement, edit, close): the order they were issued in.
-    return sorted(chosen, key=lambda row: row.id)
+    return sorted(chosen.values(), key=lambda row: row.id)
 
 
 def definitions(uow: UnitOfWork, program: Program, rows: Sequence[Any]) -> list[Reward]:
