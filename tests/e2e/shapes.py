@@ -1,6 +1,7 @@
 """Every successful JSON answer a test receives is checked against the OpenAPI document the
 server publishes: the e2e suite walks every endpoint on purpose, so every declared 2xx shape
-is held to what the routes really send (schemathesis only reaches the 2xx it happens to)."""
+is held to what the routes really send (schemathesis only reaches the 2xx it happens to).
+`check_event` holds a webhook message's body to the document's `webhooks` the same way."""
 
 from __future__ import annotations
 
@@ -54,3 +55,22 @@ def check_shape(response: httpx.Response) -> None:
     validator = _validator(base, template, method, str(response.status_code))
     errors = [e.message for e in validator.iter_errors(json.loads(response.content))]
     assert not errors, f"{method.upper()} {path} {response.status_code}: {errors[:3]}"
+
+
+@cache
+def _event_validator(base_url: str, event_type: str) -> Any:
+    document = _document(base_url)
+    hook = document.get("webhooks", {}).get(event_type)
+    assert hook is not None, f"the event type {event_type!r} is not in the document's webhooks"
+    schema = hook["post"]["requestBody"]["content"]["application/json"]["schema"]
+    return jsonschema_rs.Draft202012Validator(
+        {**schema, "components": document["components"]}, validate_formats=True
+    )
+
+
+def check_event(base_url: str, body: bytes) -> None:
+    """A webhook message's body must match its event type's schema, formats included."""
+    event = json.loads(body)
+    validator = _event_validator(base_url, str(event.get("type")))
+    errors = [e.message for e in validator.iter_errors(event)]
+    assert not errors, f"{event.get('type')}: {errors[:3]} in {event}"

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from punchcard import __version__
@@ -27,6 +29,7 @@ from punchcard.api.problems import (
     problem,
 )
 from punchcard.api.routes import health_router, router
+from punchcard.api.webhook_events import webhooks
 from punchcard.api.webhook_routes import router as webhook_router
 from punchcard.errors import PunchcardError
 from punchcard.services.clock import Clock
@@ -36,6 +39,15 @@ from punchcard.strict_json import is_json_media
 log = logging.getLogger("punchcard.api")
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB: a program document is a few KiB, an order far less
+
+# What /docs loads, served from the package (static/swagger-ui/README.md): the docs work
+# offline, and a reader's browser calls no CDN.
+SWAGGER_UI = Path(__file__).parent / "static" / "swagger-ui"
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+}
 
 IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
     "name": "Idempotency-Key",
@@ -145,14 +157,20 @@ class NoNul:
 def openapi_document(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document plus what it cannot see: the bearer key (with the scopes each
     operation needs) and Idempotency-Key that the guard and `write` read from the headers,
-    and the Problem body of every 4xx."""
+    the Problem body of every 4xx, and the webhook events the service sends."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     document = get_openapi(
         title=app.title, version=app.version, summary=app.summary, routes=app.routes
     )
     components = document.setdefault("components", {})
-    components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    schemas = components.setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    document["webhooks"], event_schemas = webhooks()
+    for name, schema in event_schemas.items():
+        # An event may reuse an answer's shape (Money, Award): the same schema, or a bug.
+        if schemas.setdefault(name, schema) != schema:
+            raise RuntimeError(f"two different schemas are named {name}")
     components["securitySchemes"] = {
         "apiKey": {
             "type": "http",
@@ -200,6 +218,8 @@ def create_app(
         # `/v1/members/` is not a route: a 404 problem, not a bare 307 to a URL made from the
         # Host header before the key was checked.
         redirect_slashes=False,
+        docs_url=None,  # served below, from the package's own Swagger UI
+        redoc_url=None,  # ReDoc's page loads its script and fonts from CDNs
     )
     app.state.engine = engine
     app.state.clock = clock
@@ -210,6 +230,28 @@ def create_app(
     app.include_router(inbound_router, responses=PROBLEM_RESPONSES)
     app.include_router(health_router(lambda: app.state.engine))
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} API",
+            swagger_js_url=f"{root}/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
+            swagger_favicon_url=f"{root}/docs/assets/favicon-32x32.png",
+            swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from swagger.io
+        )
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> Response:
+        media_type = DOCS_ASSETS.get(name)
+        if media_type is None:
+            raise StarletteHTTPException(404, f"no docs asset {name!r}")
+        return FileResponse(
+            SWAGGER_UI / name, media_type=media_type, headers={"Cache-Control": "max-age=86400"}
+        )
+
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(NoNul)  # the last added runs first
 
@@ -230,8 +272,13 @@ def create_app(
             message = _unparseable(error.__cause__)
             errors = [{"path": "body", "message": message}]
             return problem(422, "invalid_input", f"body: {message}", errors=errors)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return problem(error.status_code, code, str(error.detail), dict(error.headers or {}))
+        status, detail, headers = error.status_code, str(error.detail), dict(error.headers or {})
+        # Each code written out where it is answered: the Problem enum's test reads them here.
+        if status == 404:
+            return problem(status, "not_found", detail, headers)
+        if status == 405:
+            return problem(status, "method_not_allowed", detail, headers)
+        return problem(status, "http_error", detail, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> Response:

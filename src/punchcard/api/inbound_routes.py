@@ -34,7 +34,12 @@ SIGNATURE_HEADERS = [
 router = APIRouter(prefix="/v1/inbound", route_class=GuardedRoute, tags=["inbound"])
 
 
-@router.post("/sources", status_code=201, response_model=responses.written(responses.InboundSource))
+@router.post(
+    "/sources",
+    operation_id="createInboundSource",
+    status_code=201,
+    response_model=responses.written(responses.InboundSource),
+)
 def create_source(body: SourceBody, c: Call = needs("inbound:write")) -> Response:
     """A source and its signing secret (in this answer only); events go to its `url`."""
     return write(
@@ -45,7 +50,11 @@ def create_source(body: SourceBody, c: Call = needs("inbound:write")) -> Respons
     )
 
 
-@router.get("/sources/{source_id}/events", response_model=responses.InboundEvents)
+@router.get(
+    "/sources/{source_id}/events",
+    operation_id="listInboundEvents",
+    response_model=responses.InboundEvents,
+)
 async def list_events(source_id: str, c: Call = needs("inbound:write")) -> Response:
     """What became of each event: pending (waiting for its order), done, or failed and why."""
     return await read(
@@ -56,6 +65,7 @@ async def list_events(source_id: str, c: Call = needs("inbound:write")) -> Respo
 
 @router.post(
     "/{source_id}",
+    operation_id="receiveInboundEvent",
     status_code=202,
     response_model=responses.Received,
     responses={

@@ -13,14 +13,34 @@ from starlette.responses import Response
 
 from punchcard.errors import PunchcardError
 
-STATUS_OF_CODE = {
-    "invalid_input": 422,
-    "not_found": 404,
-    "invalid_state": 409,
-    "reward_unavailable": 409,
-    "insufficient_points": 409,
-    "insufficient_funds": 402,
+# Every `code` a problem can carry: the status it is answered with (None: the status varies)
+# and when. It is the Problem schema's `code` enum, so a client can switch on it, and gives a
+# domain error its status. tests/e2e/test_openapi_document.py fails if a code answered
+# anywhere (an ApiProblem, a problem response, a domain error class) is missing here.
+PROBLEM_CODES: dict[str, tuple[int | None, str]] = {
+    "invalid_input": (422, "malformed input, or a quantity or amount beyond what is there"),
+    "not_found": (404, "an id or alias that names nothing, or a path that is no route"),
+    "invalid_state": (409, "a transition the lifecycle forbids, or a reused id"),
+    "reward_unavailable": (409, "a reward expired, used, reserved or not redeemable"),
+    "insufficient_points": (409, "fewer posted points than the reward costs"),
+    "insufficient_funds": (402, "a gift card that can not cover the amount"),
+    "unauthenticated": (401, "no API key, or an unknown or revoked one"),
+    "forbidden": (403, "the key may not do this (it lacks the operation's scope, say)"),
+    "bad_signature": (401, "an inbound event's signature or timestamp is wrong"),
+    "idempotency_key_missing": (400, "a POST, PUT or PATCH without an Idempotency-Key"),
+    "idempotency_key_too_long": (400, "an Idempotency-Key over 255 characters"),
+    "idempotency_key_given_twice": (400, "more than one Idempotency-Key header"),
+    "idempotency_key_reused": (422, "the key was used with another method, path or body"),
+    "idempotency_key_in_flight": (409, "a request with this key is still running: retry"),
+    "sandbox_busy": (409, "another clock move holds the sandbox: retry"),
+    "rate_limited": (429, "too many balance inquiries: wait Retry-After seconds"),
+    "body_too_large": (413, "the request body is over 1 MiB"),
+    "unsupported_media_type": (415, "the body is not sent as application/json"),
+    "method_not_allowed": (405, "the path does not take this method"),
+    "http_error": (None, "another refusal by the HTTP layer, with its own status"),
+    "internal": (500, "something went wrong on our side; it has been logged"),
 }
+STATUS_OF_CODE = {code: status for code, (status, _) in PROBLEM_CODES.items() if status}
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -33,7 +53,14 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "type": {"type": "string"},
         "title": {"type": "string"},
         "status": {"type": "integer"},
-        "code": {"type": "string"},
+        "code": {
+            "type": "string",
+            "enum": list(PROBLEM_CODES),
+            "description": "\n".join(
+                f"- `{code}` ({status or 'varies'}): {when}"
+                for code, (status, when) in PROBLEM_CODES.items()
+            ),
+        },
         "detail": {"type": "string"},
         "errors": {
             "type": "array",

@@ -89,6 +89,7 @@ def _next_cursor(position: int | None) -> str | None:
 
 @router.post(
     "/members",
+    operation_id="enrollMember",
     status_code=201,
     tags=["members"],
     response_model=responses.written(responses.Member),
@@ -103,17 +104,32 @@ def enroll(body: EnrollBody, c: Call = needs("members:write")) -> Response:
     )
 
 
-@router.get("/members/{member_id}", tags=["members"], response_model=responses.Member)
+@router.get(
+    "/members/{member_id}",
+    operation_id="getMember",
+    tags=["members"],
+    response_model=responses.Member,
+)
 async def get_member(member_id: str, c: Call = needs("members:read")) -> Response:
     return await read(c, lambda uow, now, ok: views.member(members.view(uow, member_id, now), ok))
 
 
-@router.get("/members/{member_id}/balance", tags=["members"], response_model=responses.Balance)
+@router.get(
+    "/members/{member_id}/balance",
+    operation_id="getMemberBalance",
+    tags=["members"],
+    response_model=responses.Balance,
+)
 async def get_balance(member_id: str, c: Call = needs("members:read")) -> Response:
     return await read(c, lambda uow, now, ok: views.balance(members.view(uow, member_id, now), ok))
 
 
-@router.get("/members/{member_id}/timeline", tags=["members"], response_model=responses.Timeline)
+@router.get(
+    "/members/{member_id}/timeline",
+    operation_id="getMemberTimeline",
+    tags=["members"],
+    response_model=responses.Timeline,
+)
 async def get_timeline(
     member_id: str,
     c: Call = needs("members:read"),
@@ -141,7 +157,12 @@ async def get_timeline(
     return await read(c, page)
 
 
-@router.get("/members/{member_id}/rewards", tags=["rewards"], response_model=responses.HeldRewards)
+@router.get(
+    "/members/{member_id}/rewards",
+    operation_id="listMemberRewards",
+    tags=["rewards"],
+    response_model=responses.HeldRewards,
+)
 async def member_rewards(
     member_id: str,
     c: Call = needs("members:read"),
@@ -173,6 +194,7 @@ async def member_rewards(
 
 @router.post(
     "/members/{member_id}/rewards",
+    operation_id="redeemReward",
     status_code=201,
     tags=["rewards"],
     response_model=responses.written(responses.Member),
@@ -189,6 +211,7 @@ def redeem_reward(member_id: str, body: RedeemBody, c: Call = needs("rewards:wri
 
 @router.post(
     "/members/{member_id}/points/transfers",
+    operation_id="transferPoints",
     status_code=201,
     tags=["members"],
     response_model=responses.written(responses.PointsTransfer),
@@ -211,7 +234,12 @@ def transfer_points(
     )
 
 
-@router.get("/balances", tags=["members", "gift cards"], response_model=responses.Balances)
+@router.get(
+    "/balances",
+    operation_id="getBalances",
+    tags=["members", "gift cards"],
+    response_model=responses.Balances,
+)
 async def get_balances(
     c: Call = needs(per_query={"member": "members:read", "gift_card": "gift_cards:read"}),
     member: list[str] = Query([], description="A member id; repeat for each (at most 100 ids)"),
@@ -240,7 +268,9 @@ async def get_balances(
     return await read(c, both)
 
 
-@router.get("/rewards", tags=["rewards"], response_model=responses.Catalogue)
+@router.get(
+    "/rewards", operation_id="listRewards", tags=["rewards"], response_model=responses.Catalogue
+)
 async def catalogue(c: Call = needs("members:read")) -> Response:
     def listing(uow: UnitOfWork, now: datetime, _ok: bool) -> dict[str, Any]:
         program = version_at(uow, now).program
@@ -266,7 +296,12 @@ def _order_data(body: OrderParts) -> dict[str, Any]:
     return body.model_dump(exclude_none=True)
 
 
-@router.post("/orders/quote", tags=["orders"], response_model=responses.written(responses.Quote))
+@router.post(
+    "/orders/quote",
+    operation_id="quoteOrder",
+    tags=["orders"],
+    response_model=responses.written(responses.Quote),
+)
 def quote(body: OrderBody, c: Call = needs("orders:read")) -> Response:
     """What the order would earn and which of the member's rewards apply; changes nothing."""
 
@@ -279,7 +314,11 @@ def quote(body: OrderBody, c: Call = needs("orders:read")) -> Response:
 
 
 @router.post(
-    "/orders", status_code=201, tags=["orders"], response_model=responses.written(responses.Order)
+    "/orders",
+    operation_id="placeOrder",
+    status_code=201,
+    tags=["orders"],
+    response_model=responses.written(responses.Order),
 )
 def place_order(body: OrderBody, c: Call = needs("orders:write")) -> Response:
     return write(
@@ -290,7 +329,12 @@ def place_order(body: OrderBody, c: Call = needs("orders:write")) -> Response:
     )
 
 
-@router.get("/orders/{order_id}", tags=["orders"], response_model=responses.OrderRead)
+@router.get(
+    "/orders/{order_id}",
+    operation_id="getOrder",
+    tags=["orders"],
+    response_model=responses.OrderRead,
+)
 async def get_order(order_id: str, c: Call = needs("orders:read")) -> Response:
     return await read(
         c,
@@ -315,14 +359,20 @@ def _order_write(
 
 
 @router.post(
-    "/orders/{order_id}/close", tags=["orders"], response_model=responses.written(responses.Order)
+    "/orders/{order_id}/close",
+    operation_id="closeOrder",
+    tags=["orders"],
+    response_model=responses.written(responses.Order),
 )
 def close_order(order_id: str, c: Call = needs("orders:write")) -> Response:
     return _order_write(c, order_id, orders.close, {})
 
 
 @router.patch(
-    "/orders/{order_id}", tags=["orders"], response_model=responses.written(responses.Order)
+    "/orders/{order_id}",
+    operation_id="editOrder",
+    tags=["orders"],
+    response_model=responses.written(responses.Order),
 )
 def edit_order(order_id: str, body: OrderParts, c: Call = needs("orders:write")) -> Response:
     return _order_write(c, order_id, orders.edit, _order_data(body))
@@ -330,6 +380,7 @@ def edit_order(order_id: str, body: OrderParts, c: Call = needs("orders:write"))
 
 @router.post(
     "/orders/{order_id}/refunds",
+    operation_id="refundOrder",
     status_code=201,
     tags=["orders"],
     response_model=responses.written(responses.Order),
@@ -342,7 +393,10 @@ def refund_order(order_id: str, body: RefundBody, c: Call = needs("orders:write"
 
 
 @router.post(
-    "/orders/{order_id}/void", tags=["orders"], response_model=responses.written(responses.Order)
+    "/orders/{order_id}/void",
+    operation_id="voidOrder",
+    tags=["orders"],
+    response_model=responses.written(responses.Order),
 )
 def void_order(order_id: str, c: Call = needs("orders:write")) -> Response:
     return _order_write(c, order_id, orders.void, {})
@@ -353,6 +407,7 @@ def void_order(order_id: str, c: Call = needs("orders:write")) -> Response:
 
 @router.post(
     "/gift-cards",
+    operation_id="issueGiftCard",
     status_code=201,
     tags=["gift cards"],
     response_model=responses.written(responses.IssuedGiftCard),
@@ -376,6 +431,7 @@ def issue_gift_card(body: GiftCardBody, c: Call = needs("gift_cards:write")) -> 
 
 @router.post(
     "/gift-cards/inquiries",
+    operation_id="inquireGiftCardBalance",
     tags=["gift cards"],
     response_model=responses.written(responses.GiftCard),
 )
@@ -401,7 +457,12 @@ def inquire(body: InquiryBody, request: Request, c: Call = needs("gift_cards:rea
     )
 
 
-@router.get("/gift-cards/{card_id}", tags=["gift cards"], response_model=responses.GiftCardRead)
+@router.get(
+    "/gift-cards/{card_id}",
+    operation_id="getGiftCard",
+    tags=["gift cards"],
+    response_model=responses.GiftCardRead,
+)
 async def get_gift_card(card_id: str, c: Call = needs("gift_cards:read")) -> Response:
     return await read(
         c,
@@ -422,6 +483,7 @@ def _card_write(c: Call, card_id: str, use_case: Callable[[UnitOfWork, datetime]
 
 @router.post(
     "/gift-cards/{card_id}/reload",
+    operation_id="reloadGiftCard",
     tags=["gift cards"],
     response_model=responses.written(responses.CardMoved),
 )
@@ -435,6 +497,7 @@ def reload_gift_card(
 
 @router.post(
     "/gift-cards/{card_id}/redeem",
+    operation_id="redeemGiftCard",
     tags=["gift cards"],
     response_model=responses.written(responses.CardMoved),
 )
@@ -448,6 +511,7 @@ def redeem_gift_card(
 
 @router.post(
     "/gift-cards/{card_id}/transfers",
+    operation_id="transferGiftCardValue",
     status_code=201,
     tags=["gift cards"],
     response_model=responses.written(responses.CardTransfer),
@@ -472,6 +536,7 @@ def transfer_gift_card(
 
 @router.post(
     "/gift-cards/{card_id}/holds",
+    operation_id="authorizeGiftCard",
     status_code=201,
     tags=["gift cards"],
     response_model=responses.written(responses.Authorized),
@@ -499,6 +564,7 @@ def authorize_gift_card(
 
 @router.post(
     "/gift-cards/holds/{hold_id}/capture",
+    operation_id="captureHold",
     tags=["gift cards"],
     response_model=responses.written(responses.Hold),
 )
@@ -512,6 +578,7 @@ def capture_hold(hold_id: str, body: CaptureBody, c: Call = needs("gift_cards:wr
 
 @router.post(
     "/gift-cards/holds/{hold_id}/void",
+    operation_id="voidHold",
     tags=["gift cards"],
     response_model=responses.written(responses.Hold),
 )
@@ -528,6 +595,7 @@ def void_hold(hold_id: str, c: Call = needs("gift_cards:write")) -> Response:
 
 @router.post(
     "/programs/versions",
+    operation_id="publishProgram",
     status_code=201,
     tags=["programs"],
     response_model=responses.written(responses.Versions),
@@ -547,7 +615,12 @@ def _versions(uow: UnitOfWork, after: int = 0, limit: int = 500) -> list[dict[st
     ]
 
 
-@router.get("/programs/versions", tags=["programs"], response_model=responses.VersionsPage)
+@router.get(
+    "/programs/versions",
+    operation_id="listProgramVersions",
+    tags=["programs"],
+    response_model=responses.VersionsPage,
+)
 async def list_versions(
     c: Call = needs("programs:read"),
     cursor: str | None = None,
@@ -567,6 +640,7 @@ async def list_versions(
 
 @router.post(
     "/programs/versions/{number}/activate",
+    operation_id="activateProgramVersion",
     tags=["programs"],
     response_model=responses.written(responses.Versions),
 )
@@ -580,7 +654,12 @@ def activate_version(
     )
 
 
-@router.get("/programs/diagrams/{name}", tags=["programs"], response_class=PlainTextResponse)
+@router.get(
+    "/programs/diagrams/{name}",
+    operation_id="getDiagram",
+    tags=["programs"],
+    response_class=PlainTextResponse,
+)
 def get_diagram(name: str, c: Call = needs("programs:read")) -> Response:
     program = _read(c, lambda uow, now: version_at(uow, now).program) if name == "tier" else None
     try:
@@ -594,6 +673,7 @@ def get_diagram(name: str, c: Call = needs("programs:read")) -> Response:
 
 @router.post(
     "/sandboxes",
+    operation_id="createSandbox",
     status_code=201,
     tags=["sandboxes"],
     response_model=responses.written(responses.Sandbox),
@@ -611,7 +691,9 @@ def create_sandbox(body: SandboxBody, c: Call = needs("sandboxes:write")) -> Res
     )
 
 
-@router.delete("/sandboxes/{sandbox_id}", status_code=204, tags=["sandboxes"])
+@router.delete(
+    "/sandboxes/{sandbox_id}", operation_id="deleteSandbox", status_code=204, tags=["sandboxes"]
+)
 def delete_sandbox(sandbox_id: str, c: Call = needs("sandboxes:write")) -> Response:
     with c.engine.begin() as conn:
         tenants.delete_sandbox(conn, c.principal, sandbox_id, c.clock.now())
@@ -676,6 +758,7 @@ def _move(c: Call, env_id: str, plan: dict[str, Any], resumed: bool, held: Held)
 
 @router.post(
     "/sandboxes/{sandbox_id}/clock",
+    operation_id="moveSandboxClock",
     tags=["sandboxes"],
     response_model=responses.written(responses.ClockMoved),
 )
@@ -686,7 +769,12 @@ def move_sandbox_clock(
     return _move_clock(c, sandbox_id, body)
 
 
-@router.post("/clock", tags=["sandboxes"], response_model=responses.written(responses.ClockMoved))
+@router.post(
+    "/clock",
+    operation_id="moveClock",
+    tags=["sandboxes"],
+    response_model=responses.written(responses.ClockMoved),
+)
 def move_own_clock(body: ClockBody, c: Call = needs("sandboxes:write")) -> Response:
     """Move this sandbox's own clock (a live key gets invalid_state: live has no movable clock)."""
     if c.principal.env_kind == "live":
@@ -718,13 +806,18 @@ def _move_clock(c: Call, env_id: str, body: ClockBody) -> Response:
     )
 
 
-@router.get("/consistency", tags=["consistency"], response_model=responses.Consistency)
+@router.get(
+    "/consistency",
+    operation_id="waitForConsistency",
+    tags=["consistency"],
+    response_model=responses.Consistency,
+)
 async def consistency(c: Call = needs()) -> Response:
     """Wait (up to wait_ms) until the read side includes the write of `consistency_token`."""
     return JSONResponse({"consistent": await wait_consistent(c)})
 
 
-@router.get("/clock", tags=["sandboxes"], response_model=responses.Clock)
+@router.get("/clock", operation_id="getClock", tags=["sandboxes"], response_model=responses.Clock)
 def get_clock(c: Call = needs()) -> Response:
     return JSONResponse({"now": c.now().isoformat(), "movable": c.principal.env_clock is not None})
 
@@ -732,12 +825,13 @@ def get_clock(c: Call = needs()) -> Response:
 def health_router(engine_getter: Callable[[], sa.Engine]) -> APIRouter:
     health = APIRouter(tags=["health"])
 
-    @health.get("/healthz")
+    @health.get("/healthz", operation_id="getHealth")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @health.get(
         "/readyz",
+        operation_id="getReadiness",
         response_model=responses.Ready,
         responses={503: {"description": "The database is unreachable", "model": responses.Ready}},
     )

@@ -29,7 +29,10 @@ def _allow_private(c: Call) -> bool:
 
 
 @router.post(
-    "/endpoints", status_code=201, response_model=responses.written(responses.EndpointWithSecret)
+    "/endpoints",
+    operation_id="createWebhookEndpoint",
+    status_code=201,
+    response_model=responses.written(responses.EndpointWithSecret),
 )
 def create_endpoint(body: EndpointBody, c: Call = needs("webhooks:write")) -> Response:
     """Subscribe a URL to event types (none: all). The signing secret is in this answer only."""
@@ -43,7 +46,7 @@ def create_endpoint(body: EndpointBody, c: Call = needs("webhooks:write")) -> Re
     )
 
 
-@router.get("/endpoints", response_model=responses.Endpoints)
+@router.get("/endpoints", operation_id="listWebhookEndpoints", response_model=responses.Endpoints)
 async def list_endpoints(c: Call = needs("webhooks:read")) -> Response:
     return await read(
         c,
@@ -53,7 +56,9 @@ async def list_endpoints(c: Call = needs("webhooks:read")) -> Response:
     )
 
 
-@router.get("/endpoints/{endpoint_id}", response_model=responses.Endpoint)
+@router.get(
+    "/endpoints/{endpoint_id}", operation_id="getWebhookEndpoint", response_model=responses.Endpoint
+)
 async def get_endpoint(endpoint_id: str, c: Call = needs("webhooks:read")) -> Response:
     return await read(
         c,
@@ -63,7 +68,11 @@ async def get_endpoint(endpoint_id: str, c: Call = needs("webhooks:read")) -> Re
     )
 
 
-@router.patch("/endpoints/{endpoint_id}", response_model=responses.written(responses.Endpoint))
+@router.patch(
+    "/endpoints/{endpoint_id}",
+    operation_id="updateWebhookEndpoint",
+    response_model=responses.written(responses.Endpoint),
+)
 def update_endpoint(
     endpoint_id: str, body: EndpointPatch, c: Call = needs("webhooks:write")
 ) -> Response:
@@ -81,7 +90,7 @@ def update_endpoint(
     )
 
 
-@router.delete("/endpoints/{endpoint_id}", status_code=204)
+@router.delete("/endpoints/{endpoint_id}", operation_id="deleteWebhookEndpoint", status_code=204)
 def delete_endpoint(endpoint_id: str, c: Call = needs("webhooks:write")) -> Response:
     with c.engine.begin() as conn:
         webhooks.delete_endpoint(conn, c.env_id, endpoint_id, c.clock.now())
@@ -90,6 +99,7 @@ def delete_endpoint(endpoint_id: str, c: Call = needs("webhooks:write")) -> Resp
 
 @router.post(
     "/endpoints/{endpoint_id}/rotate-secret",
+    operation_id="rotateWebhookSecret",
     response_model=responses.written(responses.EndpointWithSecret),
 )
 def rotate_secret(endpoint_id: str, c: Call = needs("webhooks:write")) -> Response:
@@ -101,7 +111,11 @@ def rotate_secret(endpoint_id: str, c: Call = needs("webhooks:write")) -> Respon
     )
 
 
-@router.get("/endpoints/{endpoint_id}/attempts", response_model=responses.Attempts)
+@router.get(
+    "/endpoints/{endpoint_id}/attempts",
+    operation_id="listWebhookAttempts",
+    response_model=responses.Attempts,
+)
 async def list_attempts(
     endpoint_id: str,
     c: Call = needs("webhooks:read"),
@@ -130,7 +144,11 @@ async def list_attempts(
     return await read(c, page)
 
 
-@router.get("/endpoints/{endpoint_id}/dead-letters", response_model=responses.DeadLetters)
+@router.get(
+    "/endpoints/{endpoint_id}/dead-letters",
+    operation_id="listDeadLetters",
+    response_model=responses.DeadLetters,
+)
 async def list_dead_letters(endpoint_id: str, c: Call = needs("webhooks:read")) -> Response:
     return await read(
         c,
@@ -139,7 +157,9 @@ async def list_dead_letters(endpoint_id: str, c: Call = needs("webhooks:read")) 
 
 
 @router.post(
-    "/endpoints/{endpoint_id}/recover", response_model=responses.written(responses.Requeued)
+    "/endpoints/{endpoint_id}/recover",
+    operation_id="recoverDeadLetters",
+    response_model=responses.written(responses.Requeued),
 )
 def recover(endpoint_id: str, body: RecoverBody, c: Call = needs("webhooks:write")) -> Response:
     """Send again every dead-lettered message since a time."""
@@ -152,7 +172,11 @@ def recover(endpoint_id: str, body: RecoverBody, c: Call = needs("webhooks:write
     )
 
 
-@router.post("/messages/{message_id}/resend", response_model=responses.written(responses.Requeued))
+@router.post(
+    "/messages/{message_id}/resend",
+    operation_id="resendWebhookMessage",
+    response_model=responses.written(responses.Requeued),
+)
 def resend(message_id: str, c: Call = needs("webhooks:write")) -> Response:
     return write(
         c,
