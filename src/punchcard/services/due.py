@@ -15,8 +15,15 @@ The group's members are locked first, in id order, the order in which a transfer
 two members, so a group never deadlocks with a request. Before it commits, a group checks
 that its own postings did not make other work due before its last posting (a lot expiring,
 a reward lapsing); if they did, or if the group fails, only its first posting is done,
-alone, so time order holds and a posting that cannot be done holds back only itself and
-those after it. The other kinds go one per transaction.
+alone, so time order holds. The other kinds go one per transaction.
+
+An item that fails (a posting the database refuses, a bug) is set aside in `due_failures`
+until its next try, by the wall clock, after a pause that doubles with each failure
+(`retry_after`), and logged by name. Its member's later work waits with it, so that member's
+work stays in time order; every other member's goes on (a hold holds back only itself; a
+version going live, which re-plans every member, holds back everything from its time on).
+When its time comes it is tried again at the moment it was due, first, as the earliest
+work; done, its row goes. `punchcard audit` lists what is set aside.
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,7 +50,15 @@ from punchcard.services.context import (
 )
 from punchcard.services.uow_factory import UowFactory
 from punchcard.store.database import single_statement
-from punchcard.store.tables import UtcDateTime, holds, lots, members, program_versions, rewards
+from punchcard.store.tables import (
+    UtcDateTime,
+    due_failures,
+    holds,
+    lots,
+    members,
+    program_versions,
+    rewards,
+)
 from punchcard.store.tables import orders as orders_table
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -51,9 +66,42 @@ log = logging.getLogger("punchcard.worker")
 BATCH = 200  # items looked up per query
 POST_GROUP = 25  # postings per transaction, at most
 GROUP_BUDGET_S = 0.02  # and no more than this long: requests wait on a group's locks
+RETRY_FIRST = timedelta(seconds=10)  # the pause after an item's first failure, doubling
+RETRY_MAX = timedelta(hours=1)  # up to this
+_TICK = timedelta(microseconds=1)  # the databases' resolution: just before a moment
 
 
-def _due_queries(env_id: str, now: datetime) -> list[Any]:
+def retry_after(failures: int) -> timedelta:
+    """How long an item that failed `failures` times waits for its next try."""
+    return min(RETRY_FIRST * (1 << min(failures - 1, 20)), RETRY_MAX)
+
+
+@dataclass
+class SetAside:
+    """An environment's due work set aside after failing, waiting for its next try: the members
+    whose work waits, the holds, and the earliest time of a version going live (everything
+    from then on waits: it re-plans every member). `retrying`: some item's next try has come,
+    so its row goes once this run has done (or set aside again) what was due by then."""
+
+    members: set[int] = field(default_factory=set)
+    holds: set[int] = field(default_factory=set)
+    horizon: datetime | None = None
+    retrying: bool = False
+
+    def limit(self, now: datetime) -> datetime:
+        """How far due work may go: `now`, or just before a version set aside."""
+        return now if self.horizon is None or self.horizon > now else self.horizon - _TICK
+
+    def free(self, column: sa.ColumnElement[int], kind: str = "member") -> list[Any]:
+        """A condition leaving out what is set aside (none when nothing is: the usual case)."""
+        ids = self.holds if kind == "hold" else self.members
+        return [column.not_in(sorted(ids))] if ids else []
+
+
+NOTHING_SET_ASIDE = SetAside()
+
+
+def _due_queries(env_id: str, now: datetime, aside: SetAside = NOTHING_SET_ASIDE) -> list[Any]:
     return [
         sa.select(sa.func.min(program_versions.c.live_from)).where(
             program_versions.c.env_id == env_id,
@@ -61,31 +109,45 @@ def _due_queries(env_id: str, now: datetime) -> list[Any]:
             program_versions.c.live_from <= now,
         ),
         sa.select(sa.func.min(members.c.window_end)).where(
-            members.c.env_id == env_id, members.c.window_end <= now
+            members.c.env_id == env_id, members.c.window_end <= now, *aside.free(members.c.id)
         ),
         sa.select(sa.func.min(lots.c.expires_at)).where(
-            lots.c.env_id == env_id, lots.c.state == "posted", lots.c.expires_at <= now
+            lots.c.env_id == env_id,
+            lots.c.state == "posted",
+            lots.c.expires_at <= now,
+            *aside.free(lots.c.member_id),
         ),
         sa.select(sa.func.min(members.c.inactivity_due_at)).where(
-            members.c.env_id == env_id, members.c.inactivity_due_at <= now
+            members.c.env_id == env_id,
+            members.c.inactivity_due_at <= now,
+            *aside.free(members.c.id),
         ),
         sa.select(sa.func.min(rewards.c.expires_at)).where(
-            rewards.c.env_id == env_id, rewards.c.state == "available", rewards.c.expires_at <= now
+            rewards.c.env_id == env_id,
+            rewards.c.state == "available",
+            rewards.c.expires_at <= now,
+            *aside.free(rewards.c.member_id),
         ),
         sa.select(sa.func.min(holds.c.expires_at)).where(
-            holds.c.env_id == env_id, holds.c.state == "pending", holds.c.expires_at <= now
+            holds.c.env_id == env_id,
+            holds.c.state == "pending",
+            holds.c.expires_at <= now,
+            *aside.free(holds.c.id, "hold"),
         ),
         sa.select(sa.func.min(orders_table.c.due_at)).where(
             orders_table.c.env_id == env_id,
             orders_table.c.post_state == "pending",
             orders_table.c.due_at <= now,
+            *aside.free(orders_table.c.member_id),
         ),
     ]
 
 
-def _due_times(conn: sa.Connection, env_id: str, now: datetime) -> list[datetime | None]:
+def _due_times(
+    conn: sa.Connection, env_id: str, now: datetime, aside: SetAside = NOTHING_SET_ASIDE
+) -> list[datetime | None]:
     """The earliest due time of each kind (None: nothing due by `now`), in one round trip."""
-    queries = _due_queries(env_id, now)
+    queries = _due_queries(env_id, now, aside)
     return list(conn.execute(sa.select(*(q.scalar_subquery() for q in queries))).one())
 
 
@@ -95,44 +157,84 @@ def next_due(conn: sa.Connection, env_id: str, now: datetime) -> datetime | None
     return min(times) if times else None
 
 
-def run_due(new_uow: UowFactory, now: datetime) -> int:
-    """Do all work due at or before `now`, in time order; returns how many items were done."""
-    done = 0
+def run_due(new_uow: UowFactory, now: datetime, wall: datetime | None = None) -> int:
+    """Do all work due at or before `now`, in time order; returns how many items were done.
+
+    An item that fails is set aside until `wall` (the wall clock; in process, `now`) passes
+    its next try, with its member's later work; the rest goes on."""
+    wall = now if wall is None else wall
     first = new_uow()
+    aside = _set_aside(new_uow, wall)
+    done = 0
     while True:
+        limit = aside.limit(now)
         with single_statement(first.engine) as conn:
-            times = _due_times(conn, first.env_id, now)
+            times = _due_times(conn, first.env_id, limit, aside)
         if all(t is None for t in times):
-            return done
+            break
         moment = min(t for t in times if t is not None)
         others = [t for t in times[:-1] if t is not None]
         if times[-1] == moment and not (others and min(others) <= moment):
-            done += _post_group(new_uow, now, min(others) if others else None)
+            done += _post_group(new_uow, limit, min(others) if others else None, aside, wall)
             continue
-        for (find, work), due in zip(_kinds(), times, strict=True):
+        for (kind, find, work), due in zip(_kinds(), times, strict=True):
             # A kind with nothing due at this moment is skipped; if an earlier kind's work makes
             # something of it due now, the next pass (at this same moment) finds it.
             if due is None or due > moment:
                 continue
-            while True:
-                with replace(new_uow(), read_only=True) as uow:
-                    ids = find(uow, moment)
-                if not ids:
-                    break
-                for item in ids:
-                    with new_uow() as uow:
-                        work(uow, item, moment)
-                        uow.commit()
-                    done += 1
-                if len(ids) < BATCH:
-                    break  # all of this kind at this moment; more made meanwhile: the next pass
+            finished, count = _do_kind(new_uow, kind, find, work, moment, aside, wall)
+            done += count
+            if not finished:
+                break  # a version set aside: nothing from its time on, so look again
+    if aside.retrying:
+        _forget_retried(new_uow, wall, aside.limit(now))
+    return done
+
+
+def _do_kind(
+    new_uow: UowFactory,
+    kind: str,
+    find: Callable[[UnitOfWork, datetime, SetAside], Found],
+    work: Callable[[UnitOfWork, int, datetime], None],
+    moment: datetime,
+    aside: SetAside,
+    wall: datetime,
+) -> tuple[bool, int]:
+    """Every item of one kind due at `moment`, each in its own transaction; an item that fails
+    is set aside. Returns whether it went on to the end (not when a version was set aside),
+    and how many items were done."""
+    done = 0
+    while True:
+        with replace(new_uow(), read_only=True) as uow:
+            found = find(uow, moment, aside)
+        if not found:
+            return True, done
+        for item, member in found:
+            if member is not None and member in aside.members:
+                continue  # another of its member's items failed just now: it waits with it
+            try:
+                with new_uow() as uow:
+                    work(uow, item, moment)
+                    uow.commit()
+            except sa.exc.OperationalError:
+                raise  # the database itself (a lost deadlock, a restart): the round fails
+            except Exception as exc:
+                _record_failure(new_uow, kind, item, member, moment, wall, exc, aside)
+                if kind == "version":
+                    return False, done
+                continue
+            done += 1
+        if len(found) < BATCH:
+            return True, done  # all of this kind at this moment; more made meanwhile: next pass
 
 
 class _Overtaken(Exception):
     """A group's own postings made other work due before its last posting's time."""
 
 
-def _post_group(new_uow: UowFactory, now: datetime, before: datetime | None) -> int:
+def _post_group(
+    new_uow: UowFactory, now: datetime, before: datetime | None, aside: SetAside, wall: datetime
+) -> int:
     """Post up to POST_GROUP orders due before `before` (other work's next due time), each at
     its own due time, in one transaction; returns how many were posted.
 
@@ -140,12 +242,13 @@ def _post_group(new_uow: UowFactory, now: datetime, before: datetime | None) -> 
     order, unless a posting itself makes other work due before a later posting of the group
     (a lot expiring, a reward's validity ending). The group checks that before it commits;
     if so, or if the group fails, only its first posting is done, alone, and the caller
-    looks again. A posting that cannot be done thus holds back only itself and those after it.
+    looks again. A first posting that fails alone is set aside with its member's later work.
     """
     first = new_uow()
+    query = _POSTINGS_DUE if before is None else _POSTINGS_DUE_BEFORE
     with single_statement(first.engine) as conn:
         due = conn.execute(
-            _POSTINGS_DUE if before is None else _POSTINGS_DUE_BEFORE,
+            query.where(*aside.free(orders_table.c.member_id)),
             {"b_env": first.env_id, "b_now": now, "b_before": before},
         ).all()
     if not due:
@@ -161,7 +264,8 @@ def _post_group(new_uow: UowFactory, now: datetime, before: datetime | None) -> 
                     posted += 1
                 last = due[posted - 1].due_at
                 if any(
-                    t is not None and t <= last for t in _due_times(uow.conn, uow.env_id, now)[:-1]
+                    t is not None and t <= last
+                    for t in _due_times(uow.conn, uow.env_id, now, aside)[:-1]
                 ):
                     raise _Overtaken
                 uow.commit()
@@ -172,20 +276,207 @@ def _post_group(new_uow: UowFactory, now: datetime, before: datetime | None) -> 
             log.warning(
                 "a group of %d postings failed; doing the first alone", len(due), exc_info=True
             )
-    with new_uow() as uow:
-        orders.post(uow, due[0].id, due[0].due_at)
-        uow.commit()
+    try:
+        with new_uow() as uow:
+            orders.post(uow, due[0].id, due[0].due_at)
+            uow.commit()
+    except sa.exc.OperationalError:
+        raise
+    except Exception as exc:
+        _record_failure(
+            new_uow, "posting", due[0].id, due[0].member_id, due[0].due_at, wall, exc, aside
+        )
+        return 0
     return 1
 
 
-def _ids(uow: UnitOfWork, query: Any) -> list[int]:
-    return [int(i) for i in uow.conn.execute(query.limit(BATCH)).scalars().all()]
+_ASIDE = sa.select(due_failures).where(due_failures.c.env_id == sa.bindparam("b_env"))
 
 
-def _versions_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+def _set_aside(new_uow: UowFactory, wall: datetime) -> SetAside:
+    """What of the environment's due work waits for its next try (one look-up; a row whose
+    item is no longer due, done by a request's catch-up or voided meanwhile, goes)."""
+    first = new_uow()
+    with single_statement(first.engine) as conn:
+        rows = conn.execute(_ASIDE, {"b_env": first.env_id}).all()
+    aside = SetAside()
+    if not rows:
+        return aside  # the usual case
+    with new_uow() as uow:
+        for row in rows:
+            if not still_due(uow.conn, row):
+                uow.conn.execute(sa.delete(due_failures).where(due_failures.c.id == row.id))
+            elif row.next_try_at <= wall:
+                aside.retrying = True  # tried again in this run, as the earliest work
+            elif row.kind == "version":
+                aside.horizon = min(row.due_at, aside.horizon or row.due_at)
+            elif row.kind == "hold":
+                aside.holds.add(row.item_id)
+            else:
+                aside.members.add(row.member_id)
+        uow.commit()
+    return aside
+
+
+def _record_failure(
+    new_uow: UowFactory,
+    kind: str,
+    item: int,
+    member: int | None,
+    moment: datetime,
+    wall: datetime,
+    exc: Exception,
+    aside: SetAside,
+) -> None:
+    """Set a failed item aside until its next try, and log it by name; its member's later work
+    waits with it (a version's: everything from its time on)."""
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    first_line = (str(cause).splitlines() or [""])[0]
+    error = f"{type(cause).__name__}: {first_line}".replace("\x00", "")[:500]
+    with new_uow() as uow:
+        key = (
+            due_failures.c.env_id == uow.env_id,
+            due_failures.c.kind == kind,
+            due_failures.c.item_id == item,
+        )
+        before = uow.conn.execute(sa.select(due_failures.c.failures).where(*key)).scalar()
+        failures = 1 if before is None else before + 1
+        next_try = wall + retry_after(failures)
+        values = {"due_at": moment, "failures": failures, "next_try_at": next_try, "error": error}
+        if before is None:
+            uow.conn.execute(
+                sa.insert(due_failures).values(
+                    env_id=uow.env_id,
+                    kind=kind,
+                    item_id=item,
+                    member_id=member,
+                    first_failed_at=wall,
+                    **values,
+                )
+            )
+        else:
+            uow.conn.execute(sa.update(due_failures).where(*key).values(**values))
+        what = describe(uow.conn, kind, item, member)
+        uow.commit()
+    log.warning(
+        "due work failed: the %s in environment %s, due at %s (failure %d); set aside until"
+        " %s, the rest goes on",
+        what,
+        uow.env_id,
+        moment.astimezone(UTC).isoformat(),
+        failures,
+        next_try.astimezone(UTC).isoformat(),
+        exc_info=exc,
+    )
+    if kind == "version":
+        aside.horizon = min(moment, aside.horizon or moment)
+    elif kind == "hold":
+        aside.holds.add(item)
+    elif member is not None:
+        aside.members.add(member)
+
+
+def _forget_retried(new_uow: UowFactory, wall: datetime, limit: datetime) -> None:
+    """The rows of items whose next try came in this run and that did not fail again: the run
+    did all that was due up to `limit`, so an item due by then is done."""
+    with new_uow() as uow:
+        uow.conn.execute(
+            sa.delete(due_failures).where(
+                due_failures.c.env_id == uow.env_id,
+                due_failures.c.next_try_at <= wall,
+                due_failures.c.due_at <= limit,
+            )
+        )
+        uow.commit()
+
+
+def _named(kind: str, item: int) -> Any:
+    """The query of the name a due item's caller knows it by, if it has one of its own."""
+    if kind == "version":
+        return sa.select(program_versions.c.version).where(program_versions.c.id == item)
+    if kind == "reward":
+        alias = sa.func.coalesce(rewards.c.alias, rewards.c.reward_id)
+        return sa.select(alias).where(rewards.c.id == item)
+    if kind == "hold":
+        return sa.select(holds.c.external_id).where(holds.c.id == item)
+    if kind == "posting":
+        return sa.select(orders_table.c.external_id).where(orders_table.c.id == item)
+    return None
+
+
+_KIND_NAMES = {
+    "version": "version {} going live",
+    "window": "tier window roll",
+    "lots": "expiry of lots",
+    "inactivity": "expiry of an inactive balance",
+    "reward": "lapse of reward {!r}",
+    "hold": "release of hold {!r}",
+    "posting": "posting of order {!r}",
+}
+
+
+def describe(conn: sa.Connection, kind: str, item: int, member: int | None) -> str:
+    """A due item by the names its environment knows it by (an order's id, a member's)."""
+    query = _named(kind, item)
+    what = _KIND_NAMES[kind].format(None if query is None else conn.execute(query).scalar())
+    if member is None:
+        return what
+    who = conn.execute(sa.select(members.c.external_id).where(members.c.id == member)).scalar()
+    return f"{what} of member {who!r}"
+
+
+def still_due(conn: sa.Connection, row: Any) -> bool:
+    """Whether a set-aside item is still due at the moment it failed (not done meanwhile by its
+    member's requests, nor voided, used or resolved)."""
+    at = row.due_at
+    if row.kind == "version":
+        query: Any = sa.select(program_versions.c.id).where(
+            program_versions.c.id == row.item_id,
+            program_versions.c.planned.is_(False),
+            program_versions.c.live_from <= at,
+        )
+    elif row.kind == "window":
+        query = sa.select(members.c.id).where(
+            members.c.id == row.item_id, members.c.window_end <= at
+        )
+    elif row.kind == "lots":
+        query = sa.select(lots.c.id).where(
+            lots.c.member_id == row.item_id, lots.c.state == "posted", lots.c.expires_at <= at
+        )
+    elif row.kind == "inactivity":
+        query = sa.select(members.c.id).where(
+            members.c.id == row.item_id, members.c.inactivity_due_at <= at
+        )
+    elif row.kind == "reward":
+        query = sa.select(rewards.c.id).where(
+            rewards.c.id == row.item_id, rewards.c.state == "available", rewards.c.expires_at <= at
+        )
+    elif row.kind == "hold":
+        query = sa.select(holds.c.id).where(
+            holds.c.id == row.item_id, holds.c.state == "pending", holds.c.expires_at <= at
+        )
+    else:
+        query = sa.select(orders_table.c.id).where(
+            orders_table.c.id == row.item_id,
+            orders_table.c.post_state == "pending",
+            orders_table.c.due_at <= at,
+        )
+    return conn.execute(query.limit(1)).first() is not None
+
+
+Found = list[tuple[int, int | None]]  # due items: (the item, the member it belongs to)
+
+
+def _ids(uow: UnitOfWork, query: Any) -> Found:
+    """Items whose own id is their member's (or with none), or (item, member) rows."""
+    rows = uow.conn.execute(query.limit(BATCH)).all()
+    return [(int(r[0]), None if r[-1] is None else int(r[-1])) for r in rows]
+
+
+def _versions_due(uow: UnitOfWork, moment: datetime, _aside: SetAside) -> Found:
     return _ids(
         uow,
-        sa.select(program_versions.c.id)
+        sa.select(program_versions.c.id, sa.null())
         .where(
             program_versions.c.env_id == uow.env_id,
             program_versions.c.planned.is_(False),
@@ -201,11 +492,15 @@ def _go_live(uow: UnitOfWork, version_id: int, moment: datetime) -> None:
     programs.go_live(uow, version_id, version_by_id(uow, version_id).program, moment)
 
 
-def _windows_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+def _windows_due(uow: UnitOfWork, moment: datetime, aside: SetAside) -> Found:
     return _ids(
         uow,
         sa.select(members.c.id)
-        .where(members.c.env_id == uow.env_id, members.c.window_end <= moment)
+        .where(
+            members.c.env_id == uow.env_id,
+            members.c.window_end <= moment,
+            *aside.free(members.c.id),
+        )
         .order_by(members.c.id),
     )
 
@@ -246,33 +541,43 @@ def _roll_window(uow: UnitOfWork, member_id: int, moment: datetime) -> None:
         )
 
 
-def _lots_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+def _lots_due(uow: UnitOfWork, moment: datetime, aside: SetAside) -> Found:
     return _ids(
         uow,
         sa.select(lots.c.member_id)
-        .where(lots.c.env_id == uow.env_id, lots.c.state == "posted", lots.c.expires_at <= moment)
+        .where(
+            lots.c.env_id == uow.env_id,
+            lots.c.state == "posted",
+            lots.c.expires_at <= moment,
+            *aside.free(lots.c.member_id),
+        )
         .group_by(lots.c.member_id)
         .order_by(lots.c.member_id),
     )
 
 
-def _inactive_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+def _inactive_due(uow: UnitOfWork, moment: datetime, aside: SetAside) -> Found:
     return _ids(
         uow,
         sa.select(members.c.id)
-        .where(members.c.env_id == uow.env_id, members.c.inactivity_due_at <= moment)
+        .where(
+            members.c.env_id == uow.env_id,
+            members.c.inactivity_due_at <= moment,
+            *aside.free(members.c.id),
+        )
         .order_by(members.c.id),
     )
 
 
-def _rewards_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+def _rewards_due(uow: UnitOfWork, moment: datetime, aside: SetAside) -> Found:
     return _ids(
         uow,
-        sa.select(rewards.c.id)
+        sa.select(rewards.c.id, rewards.c.member_id)
         .where(
             rewards.c.env_id == uow.env_id,
             rewards.c.state == "available",
             rewards.c.expires_at <= moment,
+            *aside.free(rewards.c.member_id),
         )
         .order_by(rewards.c.id),
     )
@@ -293,25 +598,31 @@ def _expire_reward(uow: UnitOfWork, reward_id: int, moment: datetime) -> None:
     )
 
 
-def _holds_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+def _holds_due(uow: UnitOfWork, moment: datetime, aside: SetAside) -> Found:
     return _ids(
         uow,
-        sa.select(holds.c.id)
+        sa.select(holds.c.id, sa.null())
         .where(
-            holds.c.env_id == uow.env_id, holds.c.state == "pending", holds.c.expires_at <= moment
+            holds.c.env_id == uow.env_id,
+            holds.c.state == "pending",
+            holds.c.expires_at <= moment,
+            *aside.free(holds.c.id, "hold"),
         )
         .order_by(holds.c.id),
     )
 
 
-def _postings_due(uow: UnitOfWork, moment: datetime) -> list[int]:
+def _postings_due(uow: UnitOfWork, moment: datetime, aside: SetAside) -> Found:
     # Everything due by `moment` is due at it (it is the earliest), so this is close order.
-    rows = uow.conn.execute(_POSTINGS_DUE.limit(BATCH), {"b_env": uow.env_id, "b_now": moment})
-    return [int(row.id) for row in rows]
+    rows = uow.conn.execute(
+        _POSTINGS_DUE.limit(BATCH).where(*aside.free(orders_table.c.member_id)),
+        {"b_env": uow.env_id, "b_now": moment},
+    )
+    return [(int(row.id), int(row.member_id)) for row in rows]
 
 
 _POSTINGS_DUE = (
-    sa.select(orders_table.c.id, orders_table.c.due_at)
+    sa.select(orders_table.c.id, orders_table.c.due_at, orders_table.c.member_id)
     .where(
         orders_table.c.env_id == sa.bindparam("b_env"),
         orders_table.c.post_state == "pending",
@@ -338,18 +649,23 @@ _LOCK_MEMBERS_OF_ORDERS = (
 
 
 def _kinds() -> list[
-    tuple[Callable[[UnitOfWork, datetime], list[int]], Callable[[UnitOfWork, int, datetime], None]]
+    tuple[
+        str,
+        Callable[[UnitOfWork, datetime, SetAside], Found],
+        Callable[[UnitOfWork, int, datetime], None],
+    ]
 ]:
-    """Each kind of due work, in the order rule 14 does them at one moment. Looked up when
-    used: the services that call `catch_up` are imported by this module."""
+    """Each kind of due work, named as `due_failures.kind`, in the order rule 14 does them at
+    one moment. Looked up when used: the services that call `catch_up` are imported by this
+    module."""
     return [
-        (_versions_due, _go_live),
-        (_windows_due, _roll_window),
-        (_lots_due, points.expire_due_lots),
-        (_inactive_due, points.expire_inactive),
-        (_rewards_due, _expire_reward),
-        (_holds_due, gift_cards.release_expired),
-        (_postings_due, orders.post),
+        ("version", _versions_due, _go_live),
+        ("window", _windows_due, _roll_window),
+        ("lots", _lots_due, points.expire_due_lots),
+        ("inactivity", _inactive_due, points.expire_inactive),
+        ("reward", _rewards_due, _expire_reward),
+        ("hold", _holds_due, gift_cards.release_expired),
+        ("posting", _postings_due, orders.post),
     ]
 
 

@@ -83,7 +83,8 @@ api_keys = sa.Table(
     _env(),
     sa.Column("secret_hash", sa.String(64), nullable=False),  # sha256 of the whole key
     sa.Column("scopes", sa.JSON, nullable=False),
-    sa.Column("name", sa.String(200), nullable=False),
+    # "sandbox " and a sandbox's name of up to 200 characters (widened from 200 in 0011).
+    sa.Column("name", sa.String(255), nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("revoked_at", UtcDateTime, nullable=True),
 )
@@ -304,7 +305,8 @@ ledger_transactions = sa.Table(
     _env(),
     sa.Column("asset", sa.String(80), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("reference", sa.String(200), nullable=False),
+    # "order:" and an order's id of up to 200 characters (widened from 200 in 0011).
+    sa.Column("reference", sa.String(255), nullable=False),
     sa.Column("at", UtcDateTime, nullable=False),
 )
 
@@ -320,6 +322,26 @@ ledger_postings = sa.Table(
     sa.CheckConstraint("amount <> 0", name="ledger_postings_nonzero_v1"),
     sa.Index(None, "transaction_id"),
     sa.Index(None, "account_id"),
+)
+
+# Due work that failed (0012): the item waits for its next try, by the wall clock, and holds
+# back its member's later due work (a version going live: everything from its time on);
+# every other member's goes on. The row goes once the item is done.
+due_failures = sa.Table(
+    "due_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _env(),
+    # version | window | lots | inactivity | reward | hold | posting
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("item_id", sa.Integer, nullable=False),  # the version, member, reward, hold or order
+    sa.Column("member_id", sa.Integer, sa.ForeignKey("members.id"), nullable=True),
+    sa.Column("due_at", UtcDateTime, nullable=False),  # when it was due, in its environment's time
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("first_failed_at", UtcDateTime, nullable=False),
+    sa.Column("next_try_at", UtcDateTime, nullable=False),
+    sa.Column("error", sa.String(500), nullable=False),  # the last failure's, first line
+    sa.UniqueConstraint("env_id", "kind", "item_id"),
 )
 
 outbox = sa.Table(

@@ -103,7 +103,8 @@ def process(engine: sa.Engine, env_id: str, clock: Clock, owner: str) -> int:
     try:
         with single_statement(engine) as conn:
             now = environment_now(conn, env_id, clock)
-        done = run_due(lambda: UnitOfWork(engine, env_id), now)
+        # Backoff of failed items is by the wall clock, whatever the environment's own time.
+        done = run_due(lambda: UnitOfWork(engine, env_id), now, clock.now())
     except Exception:
         log.exception("due work failed in an environment; it will be retried")
         release(engine, env_id, owner, None)
@@ -157,9 +158,11 @@ class SandboxBusy(TimeoutError):
 
 @dataclass
 class Held:
-    """A sandbox's lease, held for a clock move; `through` is how far its due work is done."""
+    """A sandbox's lease, held for a clock move; `through` is how far its due work is done,
+    `clock` the wall clock a failed item's next try is timed by."""
 
     owner: str
+    clock: Clock
     through: datetime | None = None
 
 
@@ -175,7 +178,7 @@ def sandbox_lease(
     runs: moves of one sandbox happen one at a time, each reading the clock the last left.
     A move may do years of due work: the lease is renewed every `renew_s` while it runs, so
     neither another move nor a worker takes the sandbox meanwhile."""
-    held = Held(f"clock-{uuid.uuid4().hex[:12]}")
+    held = Held(f"clock-{uuid.uuid4().hex[:12]}", clock)
     deadline = time.monotonic() + wait_s
     while not claim(engine, held.owner, clock.now(), env_id):
         if time.monotonic() > deadline:
@@ -221,14 +224,15 @@ def move_held(engine: sa.Engine, env_id: str, to: datetime, held: Held) -> int:
     """Move a sandbox's clock forward under its lease, doing the due work on the way.
 
     The clock is read again under the lease: a move checked against the clock before another
-    move finished must not take it back."""
+    move finished must not take it back. An item that fails on the way is set aside (see
+    services/due.py) and the clock still moves: `punchcard audit` lists it."""
     with single_statement(engine) as conn:
         current = conn.execute(
             sa.select(environments.c.clock).where(environments.c.id == env_id)
         ).scalar()
     if current is not None and to < current:
         raise InvalidInput("the clock never moves back")
-    done = run_due(lambda: UnitOfWork(engine, env_id), to)
+    done = run_due(lambda: UnitOfWork(engine, env_id), to, held.clock.now())
     with engine.begin() as conn:
         conn.execute(sa.update(environments).where(environments.c.id == env_id).values(clock=to))
     held.through = to
