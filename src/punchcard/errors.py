@@ -6,7 +6,8 @@ PunchcardError
 ├── InvalidState       invalid_state        a transition the lifecycle forbids, a reused id
 ├── RewardUnavailable  reward_unavailable   a reward expired, used, reserved, or not redeemable
 ├── InsufficientPoints insufficient_points  fewer posted points than the reward costs
-└── InsufficientFunds  insufficient_funds   a gift card that cannot cover the amount
+├── InsufficientFunds  insufficient_funds   a gift card that cannot cover the amount
+└── Forbidden          forbidden            the key may not do this (never in a scenario)
 
 When several apply the first in this order wins: malformed input, not_found,
 invalid_state, reward_unavailable, an amount beyond what is there, insufficient_*.
@@ -45,6 +46,13 @@ class InsufficientPoints(PunchcardError):
 
 class InsufficientFunds(PunchcardError):
     code = "insufficient_funds"
+
+
+class Forbidden(PunchcardError):
+    """What the caller's key may not do whatever the input: an API answer only, so not in
+    BY_CODE, which lists the codes a scenario may expect."""
+
+    code = "forbidden"
 
 
 BY_CODE: dict[str, type[PunchcardError]] = {

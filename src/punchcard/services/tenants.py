@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from punchcard.errors import InvalidInput, InvalidState, NotFound
+from punchcard.errors import Forbidden, InvalidInput, InvalidState, NotFound
 from punchcard.store.tables import (
     api_keys,
     environments,
@@ -62,6 +62,10 @@ class Principal:
         return "admin" in self.scopes or scope in self.scopes
 
 
+KEY_NAME_MAX = 255  # api_keys.name: "sandbox " and a sandbox's name of up to 200 characters
+TENANT_NAME_MAX = 200  # tenants.name
+
+
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -74,6 +78,8 @@ def create_key(
         raise InvalidInput(
             f"scopes: choose from {', '.join(SCOPES)}; unknown: {', '.join(unknown)}"
         )
+    if not name or len(name) > KEY_NAME_MAX:
+        raise InvalidInput(f"name: 1 to {KEY_NAME_MAX} characters")
     kind = conn.execute(sa.select(environments.c.kind).where(environments.c.id == env_id)).scalar()
     if kind is None:
         raise NotFound(f"no environment {env_id!r}")
@@ -142,6 +148,8 @@ def create_tenant(engine: sa.Engine, name: str, now: datetime) -> dict[str, Any]
     """A tenant with a live and a sandbox environment, and an admin key for each."""
     if not name.strip():
         raise InvalidInput("a tenant needs a name")
+    if len(name) > TENANT_NAME_MAX:
+        raise InvalidInput(f"a tenant's name is at most {TENANT_NAME_MAX} characters")
     with engine.begin() as conn:
         tenant_id = uuid.uuid4().hex
         conn.execute(sa.insert(tenants).values(id=tenant_id, name=name, created_at=now))
@@ -183,7 +191,15 @@ def create_sandbox(
     copy_programs: bool = True,
 ) -> dict[str, str]:
     """A named sandbox with its own data, clock and admin key, running the caller's program
-    versions (or none, for a caller that brings its own program)."""
+    versions (or none, for a caller that brings its own program).
+
+    Only the tenant's live and sandbox keys make them: a named sandbox's key manages only its
+    own sandbox, so one it made could never be moved or deleted with it."""
+    if _is_named_sandbox(conn, principal):
+        raise Forbidden(
+            "a named sandbox's key manages only its own sandbox: make sandboxes with a key of "
+            "the tenant's live or sandbox environment"
+        )
     env_id = _environment(conn, principal.tenant_id, "sandbox", name, now, start)
     copied: Sequence[Any] = ()
     if copy_programs:
@@ -223,6 +239,16 @@ def _copied_live_from(
     return min(live_from, start)
 
 
+def _is_named_sandbox(conn: sa.Connection, principal: Principal) -> bool:
+    """Whether the key belongs to a named sandbox (not the tenant's live or sandbox)."""
+    own = conn.execute(
+        sa.select(environments.c.name, environments.c.kind).where(
+            environments.c.id == principal.env_id
+        )
+    ).one()
+    return bool(own.kind == "sandbox" and own.name != "sandbox")
+
+
 def sandbox_row(conn: sa.Connection, principal: Principal, sandbox_id: str) -> Any:
     row = conn.execute(
         sa.select(environments).where(
@@ -231,12 +257,7 @@ def sandbox_row(conn: sa.Connection, principal: Principal, sandbox_id: str) -> A
             environments.c.deleted_at.is_(None),
         )
     ).first()
-    own = conn.execute(
-        sa.select(environments.c.name, environments.c.kind).where(
-            environments.c.id == principal.env_id
-        )
-    ).one()
-    named = own.kind == "sandbox" and own.name != "sandbox"
+    named = _is_named_sandbox(conn, principal)
     if row is None or (named and sandbox_id != principal.env_id):
         # a named sandbox's key manages only itself; the tenant's live and sandbox keys manage all
         raise NotFound(f"no sandbox {sandbox_id!r}")
