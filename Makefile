@@ -4,13 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run reset test lint typecheck scenarios demo bench soak clean
+.PHONY: lock run reset test lint typecheck scenarios demo bench soak clean
 
-$(STAMP): pyproject.toml
+# The exact set in requirements.lock, then the project itself (its build backend is pinned there
+# too). After a change to pyproject.toml's dependencies: make lock.
+$(STAMP): pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-pin requirements.lock from pyproject.toml's ranges (pip-tools, in a venv of its own).
+lock:
+	test -d .lockvenv || $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/pip install --quiet pip-tools
+	.lockvenv/bin/pip-compile --quiet --extra dev --build-deps-for editable --allow-unsafe \
+	  --strip-extras --no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/punchcard serve --demo
@@ -48,4 +57,4 @@ soak: $(STAMP)
 	$(BIN)/pytest -q tests/e2e/test_crash.py tests/e2e/test_bank.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .lockvenv .pytest_cache .mypy_cache .ruff_cache .hypothesis
