@@ -7,12 +7,22 @@ the use case then runs in one unit of work that also stores the response under t
 key, so the effect and its stored response commit together or not at all. Keys are
 scoped to the environment and the API key, and kept for 72 hours.
 
+One rule for invalid input, whichever layer refuses it (the body's schema, the guard, a use
+case's InvalidInput): a 422 changes nothing and is not stored. A request refused so before its
+key was claimed never claims it; one refused after drops its claim. Either way the key stays
+free, and the same key with a corrected body runs. Every other answer of the use case,
+success or problem (404, 409, 402...), is stored with the key and replayed; a refusal of the
+HTTP layer's own that lets a retry run (429, a busy sandbox) frees the key.
+
 At rest: a stored response can carry what is shown once (a gift card's PIN, a new sandbox's
 API key), and a request's fingerprint covers its body (a PIN, an email). Both are keyed by a
 secret derived from the caller's API key, which the database never holds (only its hash): the
-response is sealed (SHAKE-256 stream, HMAC-SHA256 tag) and the fingerprint is an HMAC, so a
-copy of the database yields neither the PIN nor a key, and no guess can be checked against it.
-Only the same API key, presenting the same Idempotency-Key, gets the response back.
+response is sealed with AES-256-GCM (the `cryptography` package; the key drawn from that
+secret by HKDF-SHA256, a random 96-bit nonce per seal, the row's id authenticated with it) and
+the fingerprint is an HMAC, so a copy of the database yields neither the PIN nor a key, no guess
+can be checked against it, and an altered or moved sealed row is refused, not replayed. Only
+the same API key, presenting the same Idempotency-Key, gets the response back. Rows sealed by
+the earlier hand-made scheme (`SEALED_V1`) are still opened, never written.
 """
 
 from __future__ import annotations
@@ -24,19 +34,23 @@ import hmac
 import json
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import Request
 from starlette.responses import Response
 
 from punchcard.api.problems import ApiProblem, from_domain
+from punchcard.api.schemas import AFTER_LATEST, EARLIEST
 from punchcard.errors import PunchcardError
 from punchcard.services.clock import Clock
 from punchcard.services.due import next_due
@@ -53,7 +67,11 @@ IN_FLIGHT_LEASE = timedelta(seconds=float(os.environ.get("PUNCHCARD_IN_FLIGHT_LE
 MAX_WAIT_MS = 5000
 RACE_RETRIES = 3  # runs again of a use case that lost a deadlock, before it fails
 log = logging.getLogger("punchcard.api")
-SEALED = b"\x00pc-sealed-v1\x00"  # stored responses that start so are sealed; JSON never does
+# Stored responses that start so are sealed (JSON never does): v2 by `seal`, v1 by its
+# legacy predecessor, which is only opened now.
+SEALED = b"\x00pc-sealed-v2\x00"
+SEALED_V1 = b"\x00pc-sealed-v1\x00"
+_SEAL_INFO = b"punchcard stored response v2"
 
 
 @dataclass
@@ -109,23 +127,39 @@ def request_secret(api_key: str) -> bytes:
     return hmac.new(api_key.encode(), b"punchcard idempotency v1", hashlib.sha256).digest()
 
 
-def seal(secret: bytes, body: bytes) -> bytes:
-    """Encrypt and authenticate a stored response (encrypt-then-MAC, a fresh nonce each)."""
-    nonce = secrets.token_bytes(16)
-    stream_key = hmac.new(secret, b"stream" + nonce, hashlib.sha256).digest()
-    mac_key = hmac.new(secret, b"mac" + nonce, hashlib.sha256).digest()
-    stream = hashlib.shake_256(stream_key).digest(len(body))
-    sealed = (int.from_bytes(body, "big") ^ int.from_bytes(stream, "big")).to_bytes(
-        len(body), "big"
-    )
-    tag = hmac.new(mac_key, nonce + sealed, hashlib.sha256).digest()
-    return SEALED + nonce + tag + sealed
+def _aead(secret: bytes) -> AESGCM:
+    """AES-256-GCM under a key HKDF draws from the caller's secret for this one purpose."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SEAL_INFO)
+    return AESGCM(hkdf.derive(secret))
 
 
-def unseal(secret: bytes, stored: bytes) -> bytes:
-    if not stored.startswith(SEALED):
-        return stored  # stored before responses were sealed
-    rest = stored[len(SEALED) :]
+def seal(secret: bytes, body: bytes, row_id: int) -> bytes:
+    """Encrypt and authenticate what is stored in idempotency key row `row_id`: a fresh random
+    96-bit nonce each time; the version and the row are authenticated too, so a sealed
+    response opens only in the row it was stored in."""
+    nonce = os.urandom(12)
+    return SEALED + nonce + _aead(secret).encrypt(nonce, body, SEALED + b"%d" % row_id)
+
+
+def unseal(secret: bytes, stored: bytes, row_id: int) -> bytes:
+    """What `seal` stored in that row; ValueError if it was altered, moved or is another key's."""
+    if stored.startswith(SEALED):
+        rest = stored[len(SEALED) :]
+        try:
+            return _aead(secret).decrypt(rest[:12], rest[12:], SEALED + b"%d" % row_id)
+        except InvalidTag as exc:
+            raise ValueError("a stored response does not match its seal") from exc
+    if stored.startswith(SEALED_V1):
+        return _unseal_v1(secret, stored[len(SEALED_V1) :])
+    if stored.startswith(b"{"):
+        return stored  # stored before responses were sealed: JSON objects, all of them
+    raise ValueError("a stored response is neither sealed nor JSON")
+
+
+def _unseal_v1(secret: bytes, rest: bytes) -> bytes:
+    """Legacy: opens rows sealed before v2 (a SHAKE-256 keystream XORed in by hand, an
+    HMAC-SHA256 tag over nonce and text). Nothing is sealed this way any more; such rows
+    live out their 72 hours."""
     nonce, tag, sealed = rest[:16], rest[16:48], rest[48:]
     stream_key = hmac.new(secret, b"stream" + nonce, hashlib.sha256).digest()
     mac_key = hmac.new(secret, b"mac" + nonce, hashlib.sha256).digest()
@@ -170,12 +204,14 @@ def _token_time(call: Call, token: str) -> datetime:
         ) from exc
     if env != call.env_id:
         raise ApiProblem(422, "invalid_input", "consistency_token belongs to another environment")
-    # Tokens are not secret, but none names a moment after its environment's now (give or
-    # take the clock skew of servers behind one balancer): such a token would only make its
-    # caller wait in vain.
-    if at.tzinfo is None or at > call.now() + TOKEN_SKEW:
+    # Tokens are not secret, but none names a moment outside the years an environment's clock
+    # keeps (one near year 1 or 9999 in a far offset overflows when made UTC), nor after its
+    # environment's now (give or take the clock skew of servers behind one balancer): such a
+    # token would only make its caller wait in vain.
+    sane = at.tzinfo is not None and EARLIEST <= at < AFTER_LATEST
+    if not sane or at > call.now() + TOKEN_SKEW:
         raise ApiProblem(422, "invalid_input", "consistency_token is not a token this API gave")
-    return at
+    return at.astimezone(UTC)
 
 
 def consistency_wanted(call: Call) -> tuple[datetime, int] | None:
@@ -218,7 +254,7 @@ def _fingerprint(call: Call) -> str:
 
 
 def _replay(call: Call, row: Any) -> Response:
-    body = unseal(call.secret, row.response)
+    body = unseal(call.secret, row.response, row.id)
     headers = {"Idempotent-Replayed": "true"}
     if row.status_code < 400 and body:  # the header the first answer had, from its body
         answer = json.loads(body)
@@ -309,7 +345,7 @@ def _finish(call: Call, conn: sa.Connection, claim_id: int, status: int, body: b
             "b_id": claim_id,
             "state": "done",
             "status_code": status,
-            "response": seal(call.secret, body),
+            "response": seal(call.secret, body, claim_id),
         },
     ).rowcount
     if stored != 1:
@@ -337,10 +373,15 @@ def _idempotency_key(call: Call) -> str:
 
 
 def _answer_error(call: Call, claimed: int, error: PunchcardError) -> Response:
-    """The effect rolled back, but the answer is still the answer: store it under the key."""
+    """The effect rolled back, but the answer is still the answer: store it under the key.
+    Except invalid input (422): that answer is not stored and the claim is dropped, so the key
+    stays free for the corrected request."""
     code, problem = from_domain(error)
-    with call.engine.begin() as conn:
-        _finish(call, conn, claimed, code, problem)
+    if code == 422:
+        _release(call, claimed, keep_plan=False)
+    else:
+        with call.engine.begin() as conn:
+            _finish(call, conn, claimed, code, problem)
     return Response(problem, status_code=code, media_type="application/problem+json")
 
 
@@ -365,26 +406,31 @@ def _in_flight() -> ApiProblem:
     )
 
 
-def _release(call: Call, claimed: int) -> None:
+def _release(call: Call, claimed: int, *, keep_plan: bool = True) -> None:
     """Nothing was answered (a crash, a busy sandbox): let a retry run it again. A key that
     holds a plan (`idempotent`) keeps it, its claim lapsed at once, so the retry carries out
-    that same plan; any other key is forgotten. Only this request's own claim: one whose
-    lease lapsed and was taken over by a retry still running is left to that retry."""
-    mine = (idempotency_keys.c.id == claimed, idempotency_keys.c.locked_until == call.lease)
+    that same plan; any other key is forgotten, and so is every key refused as invalid input
+    (`keep_plan=False`: a corrected body is another request, which that plan is not). Only
+    this request's own claim: one whose lease lapsed and was taken over by a retry still
+    running is left to that retry."""
+    mine = (
+        idempotency_keys.c.id == claimed,
+        idempotency_keys.c.locked_until == call.lease,
+        idempotency_keys.c.state == "in_flight",
+    )
+    planless = (idempotency_keys.c.response.is_(None),) if keep_plan else ()
     with call.engine.begin() as conn:
-        conn.execute(
-            sa.delete(idempotency_keys).where(*mine, idempotency_keys.c.response.is_(None))
-        )
-        conn.execute(
-            sa.update(idempotency_keys)
-            .where(*mine, idempotency_keys.c.state == "in_flight")
-            .values(locked_until=call.clock.now())
-        )
+        conn.execute(sa.delete(idempotency_keys).where(*mine, *planless))
+        if keep_plan:
+            conn.execute(
+                sa.update(idempotency_keys).where(*mine).values(locked_until=call.clock.now())
+            )
 
 
 def _run_claimed(call: Call, claimed: int, work: Callable[[], Response]) -> Response:
     """Run work under a claimed key: a domain error (or a same-id race the database decided)
-    is the answer and is stored; anything else frees the key so a retry runs it again."""
+    is the answer and is stored, unless it is invalid input; anything else frees the key so a
+    retry runs it again (a 422 from the HTTP layer frees it whole, plan and all)."""
     try:
         return work()
     except Superseded:
@@ -400,8 +446,9 @@ def _run_claimed(call: Call, claimed: int, work: Callable[[], Response]) -> Resp
             _release(call, claimed)
             raise
         return _answer_error(call, claimed, domain)
-    except BaseException:
-        _release(call, claimed)
+    except BaseException as error:
+        invalid = isinstance(error, ApiProblem) and error.status == 422
+        _release(call, claimed, keep_plan=not invalid)
         raise
 
 
@@ -464,7 +511,7 @@ def _stored_plan(call: Call, claimed: int) -> dict[str, Any] | None:
                 idempotency_keys.c.id == claimed, idempotency_keys.c.state == "in_flight"
             )
         ).scalar()
-    return None if stored is None else dict(json.loads(unseal(call.secret, stored)))
+    return None if stored is None else dict(json.loads(unseal(call.secret, stored, claimed)))
 
 
 def _store_plan(call: Call, claimed: int, plan: dict[str, Any]) -> None:
@@ -472,7 +519,7 @@ def _store_plan(call: Call, claimed: int, plan: dict[str, Any]) -> None:
         stored = conn.execute(
             sa.update(idempotency_keys)
             .where(idempotency_keys.c.id == claimed, idempotency_keys.c.state == "in_flight")
-            .values(response=seal(call.secret, json.dumps(plan).encode()))
+            .values(response=seal(call.secret, json.dumps(plan).encode(), claimed))
         ).rowcount
     if stored != 1:
         raise Superseded
