@@ -1,4 +1,8 @@
-"""The `punchcard` command: scenario run, program check, diagram, demo."""
+"""The `punchcard` command: serve, worker, db upgrade, audit, tenants and keys, scenarios,
+programs, diagrams, the demo and synthetic traffic.
+
+A user's mistake (a missing file, a database that is unreachable or not migrated, a server
+that does not answer) is one line on stderr and exit code 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -20,7 +25,14 @@ from punchcard.lifecycle.machines import diagram as render_diagram
 from punchcard.scenarios import files
 from punchcard.scenarios.in_process import InProcess
 from punchcard.scenarios.runner import run as run_scenario
-from punchcard.store.database import open_database
+from punchcard.store.database import (
+    DatabaseProblem,
+    connect,
+    head,
+    migrate,
+    open_database,
+    require_head,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 scenario_app = typer.Typer(
@@ -32,6 +44,72 @@ app.add_typer(program_app, name="program")
 console = Console(highlight=False, soft_wrap=True)
 
 DEMO_PROGRAM = Path(__file__).parent / "demo" / "burrito-rewards.yaml"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def fail(message: str) -> NoReturn:
+    """A user's mistake: one line naming it on stderr, exit code 2, no traceback."""
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    raise typer.Exit(2)
+
+
+def read_file(path: Path) -> str:
+    """A file's text, or the one-line reason it can not be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        fail(f"no file {path}")
+    except IsADirectoryError:
+        fail(f"{path} is a folder, not a file")
+    except UnicodeDecodeError:
+        fail(f"{path} is not UTF-8 text")
+    except OSError as exc:
+        fail(f"can not read {path}: {exc.strerror or exc}")
+
+
+def existing(paths: list[Path]) -> list[Path]:
+    """The scenario files under `paths`, after checking each path names something."""
+    for path in paths:
+        if not path.exists():
+            fail(f"no file or folder {path}")
+    return files.find_files(paths)
+
+
+def database_at_head(database: str) -> sa.Engine:
+    """The database, if it exists and is at the newest migration: only `db upgrade` and
+    `serve` migrate, so nothing else ever runs against a schema it was not written for."""
+    try:
+        engine = connect(database)
+        require_head(engine)
+    except DatabaseProblem as exc:
+        fail(str(exc))
+    return engine
+
+
+def migrated(database: str) -> tuple[sa.Engine, str | None]:
+    """The database (a SQLite file is made if missing) brought to the newest migration,
+    with the revision it was at before (None: it held no schema)."""
+    try:
+        engine = connect(database, create=True)
+        return engine, migrate(engine)
+    except DatabaseProblem as exc:
+        fail(str(exc))
+
+
+def reachable(url: str) -> None:
+    """Refuse a server that does not answer at all, before running anything against it."""
+    import httpx
+
+    try:
+        httpx.get(f"{url.rstrip('/')}/readyz", timeout=10)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        fail(f"can not reach {url}: {exc or type(exc).__name__}")
+
+
+def log_level_of(level: str) -> str:
+    if level.lower() not in LOG_LEVELS:
+        fail(f"--log-level {level!r}: choose from {', '.join(LOG_LEVELS)}")
+    return level
 
 
 @scenario_app.command("run")
@@ -54,18 +132,21 @@ def scenario_run(
     from punchcard.scenarios.over_http import OverHttp
 
     if target_url is not None and not api_key:
-        console.print("[red]--target needs --api-key[/]")
-        raise typer.Exit(2)
+        fail("--target needs --api-key")
+    found = existing(paths)
     with tempfile.TemporaryDirectory(prefix="punchcard-") as tmp:
         engine = None
         target: InProcess | OverHttp
         if target_url is not None and api_key:
+            reachable(target_url)
             target = OverHttp(target_url, api_key)
+        elif database is not None:  # the operator's database: migrated by `db upgrade` only
+            engine = database_at_head(database)
+            target = InProcess(engine)
         else:
-            engine = open_database(database or f"sqlite:///{tmp}/scenarios.sqlite3")
+            engine = open_database(f"sqlite:///{tmp}/scenarios.sqlite3")
             target = InProcess(engine)
         passed = failed = 0
-        found = files.find_files(paths)
         with Progress(console=console, transient=True, disable=len(found) < 10) as progress:
             task = progress.add_task("scenarios", total=len(found))
             for path in found:
@@ -107,13 +188,17 @@ def parity(
     ] = False,
 ) -> None:
     """Run scenarios against two deployments and print every observable that differs."""
+    from punchcard.client import ApiError
     from punchcard.scenarios.over_http import OverHttp
     from punchcard.scenarios.parity import collecting, compare
 
-    found = files.find_files(paths)
+    found = existing(paths)
+    if not found:  # as `scenario run`: a comparison of nothing is not an agreement
+        print("no scenario files found under " + ", ".join(map(str, paths)), file=sys.stderr)
+        raise typer.Exit(1)
+    reachable(a)
+    reachable(b)
     differences = []
-    from punchcard.client import ApiError
-
     with collecting() as collector:
         for path in found:
             try:
@@ -124,9 +209,10 @@ def parity(
                     collector,
                     tenant_program=tenant_program,
                 )
+            except files.ScenarioFileError as exc:
+                fail(str(exc))
             except ApiError as exc:
-                console.print(f"[red]{path.name}: a server refused: {escape(str(exc))}[/]")
-                raise typer.Exit(2) from exc
+                fail(f"{path.name}: a server refused: {exc}")
     if not differences:
         print(f"{len(found)} scenarios: A and B agree on every observable")
         return
@@ -149,7 +235,7 @@ def program_check(
 ) -> None:
     """Print the problems of a program file, or a one-screen summary of it."""
     try:
-        program = parse_program(file.read_text())
+        program = parse_program(read_file(file))
     except ProgramError as exc:
         for problem in exc.problems:
             where = f"{file}:{problem.line}" if problem.line else str(file)
@@ -206,7 +292,9 @@ def summary(program: Program) -> Table:
     return table
 
 
-DATABASE = typer.Option(envvar="PUNCHCARD_DATABASE_URL", help="Database URL.")
+DATABASE = typer.Option(
+    envvar="PUNCHCARD_DATABASE_URL", help="Database URL, or a SQLite file's path."
+)
 DEFAULT_DATABASE = "sqlite:///punchcard.sqlite3"
 LOG_LEVEL = typer.Option(envvar="PUNCHCARD_LOG_LEVEL", help="debug, info, warning, error.")
 ALLOW_PRIVATE = typer.Option(
@@ -225,7 +313,9 @@ def serve(
     host: Annotated[
         str, typer.Option(envvar="PUNCHCARD_HOST", help="Address to listen on.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="PUNCHCARD_PORT", help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option(envvar="PUNCHCARD_PORT", min=0, max=65535, help="Port to listen on.")
+    ] = 8000,
     worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="Run due work in this process.")
     ] = True,
@@ -242,12 +332,18 @@ def serve(
         bool, typer.Option(help="Make the demo tenant and print a key and a curl line.")
     ] = False,
 ) -> None:
-    """Run the HTTP API (with an in-process worker unless --no-worker)."""
-    from punchcard.server import configure_logging, demo_tenant
+    """Migrate the database (one process at a time), then run the HTTP API (with an
+    in-process worker unless --no-worker)."""
+    from punchcard.server import configure_logging, demo_tenant, listening
     from punchcard.server import serve as run_server
 
-    configure_logging(log_level)
-    engine = open_database(database)
+    configure_logging(log_level_of(log_level))
+    try:  # the port first: a server that can not listen must not have migrated anything
+        sock = listening(host, port)
+    except OSError as exc:
+        fail(f"can not listen on {host}:{port}: {exc.strerror or exc}")
+    port = sock.getsockname()[1]  # --port 0: the one the system chose
+    engine, _ = migrated(database)
     if demo:
         keys = demo_tenant(engine)
         base = f"http://{host}:{port}"
@@ -261,8 +357,7 @@ def serve(
         )
     run_server(
         engine,
-        host,
-        port,
+        sock,
         worker=worker,
         worker_interval_s=worker_interval_ms / 1000,
         inquiries_per_minute=inquiries_per_minute,
@@ -287,9 +382,9 @@ def worker_command(
     """Run a worker process (due work and webhook delivery): several may share one PostgreSQL."""
     from punchcard.server import configure_logging, run_worker
 
-    configure_logging(log_level)
+    configure_logging(log_level_of(log_level))
     run_worker(
-        open_database(database),
+        database_at_head(database),
         worker_interval_ms / 1000,
         webhook_allow_private=webhook_allow_private,
         lease_s=lease_s,
@@ -302,7 +397,7 @@ def audit(database: Annotated[str, DATABASE] = DEFAULT_DATABASE) -> None:
     from punchcard.audit import run_audit
     from punchcard.services.clock import SystemClock
 
-    findings = run_audit(open_database(database), SystemClock().now())
+    findings = run_audit(database_at_head(database), SystemClock().now())
     table = Table(title="Punchcard audit")
     for column in ("check", "checked", "violations", "examples"):
         table.add_column(column)
@@ -320,6 +415,23 @@ def audit(database: Annotated[str, DATABASE] = DEFAULT_DATABASE) -> None:
         raise typer.Exit(1)
 
 
+db_app = typer.Typer(no_args_is_help=True, help="The database's schema.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(database: Annotated[str, DATABASE] = DEFAULT_DATABASE) -> None:
+    """Bring the schema to this Punchcard's newest migration (a SQLite file is made if
+    missing). Safe to run from several processes at once: one migrates, the others wait."""
+    engine, before = migrated(database)
+    shown = engine.url.render_as_string(hide_password=True)
+    engine.dispose()
+    if before == head():
+        print(f"{shown}: already at migration {before}")
+    else:
+        print(f"{shown}: migrated from {before or 'an empty database'} to {head()}")
+
+
 tenant_app = typer.Typer(no_args_is_help=True, help="Tenants (brands) and their environments.")
 key_app = typer.Typer(no_args_is_help=True, help="API keys.")
 app.add_typer(tenant_app, name="tenant")
@@ -335,10 +447,15 @@ def tenant_create(
     """Make a tenant with live and sandbox environments and an admin key for each (shown once)."""
     import json
 
+    from punchcard.errors import PunchcardError
     from punchcard.services.clock import SystemClock
     from punchcard.services.tenants import create_tenant
 
-    made = create_tenant(open_database(database), name, SystemClock().now())
+    engine = database_at_head(database)
+    try:
+        made = create_tenant(engine, name, SystemClock().now())
+    except PunchcardError as exc:
+        fail(f"{exc.code}: {exc.message}")
     shown = {k: made[k] for k in ("tenant", "sandbox_key", "live_key")}
     if as_json:
         print(json.dumps(shown))
@@ -360,15 +477,14 @@ def key_create(
     from punchcard.services.clock import SystemClock
     from punchcard.services.tenants import create_key, environment_of
 
-    engine = open_database(database)
+    engine = database_at_head(database)
     try:
         with engine.begin() as conn:
             env_id = environment_of(conn, tenant, environment)
             scopes = scope or ["members:read"]
             print(create_key(conn, env_id, scopes, name or ",".join(scopes), SystemClock().now()))
     except PunchcardError as exc:
-        console.print(f"[red]{exc.code}: {exc.message}[/]")
-        raise typer.Exit(1) from exc
+        fail(f"{exc.code}: {exc.message}")
 
 
 @app.command()
@@ -377,12 +493,20 @@ def diagram(
     program: Annotated[Path | None, typer.Option(help="The program whose tiers to draw.")] = None,
 ) -> None:
     """Print a lifecycle's state diagram as Mermaid text, drawn from its transition table."""
-    parsed = parse_program(program.read_text()) if program else None
+    parsed = None
+    if program is not None:
+        try:
+            parsed = parse_program(read_file(program))
+        except ProgramError as exc:
+            first, more = exc.problems[0], len(exc.problems) - 1
+            where = f"{program}:{first.line}" if first.line else str(program)
+            also = f" ({more} more: punchcard program check {program})" if more else ""
+            fail(f"{where}: {first.path}: {first.message}{also}")
     try:
-        print(render_diagram(name, parsed))
+        text = render_diagram(name, parsed)
     except ValueError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
+    print(text)
 
 
 @app.command()
@@ -395,7 +519,10 @@ def demo(
     from punchcard.demo.story import run_demo
 
     with tempfile.TemporaryDirectory(prefix="punchcard-demo-") as tmp:
-        engine = open_database(database or f"sqlite:///{tmp}/demo.sqlite3")
+        if database is not None:  # the operator's database: migrated by `db upgrade` only
+            engine = database_at_head(database)
+        else:
+            engine = open_database(f"sqlite:///{tmp}/demo.sqlite3")
         run_demo(engine, DEMO_PROGRAM.read_text(), console, datetime(2026, 3, 3, 15, 0, tzinfo=UTC))
         engine.dispose()
 
@@ -423,15 +550,17 @@ def generate(
 
     try:
         first = DEFAULT_START if start is None else date.fromisoformat(start)
-    except ValueError as exc:
-        console.print(f"[red]--start: {escape(start or '')} is not a date like 2026-03-02[/]")
-        raise typer.Exit(2) from exc
+    except ValueError:
+        fail(f"--start: {start} is not a date like 2026-03-02")
     chain = make_chain(
         seed=seed, orders=orders, stores=stores, members=members, start=first, days=days
     )
     with Progress(console=console, transient=True, disable=orders < 50_000) as progress:
         task = progress.add_task("orders", total=orders)
-        summary = write_data_set(out_dir, chain, on_order=lambda: progress.advance(task))
+        try:
+            summary = write_data_set(out_dir, chain, on_order=lambda: progress.advance(task))
+        except OSError as exc:
+            fail(f"can not write to {out_dir}: {exc.strerror or exc}")
     counts = summary["counts"]
     print(
         f"{sum(counts.values()):,} operations ({orders:,} orders, {counts.get('refund', 0):,} refunds, "

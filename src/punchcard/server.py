@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -68,10 +69,23 @@ def demo_tenant(engine: sa.Engine) -> dict[str, Any]:
         }
 
 
+def listening(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before anything else starts, so that a port in use or an
+    unknown host is refused at once (OSError) rather than after migrating and starting workers."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def serve(
     engine: sa.Engine,
-    host: str,
-    port: int,
+    sock: socket.socket,
     *,
     worker: bool,
     worker_interval_s: float,
@@ -98,8 +112,11 @@ def serve(
     ]
     for thread in threads:
         thread.start()
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level.lower()))
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
     finally:
         for loop in loops:
             loop.stop()

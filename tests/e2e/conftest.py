@@ -50,6 +50,12 @@ def cli(*args: str) -> str:
     return done.stdout
 
 
+def upgrade(database: str) -> None:
+    """`punchcard db upgrade`: `tenant create` and the other commands that write refuse a
+    database not at the newest migration, and only `db upgrade` and `serve` migrate."""
+    cli("db", "upgrade", "--database", database)
+
+
 def start_server(
     database: str, *extra: str, env: dict[str, str] | None = None
 ) -> tuple[str, subprocess.Popen[bytes]]:
@@ -96,6 +102,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _server(database: str) -> Iterator[Server]:
+    upgrade(database)
     a = json.loads(cli("tenant", "create", "Alpha Burritos", "--json", "--database", database))
     b = json.loads(cli("tenant", "create", "Beta Tacos", "--json", "--database", database))
     url, process = start_server(database)

@@ -1,4 +1,6 @@
-"""Database engines: SQLite (a file, WAL, one writer at a time) or PostgreSQL, migrated on open."""
+"""Database engines: SQLite (a file, WAL, one writer at a time) or PostgreSQL; what an
+operator typed made into a URL; migrations run one at a time, and a check that a database
+is at the newest one for the commands that must not migrate it."""
 
 from __future__ import annotations
 
@@ -13,11 +15,66 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql, sqlite
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "punchcard_read_only"
 _MIGRATING = threading.Lock()  # Alembic's operation proxies are module globals: one at a time
+# The key of the PostgreSQL advisory lock a migration holds: the bytes "punchcrd" as a number.
+MIGRATION_LOCK = int.from_bytes(b"punchcrd")
+
+
+class DatabaseProblem(Exception):
+    """A database the command can not use as it is (no such file, unreachable, not migrated):
+    the message says so in one line, for the operator, never with a password in it."""
+
+
+def database_url(given: str) -> str:
+    """The URL an operator meant: a URL as it is, a plain path as a SQLite file
+    (`punchcard.sqlite3`, `./data/x.sqlite3`), and `postgresql://` or `postgres://`
+    through psycopg 3, the PostgreSQL driver Punchcard ships with."""
+    scheme, sep, rest = given.partition("://")
+    if not sep:
+        return f"sqlite:///{given}"
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg://{rest}"
+    return given
+
+
+def connect(given: str, *, create: bool = False) -> sa.Engine:
+    """An engine on the database `given` names, checked by connecting once. A SQLite file
+    must exist unless `create` (then its folder must): a command that only reads or adds
+    to a database never leaves an empty file behind a mistyped path."""
+    try:
+        url = sa.make_url(database_url(given))
+    except sa.exc.ArgumentError as exc:
+        raise DatabaseProblem(f"{given!r} is not a database URL or a SQLite file path") from exc
+    shown = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            raise DatabaseProblem(f"{shown}: an in-memory SQLite database can not be shared")
+        path = Path(url.database)
+        if create and not path.parent.is_dir():
+            raise DatabaseProblem(f"no folder {path.parent} for the SQLite file {path}")
+        if not create and not path.exists():
+            raise DatabaseProblem(
+                f"no database at {path} (`punchcard db upgrade --database {given}` makes one)"
+            )
+    elif url.drivername != "postgresql+psycopg":
+        raise DatabaseProblem(
+            f"{shown}: Punchcard runs on SQLite (sqlite:///FILE) or PostgreSQL "
+            "(postgresql+psycopg://user@host/db)"
+        )
+    engine = create_engine(url.render_as_string(hide_password=False))
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.DBAPIError as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "unreachable"
+        raise DatabaseProblem(f"can not open {shown}: {reason}") from exc
+    return engine
 
 
 def create_engine(url: str) -> sa.Engine:
@@ -60,13 +117,67 @@ def _refuse_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         raise sa.exc.DisconnectionError("the server closed this pooled connection")
 
 
-def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+def migrate(engine: sa.Engine) -> str | None:
+    """Bring the schema to the newest migration (idempotent); the revision it was at before
+    (None: no schema), read under the migration lock, so of two processes starting together
+    exactly one sees the database unmigrated."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with migrating(engine) as connection:
+        before = _revision(connection)
+        if before is not None and before not in _revisions():
+            raise DatabaseProblem(_unknown(engine, before))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+    return before
+
+
+def head() -> str:
+    """The newest migration this version of Punchcard has."""
+    return str(_script().get_current_head())
+
+
+def require_head(engine: sa.Engine) -> None:
+    """Refuse a database not at the newest migration: only `punchcard db upgrade` and
+    `serve` migrate, so a worker, an audit or a write never runs against another schema."""
+    with reading(engine) as conn:
+        current = _revision(conn)
+    shown = engine.url.render_as_string(hide_password=True)
+    if current is None:
+        raise DatabaseProblem(f"{shown} holds no Punchcard schema: run `punchcard db upgrade`")
+    if current not in _revisions():
+        raise DatabaseProblem(_unknown(engine, current))
+    if current != head():
+        raise DatabaseProblem(
+            f"{shown} is at migration {current}, not {head()}: run `punchcard db upgrade`"
+        )
+
+
+def _revision(conn: sa.Connection) -> str | None:
+    """The migration the database is at (None: no schema), read as plain SQL: Alembic's
+    own reader logs at info, into a worker's log."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+
+def _unknown(engine: sa.Engine, revision: str) -> str:
+    shown = engine.url.render_as_string(hide_password=True)
+    return (
+        f"{shown} is at migration {revision}, which this Punchcard ({head()}) does not have: "
+        "run a newer Punchcard"
+    )
+
+
+@lru_cache(maxsize=1)
+def _script() -> ScriptDirectory:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config)
+
+
+def _revisions() -> frozenset[str]:
+    return frozenset(script.revision for script in _script().walk_revisions())
 
 
 @contextmanager
@@ -76,7 +187,11 @@ def migrating(engine: sa.Engine) -> Iterator[sa.Connection]:
     SQLite can not add a constraint to a table in place: a batch migration copies the table
     and drops the old one, which fails while other tables' rows refer to it and foreign keys
     are enforced. So on SQLite they are off while migrating (SQLite allows the switch only
-    outside a transaction), and every reference is checked before the migration commits."""
+    outside a transaction), and every reference is checked before the migration commits.
+
+    Processes migrate one at a time too: on PostgreSQL the transaction first takes an
+    advisory lock (released as it ends), on SQLite its BEGIN IMMEDIATE the write lock. The
+    second process waits, then finds the schema already at the newest migration."""
     sqlite = engine.dialect.name == "sqlite"
     with _MIGRATING, engine.connect() as connection:
         raw: Any = connection.connection.dbapi_connection
@@ -84,6 +199,10 @@ def migrating(engine: sa.Engine) -> Iterator[sa.Connection]:
             raw.execute("PRAGMA foreign_keys=OFF")
         try:
             with connection.begin():
+                if not sqlite:
+                    connection.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                    )
                 yield connection
                 if sqlite:
                     dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
@@ -97,6 +216,7 @@ def migrating(engine: sa.Engine) -> Iterator[sa.Connection]:
 
 
 def open_database(url: str) -> sa.Engine:
+    """An engine on `url`, migrated: for a database the caller owns (tests, a temporary file)."""
     engine = create_engine(url)
     migrate(engine)
     return engine
