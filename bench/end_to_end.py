@@ -341,6 +341,13 @@ def measure(kind: str, clients: int, orders: int, workers: int) -> dict[str, Any
     members, bodies = traffic(orders)
     with database(kind) as url:
         env = {"PUNCHCARD_WEBHOOK_ALLOW_PRIVATE": "1", "PUNCHCARD_LOG_LEVEL": "warning"}
+        subprocess.run(
+            [PUNCHCARD, "db", "upgrade", "--database", url],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **env},
+        )
         made = subprocess.run(
             [PUNCHCARD, "tenant", "create", "Bench", "--json", "--database", url],
             capture_output=True,

@@ -106,6 +106,10 @@ def test_nothing_is_lost_or_counted_twice_while_processes_and_postgres_crash(
     processes: list[Supervised] = []
     engine = sa.create_engine(cluster.url, pool_pre_ping=True)
     try:
+        subprocess.run(
+            [PUNCHCARD, "db", "upgrade", "--database", cluster.url],
+            capture_output=True, text=True, check=True, timeout=120,
+        )  # fmt: skip
         made = json.loads(
             subprocess.run(
                 [PUNCHCARD, "tenant", "create", "Crash Chain", "--json", "--database", cluster.url],

@@ -118,9 +118,10 @@ def test_make_runs_demo_prints_a_url_a_key_and_a_curl_line_that_works(tmp_path: 
 def test_an_api_only_server_leaves_points_pending_and_says_so(tmp_path: Path) -> None:
     import json
 
-    from .conftest import cli
+    from .conftest import cli, upgrade
 
     database = f"sqlite:///{tmp_path}/noworker.sqlite3"
+    upgrade(database)
     tenant = json.loads(cli("tenant", "create", "Gamma", "--json", "--database", database))
     url, process = start_server(database, "--no-worker")
     try:

@@ -41,7 +41,7 @@ from punchcard.services.inbound import signature
 from punchcard.services.tenants import SCOPES
 from punchcard.store import tables
 
-from .conftest import PUNCHCARD, cli, free_port, stop
+from .conftest import PUNCHCARD, cli, free_port, stop, upgrade
 from .shapes import check_shape
 
 PROGRAM = (
@@ -137,6 +137,7 @@ def _environ() -> dict[str, str]:
 
 
 def _tenant(database: str, name: str) -> dict[str, str]:
+    upgrade(database)
     return dict(json.loads(cli("tenant", "create", name, "--json", "--database", database)))
 
 
@@ -926,6 +927,15 @@ def _inquire(http: httpx.Client, number: str, pin: str) -> httpx.Response:
     )
 
 
+def _use_up_the_limit(http: httpx.Client, made: int = 0) -> list[httpx.Response]:
+    """The rest of the limit's burst after `made` inquiries, at once: each does a full scrypt check, so sent one
+    after another on a loaded machine they can outlast the limit's 60/limit seconds and
+    earn another inquiry; sent together they all arrive within the burst."""
+    left = INQUIRIES_PER_MINUTE - made
+    with ThreadPoolExecutor(left) as pool:
+        return list(pool.map(lambda _: _inquire(http, "6000000000000000", "0000"), range(left)))
+
+
 def _wrong(pin: str) -> str:
     return f"{(int(pin) + 1) % 10000:04d}"
 
@@ -993,9 +1003,7 @@ def test_inquiries_over_the_limit_get_429_with_a_problem_and_retry_after(srv: Sr
     _, key = _sandbox(srv, srv.b["sandbox_key"])
     _, neighbour = _sandbox(srv, srv.b["sandbox_key"])
     with srv.client(key) as http:
-        answers = [
-            _inquire(http, "6000000000000000", "0000") for _ in range(INQUIRIES_PER_MINUTE + 1)
-        ]
+        answers = [*_use_up_the_limit(http), _inquire(http, "6000000000000000", "0000")]
     assert [a.status_code for a in answers[:-1]] == [404] * INQUIRIES_PER_MINUTE
     limited = answers[-1]
     assert limited.status_code == 429
@@ -1024,7 +1032,7 @@ def test_an_inquiry_replayed_under_its_key_is_its_answer_and_not_counted(srv: Sr
             for _ in range(INQUIRIES_PER_MINUTE + 2)
         ]
         keyless = http.post("/v1/gift-cards/inquiries", json=asked)
-        fresh = [_inquire(http, "6000000000000000", "0000") for _ in range(INQUIRIES_PER_MINUTE)]
+        fresh = [*_use_up_the_limit(http, made=1), _inquire(http, "6000000000000000", "0000")]
     assert first.status_code == 404
     assert {(r.status_code, r.content, r.headers["idempotent-replayed"]) for r in replays} == {
         (404, first.content, "true")

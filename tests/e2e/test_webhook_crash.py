@@ -15,7 +15,7 @@ from punchcard.store.tables import outbox, webhook_messages
 
 from ..conftest import ROOT
 from ..integration.receiver import Reply, receiving
-from .conftest import PUNCHCARD, cli, start_server, stop
+from .conftest import PUNCHCARD, cli, start_server, stop, upgrade
 
 
 def _worker(database: str) -> subprocess.Popen[bytes]:
@@ -39,6 +39,7 @@ def _worker(database: str) -> subprocess.Popen[bytes]:
 
 def test_a_killed_worker_loses_no_event(tmp_path: object) -> None:
     database = f"sqlite:///{tmp_path}/crash.sqlite3"
+    upgrade(database)
     tenant = json.loads(cli("tenant", "create", "Crash", "--json", "--database", database))
     url, api = start_server(database, "--no-worker", "--webhook-allow-private")
     with receiving(Reply(200, delay_s=0.3)) as receiver:
