@@ -1,10 +1,11 @@
 """Who may call a route: the API key and its scope, checked before anything else is looked at.
 
 A route names its scope in its signature (`c: Call = needs("members:write")`). `GuardedRoute`
-checks the key, then the scope, then the query parameters, then that no JSON object in the
-body gives a key twice, and only then lets FastAPI parse the body. So a caller without a
-key, or with a key that lacks the scope, is told only that: not whether its JSON parsed,
-its body was valid or its query had a typo.
+checks the key, then the scope, then the query parameters, then the ids in the path
+(names.py: no refused character, read in NFC), then the body's text (strict_json.py: UTF-8,
+no key given twice, no lone surrogate in any string or key), and only then lets FastAPI parse
+the body. So a caller without a key, or with a key that lacks the scope, is told only that:
+not whether its JSON parsed, its body was valid or its query had a typo.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
+from punchcard import names
 from punchcard.api.context import Call, authenticated, consistency_wanted
 from punchcard.api.problems import ApiProblem
 from punchcard.errors import InvalidInput
@@ -103,6 +105,7 @@ class GuardedRoute(APIRoute):
             c = await run_in_threadpool(authenticated, request, state.engine, state.clock, body)
             guard.check(c, request)
             _check_query(request)
+            _normal_path(request)
             if bodyless:
                 # Nothing to read, so nothing may be sent but nothing or `{}`: a body that
                 # means something (`{"refund_all": true}`) or is broken is refused, not
@@ -120,6 +123,21 @@ class GuardedRoute(APIRoute):
             return await handler(request)
 
         return guarded
+
+
+def _normal_path(request: Request) -> None:
+    """Path parameters are ids, held to the rule of ids in bodies: a refused character is
+    422 naming the parameter, and each is read in NFC, so `GET /v1/members/{id}` with the
+    NFD spelling finds the member enrolled with the NFC one."""
+    params: dict[str, Any] = request.scope.get("path_params", {})
+    for name, value in params.items():
+        wrong = names.problem(value) if isinstance(value, str) else None
+        if wrong is not None:
+            raise InvalidInput(f"path.{name}: {wrong}")
+    request.scope["path_params"] = {
+        name: names.normal(value) if isinstance(value, str) else value
+        for name, value in params.items()
+    }
 
 
 def _check_query(request: Request) -> None:

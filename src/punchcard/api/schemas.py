@@ -23,6 +23,9 @@ from pydantic import (
     field_validator,
 )
 
+from punchcard import names
+from punchcard.services.inputs import read_time
+
 # Strict: JSON `true` is not 1.00, and "5" is not a quantity (lax Pydantic would take both).
 Money = StrictStr | StrictInt | StrictFloat
 
@@ -31,8 +34,20 @@ def _name(value: Any) -> Any:
     # Ids written as whole numbers (a POS's order 1001) mean the same as their text, as in process.
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if isinstance(value, str) and ("/" in value or any(ord(c) < 32 for c in value)):
-        raise ValueError("a name has no / and no control characters")
+    if isinstance(value, str):
+        if "/" in value:
+            raise ValueError("a name has no /")
+        return _label(value)
+    return value
+
+
+def _label(value: Any) -> Any:
+    # One rule for every name, here and in process (services/inputs.py `as_name`): see names.py.
+    if isinstance(value, str):
+        wrong = names.problem(value)
+        if wrong is not None:
+            raise ValueError(wrong)
+        return names.normal(value)
     return value
 
 
@@ -48,10 +63,9 @@ Name = Annotated[
 
 
 def _time_text(value: Any) -> Any:
-    # Lax Pydantic would read 212 as 212 s after 1970: a time must be written out, with its offset.
-    if not isinstance(value, str):
-        raise ValueError("a date-time is text with an offset, like 2026-03-03T12:00:00Z")
-    return value
+    # Read here, as in process: lax Pydantic would read 212 or "1700000000" as seconds after
+    # 1970, and "20260303" as one too. A time must be written out, with its offset.
+    return read_time(value)
 
 
 When = Annotated[AwareDatetime, BeforeValidator(_time_text)]
@@ -197,7 +211,7 @@ class ActivateBody(Body):
 
 
 class SandboxBody(Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, BeforeValidator(_label)] = Field(min_length=1, max_length=200)
     # Bounded as order times are (1900 to 9000): dates near year 1 or 9999 overflow the
     # clock's arithmetic (a tier window's end, a hold's expiry) on the sandbox's first use.
     start: When = Field(

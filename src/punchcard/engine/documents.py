@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from punchcard import names
+
 Path = tuple[str | int, ...]
 
 
@@ -91,7 +93,8 @@ def load_document(text: str) -> tuple[Any, dict[Path, int]]:
             _json_lines(text)  # names the duplicate's line when YAML can read the text
             raise duplicate
         else:
-            return data, _json_lines(text)
+            lines = _json_lines(text)
+            return _texts(data, lines), lines
     try:
         _check_yaml_depth(text)
         node = yaml.compose(text, Loader=_TextNumberLoader)
@@ -107,7 +110,43 @@ def load_document(text: str) -> tuple[Any, dict[Path, int]]:
         raise _document_error(exc) from exc
     finally:
         loader.dispose()
-    return data, lines
+    return _texts(data, lines), lines
+
+
+def _texts(data: Any, lines: dict[Path, int]) -> Any:
+    """The loaded data with every text in NFC (names.py: ids, skus and tier names have one
+    spelling, as the API reads them), refusing a lone surrogate: an escape (`"\\ud800"`, in
+    JSON or YAML) makes one, and no database column or answer can hold it."""
+    if isinstance(data, str):
+        if not _encodes(data):
+            raise DocumentError("a lone surrogate is not text", 1)
+        return names.normal(data)
+    if not isinstance(data, dict | list):
+        return data
+    stack: list[tuple[Any, Path]] = [(data, ())]  # nesting is bounded (MAX_DEPTH), work is not
+    while stack:
+        item, path = stack.pop()
+        pairs = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in list(pairs):
+            here = (*path, key)
+            line = line_of(lines, here)
+            if isinstance(key, str) and not _encodes(key):  # its path could not be printed
+                raise DocumentError("a key holds a lone surrogate, which is not text", line, path)
+            if isinstance(child, str):
+                if not _encodes(child):
+                    raise DocumentError("a lone surrogate is not text", line, here)
+                item[key] = names.normal(child)
+            elif isinstance(child, dict | list):
+                stack.append((child, here))
+    return data
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_lines(text: str) -> dict[Path, int]:

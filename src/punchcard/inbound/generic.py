@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from punchcard import names
 from punchcard.errors import InvalidInput
 from punchcard.inbound.mapping import Operation
 
@@ -23,8 +24,11 @@ class GenericJson:
         if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not event["id"]:
             raise InvalidInput("an event is a JSON object with a text id")
         ident = str(event["id"])
-        if len(ident) > MAX_EVENT_ID or any(ord(c) < 32 for c in ident):
-            raise InvalidInput(f"id: at most {MAX_EVENT_ID} characters, without control characters")
+        if len(ident) > MAX_EVENT_ID:
+            raise InvalidInput(f"id: at most {MAX_EVENT_ID} characters")
+        wrong = names.problem(ident)  # the rule of every id (the event comes in NFC)
+        if wrong is not None:
+            raise InvalidInput(f"id: {wrong}")
         return ident
 
     def operation(self, event: Any) -> Operation:

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from punchcard import strict_json
+from punchcard import names, strict_json
 from punchcard.errors import InvalidInput, InvalidState, NotFound, PunchcardError
 from punchcard.inbound import MAPPINGS
 from punchcard.services import orders
@@ -79,21 +79,18 @@ def receive(
             raise BadSignature("unknown source")
         if not hmac.compare_digest(given, signature(source.secret, stamp, body)):
             raise BadSignature("signature does not match")
-        try:
-            event = strict_json.loads(body, exact=True)
-        except strict_json.KeyGivenTwice as twice:
-            raise InvalidInput(f"body: {twice}") from twice
-        except (ValueError, RecursionError) as exc:
-            raise InvalidInput("the body is not JSON") from exc
-        try:  # a lone surrogate ("\ud800") is valid JSON, but no text column can hold it
-            json.dumps(event, ensure_ascii=False, default=str).encode()  # numbers: Decimal
-        except UnicodeEncodeError as exc:
-            raise InvalidInput("body: a lone surrogate is not text") from exc
-        # Only the parts that carry money: a platform's own fields are not read.
+        try:  # the API's own check of a body's text: UTF-8, keys once, no lone surrogate
+            event = names.normalised(strict_json.read(body))
+        except strict_json.BadBody as bad:
+            raise InvalidInput(str(bad)) from bad
+        # Only the order's parts are read: a platform's own fields are its business.
         parts = {k: event[k] for k in ("order", "refund") if isinstance(event, dict) and k in event}
         where = strict_json.inexact_number(parts)
         if where is not None:
             raise InvalidInput(f"body.{where}: a number a binary float can not hold exactly")
+        where, wrong = _refused_text(parts)
+        if wrong is not None:
+            raise InvalidInput(f"body.{where}: {wrong}")
         event_id = MAPPINGS[source.mapping].event_id(event)
         dialect = conn.dialect.name
         insert = (
@@ -115,6 +112,17 @@ def receive(
             )  # no row back: a duplicate (rowcount is not reliable here)
         ).first()
         return stored is not None
+
+
+def _refused_text(parts: dict[str, Any]) -> tuple[str, str | None]:
+    """The first text in an event's order parts that holds a character no id may hold, and
+    what it is. Every text there is an id, a sku, a category, a tender type, an amount or a
+    time: none has a use for a control, invisible or bidi character (names.py)."""
+    for path, item in strict_json.walk(parts):
+        wrong = names.problem(item) if isinstance(item, str) else None
+        if wrong is not None:
+            return path, wrong
+    return "", None
 
 
 def process_due(engine: sa.Engine, clock: Clock) -> int:
@@ -162,7 +170,7 @@ def _apply(engine: sa.Engine, event_pk: int, clock: Clock) -> None:
                 return
             seen = int(row.attempts)
             now = environment_now(conn, row.env_id, clock)
-        operation = MAPPINGS[row.mapping].operation(json.loads(row.body))
+        operation = MAPPINGS[row.mapping].operation(names.normalised(json.loads(row.body)))
         with UnitOfWork(engine, row.env_id) as uow:
             # Still pending, under its lock, in the transaction that applies it: a second
             # worker whose claim overlapped this one (a batch outlived its lease) waits here,
