@@ -1,20 +1,30 @@
-"""Orders per second end to end, and how close that is to what this machine's PostgreSQL can do.
+"""Orders per second end to end, what each order costs, and how that compares with `pgbench`.
 
-N client threads place the synthetic chain's orders (`punchcard.synthetic`, seed 7), closed,
-over HTTP against a real `punchcard serve` (API only)
-while separate `punchcard worker` processes post them and deliver their webhooks to a
-receiver on loopback. Reported per database: orders/s accepted (answered 201) and fully
-posted (every order posted and every webhook delivered), request latency p50/p95/p99, and
-close-to-posted latency. On PostgreSQL the same run measures `pgbench` (TPC-B-like, same
-client count, scale = clients) and prints posted orders/s as a ratio of its transactions/s.
+The synthetic chain's orders (`punchcard.synthetic`, seed 7) are placed closed over HTTP against
+a real `punchcard serve` (API only) by a lean asyncio client in its own process (bench/load.py),
+while separate `punchcard worker` processes post them and deliver their webhooks to a receiver
+on loopback. On PostgreSQL three passes run, each on a new database (SQLite runs the first):
 
-It also reads from /proc what the CPU did: the whole machine's CPU time per order, and
-PostgreSQL's processes' share of it; the same per `pgbench` transaction. Their quotient,
-"ratio ceiling", is the ratio this machine would reach if nothing but PostgreSQL's own work
-for our orders used the CPU (no Python at all): how far the database work an order asks
-for lets the ratio go.
+- throughput: `--clients` clients in a closed loop; orders/s accepted (answered 201) and fully
+  posted (every order posted and every webhook delivered), latency, and `pgbench` (TPC-B-like,
+  same client count, scale = clients) in the same run, as a ratio;
+- latency: `--rate` orders/s offered in an open loop; request p50/p95/p99 counted from when
+  each order was due;
+- census: the same orders with every Punchcard process talking to PostgreSQL through a counting
+  proxy (bench/pgwire.py): per order, commits in the request path, round trips and statements
+  by kind (API and worker apart), rows written per table (`pg_stat_user_tables`), WAL bytes and
+  commit records of this database's transactions (`pg_walinspect` over the run's WAL), and
+  PostgreSQL CPU.
 
-Prints a JSON line and a table; it never fails a build. Run: `make bench`, or
+CPU is read from /proc and reported per part: the API and worker processes, the PostgreSQL
+backends of the bench's own database (other databases' backends, such as other tests', are not
+counted), the load generator, the bench process (receiver and watcher), and the rest of the
+machine. The "ratio ceiling" is a `pgbench` transaction's CPU (pgbench and its database's
+backends) over one order's PostgreSQL CPU: the ratio this machine would reach if nothing but
+PostgreSQL's work for our orders used the CPU. The figures are printed beside issue 18's
+targets.
+
+Prints a JSON line and tables; it never fails a build. Run: `make bench`, or
 `python bench/end_to_end.py --databases postgres --clients 8 --orders 3000`.
 """
 
@@ -24,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -34,9 +45,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -99,76 +111,166 @@ class Receiver:
         self.server.shutdown()
 
 
-@dataclass(frozen=True)
-class Cpu:
-    """CPU seconds used so far: by the whole machine, and by PostgreSQL's processes (None when
-    it runs where /proc does not show it). Read from /proc; differences of two readings are
-    what a stretch of the run cost."""
+TICK = os.sysconf("SC_CLK_TCK")
 
-    machine: float
-    database: float | None
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has used (every process, not idle or iowait)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    idle = int(fields[3]) + int(fields[4])
+    return (sum(int(f) for f in fields[:8]) - idle) / TICK  # not guest time, counted in user
+
+
+def _processes() -> dict[int, tuple[int, float, float]]:
+    """Every process: its parent, its own CPU seconds, and those of the children it reaped."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            after = stat.read_text().rsplit(")", 1)[1].split()  # fields from the 3rd on
+        except OSError:
+            continue  # gone since the listing
+        own = (int(after[11]) + int(after[12])) / TICK
+        reaped = (int(after[13]) + int(after[14])) / TICK
+        found[int(stat.parent.name)] = (int(after[1]), own, reaped)
+    return found
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds of these processes and all their descendants, living or reaped."""
+    table = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    total, stack = 0.0, list(pids)
+    while stack:
+        pid = stack.pop()
+        if pid in table:
+            total += table[pid][1] + table[pid][2]
+            stack.extend(children.get(pid, []))
+    return total
+
+
+class Backends:
+    """CPU seconds of the PostgreSQL backends serving some databases, and only those: the
+    other databases' backends (other tests, other benches) and the server's own background
+    processes are not counted. A thread lists the backends (`pg_stat_activity`, from a
+    connection to another database) and reads their CPU from /proc every 0.1 s; a backend
+    that exits between two readings loses at most its last 0.1 s."""
+
+    def __init__(self, *urls: str) -> None:
+        self.names = [sa.make_url(url).database for url in urls]
+        self.engine = sa.create_engine(POSTGRES, poolclass=sa.pool.StaticPool)
+        self.base: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _read(self) -> dict[int, float]:
+        with self.engine.connect() as conn:
+            pids = conn.execute(
+                sa.text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = ANY(:names)"
+                    " AND backend_type = 'client backend'"
+                ),
+                {"names": self.names},
+            ).scalars()
+            table = _processes()
+            return {pid: table[pid][1] for pid in pids if pid in table}
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.1):
+            self.last.update(self._read())
+
+    def __enter__(self) -> Backends:
+        self.base = self._read()
+        self.last = dict(self.base)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join()
+        self.last.update(self._read())
+        self.engine.dispose()
+
+    def used(self) -> float:
+        return sum(cpu - self.base.get(pid, 0.0) for pid, cpu in self.last.items())
+
+
+@dataclass(frozen=True)
+class Stats:
+    """PostgreSQL's counts for one database: committed and rolled back transactions, rows
+    inserted, updated (HOT or not) and deleted per table, and where the WAL was. Backends
+    report their counts when they exit (or within a second, or ten, when idle): so they
+    are read with no Punchcard process running."""
+
+    commits: int
+    rollbacks: int
+    tables: dict[str, tuple[int, int, int, int]]  # inserted, updated, of which HOT, deleted
+    lsn: str
+    oid: int
 
     @classmethod
-    def now(cls) -> Cpu:
-        tick = os.sysconf("SC_CLK_TCK")
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        idle = int(fields[3]) + int(fields[4])  # idle and iowait
-        machine = (sum(int(f) for f in fields[:8]) - idle) / tick  # not guest time, counted in user
-        database = 0
-        found = False
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                text = stat.read_text()
-            except OSError:
-                continue  # gone since the listing
-            if "(postgres)" not in text:
-                continue
-            found = True
-            after = text.rsplit(")", 1)[1].split()  # fields from the 3rd on: state, ppid, ...
-            database += int(after[11]) + int(after[12])  # utime, stime
-            if "(postgres)" not in _stat_of(after[1]):
-                # The postmaster: its reaped children's time is every backend that has exited.
-                database += int(after[13]) + int(after[14])  # cutime, cstime
-        return cls(machine, database / tick if found else None)
+    def now(cls, url: str) -> Stats:
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                database = conn.exec_driver_sql(
+                    "SELECT d.xact_commit, d.xact_rollback, pg_current_wal_flush_lsn()::text, d.datid"
+                    " FROM pg_stat_database d WHERE d.datname = current_database()"
+                ).one()
+                tables = conn.exec_driver_sql(
+                    "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del"
+                    " FROM pg_stat_user_tables"
+                ).all()
+        finally:
+            engine.dispose()
+        return cls(
+            int(database[0]),
+            int(database[1]),
+            {str(t[0]): (int(t[1]), int(t[2]), int(t[3]), int(t[4])) for t in tables},
+            str(database[2]),
+            int(database[3]),
+        )
 
-    def since(self, before: Cpu) -> Cpu:
-        used = None
-        if self.database is not None and before.database is not None:
-            used = self.database - before.database
-        return Cpu(self.machine - before.machine, used)
+    def rows_since(self, before: Stats) -> dict[str, list[int]]:
+        """Rows written per table since `before`: [inserted, updated, of which HOT, deleted]."""
+        moved = {}
+        for name, now in self.tables.items():
+            was = before.tables.get(name, (0, 0, 0, 0))
+            delta = [a - b for a, b in zip(now, was, strict=True)]
+            if any(delta):
+                moved[name] = delta
+        return moved
 
 
-def written(url: str) -> tuple[int, int] | None:
-    """PostgreSQL's count of the database's committed transactions and of the rows they
-    inserted, updated or deleted (None on SQLite). Read once the clients are gone: a backend
-    reports its counts when it exits, or within a second."""
-    if not url.startswith("postgresql"):
-        return None
-    time.sleep(1.0)
+def wal_since(url: str, before: Stats, after: Stats) -> dict[str, int] | None:
+    """The WAL records of this database's transactions between two readings: their bytes,
+    and how many were commits (`pg_walinspect`, which loads without a restart). The WAL of
+    other databases on the same server is left out; None if the WAL is gone (recycled)."""
     engine = sa.create_engine(url)
+    pattern = f"% rel %/{after.oid}/%"
     try:
         with engine.connect() as conn:
-            row = conn.exec_driver_sql(
-                "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted"
-                " FROM pg_stat_database WHERE datname = current_database()"
+            row = conn.execute(
+                sa.text(
+                    "WITH r AS (SELECT xid, resource_manager, record_type, record_length, block_ref"
+                    "  FROM pg_get_wal_records_info(CAST(:a AS pg_lsn), CAST(:b AS pg_lsn))),"
+                    " ours AS (SELECT DISTINCT xid FROM r"
+                    "  WHERE xid <> '0' AND block_ref LIKE :pattern)"
+                    " SELECT count(*) FILTER (WHERE resource_manager = 'Transaction'"
+                    "   AND record_type LIKE 'COMMIT%' AND xid IN (SELECT xid FROM ours)),"
+                    "  coalesce(sum(record_length) FILTER (WHERE xid IN (SELECT xid FROM ours)"
+                    "   OR block_ref LIKE :pattern), 0)"
+                    " FROM r"
+                ),
+                {"a": before.lsn, "b": after.lsn, "pattern": pattern},
             ).one()
+    except sa.exc.DBAPIError:
+        return None
     finally:
         engine.dispose()
-    return int(row[0]), int(row[1])
-
-
-def per(after: tuple[int, int] | None, before: tuple[int, int] | None, count: int) -> Any:
-    """(transactions, rows written) per order or per transaction, from two `written` readings."""
-    if after is None or before is None:
-        return None
-    return [round((a - b) / count, 1) for a, b in zip(after, before, strict=True)]
-
-
-def _stat_of(pid: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
+    return {"commits": int(row[0]), "bytes": int(row[1])}
 
 
 def free_port() -> int:
@@ -259,74 +361,61 @@ def traffic(orders: int) -> tuple[list[str], list[dict[str, Any]]]:
     return members, bodies
 
 
-@dataclass
+@dataclass(frozen=True)
 class Load:
-    """What the clients saw: latencies in seconds, and when each order's close was answered."""
+    """What the clients saw: latencies in seconds, when each order's close was answered (on
+    this machine's monotonic clock), and the load generator's own CPU seconds."""
 
-    latencies: list[float] = field(default_factory=list)
-    answered: dict[str, float] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    latencies: list[float]
+    answered: dict[str, float]
+    errors: list[str]
+    cpu_s: float
+    seconds: float
 
 
-def run_clients(url: str, key: str, bodies: list[dict[str, Any]], clients: int) -> Load:
-    load = Load()
-    queue = iter(bodies)
-    take = threading.Lock()
-
-    def client() -> None:
-        with httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
-        ) as http:
-            while True:
-                with take:
-                    body = next(queue, None)
-                if body is None:
-                    return
-                began = time.perf_counter()
-                answer = http.post(
-                    "/v1/orders", json=body, headers={"Idempotency-Key": f"place-{body['id']}"}
-                )
-                done = time.perf_counter()
-                with load.lock:
-                    load.latencies.append(done - began)
-                    if answer.status_code == 201:
-                        load.answered[body["id"]] = done
-                    else:
-                        load.errors.append(f"{answer.status_code} {answer.text[:200]}")
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return load
+def run_clients(
+    url: str, key: str, bodies: list[dict[str, Any]], connections: int, rate: float | None
+) -> Load:
+    """Place the orders with bench/load.py in a process of its own (closed loop, or `rate`
+    orders/s offered)."""
+    spec = {"url": url, "key": key, "connections": connections, "rate": rate, "orders": bodies}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "load.py")],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    r = json.loads(done.stdout)
+    return Load(r["latencies"], r["answered"], r["errors"], r["cpu_s"], r["ended"] - r["began"])
 
 
 def watch_postings(
-    engine: sa.Engine, expected: int, receiver: Receiver, timeout_s: float
+    engine: sa.Engine, orders: dict[str, int], receiver: Receiver, timeout_s: float
 ) -> tuple[dict[str, float], float]:
-    """Poll until every order is posted and every webhook message delivered (received, and
-    recorded as delivered); returns when each order was first seen posted, and when that was."""
+    """Poll until every order of the run is posted and the receiver has had every event made
+    since the endpoint was (`orders`: the outbox's and the orders' highest ids then); returns
+    when each order was first seen posted, and when all was done. Reads only what the run
+    added, so a database loaded with a million orders costs no more to watch."""
     seen: dict[str, float] = {}
     deadline = time.monotonic() + timeout_s
+    expected = orders["expected"]
     while time.monotonic() < deadline:
         with engine.connect() as conn:
-            posted = conn.exec_driver_sql(
-                "SELECT external_id FROM orders WHERE post_state = 'posted'"
+            posted = conn.execute(
+                sa.text(
+                    "SELECT external_id FROM orders WHERE id > :after AND post_state = 'posted'"
+                ),
+                {"after": orders["order_id"]},
             ).scalars()
             now = time.perf_counter()
             for order_id in posted:
                 seen.setdefault(order_id, now)
-            messages = conn.exec_driver_sql("SELECT count(*) FROM webhook_messages").scalar_one()
-            pending = conn.exec_driver_sql(
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+            events = conn.execute(
+                sa.text("SELECT count(*) FROM outbox WHERE id > :after"),
+                {"after": orders["outbox_id"]},
             ).scalar_one()
-            unrecorded = conn.exec_driver_sql(  # received, but its outcome not yet recorded
-                "SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'"
-            ).scalar_one()
-        done = pending == 0 and unrecorded == 0 and receiver.count() >= messages
-        if len(seen) >= expected and done:
+        if len(seen) >= expected and receiver.count() >= events:
             return seen, time.perf_counter()
         time.sleep(0.05)
     raise RuntimeError(f"not done in {timeout_s} s: {len(seen)} of {expected} posted")
@@ -337,159 +426,332 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def measure(kind: str, clients: int, orders: int, workers: int) -> dict[str, Any]:
-    members, bodies = traffic(orders)
+@dataclass(frozen=True)
+class Pass:
+    """One pass of the bench, on a new database: how the orders are sent, what is counted."""
+
+    name: str  # throughput | latency | census
+    connections: int
+    orders: int
+    rate: float | None = None  # orders/s offered (open loop); None: closed loop
+    census: bool = False  # through the counting proxy (bench/pgwire.py)
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [PUNCHCARD, *args], capture_output=True, text=True, check=True, env={**os.environ, **env}
+    )
+    return done.stdout
+
+
+def serve(url: str, env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    server = start(["serve", "--no-worker", "--database", url, "--port", str(port)], env)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base)
+    return base, server
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+    for process in processes:
+        process.wait(timeout=30)
+
+
+def proxied(url: str, port: int) -> str:
+    """`url` with its host and port made the census proxy's."""
+    return sa.make_url(url).set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+
+
+def setup(base: str, key: str, receiver: Receiver, members: list[str], url: str) -> dict[str, int]:
+    """The program, the webhook endpoint and the members; returns the outbox's and the orders'
+    highest ids once the endpoint exists (what the run adds comes after them)."""
+    engine = sa.create_engine(url)
+    try:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+            http.post(
+                "/v1/programs/versions",
+                json={"source": PROGRAM.read_text()},
+                headers={"Idempotency-Key": "program"},
+            ).raise_for_status()
+            http.post(
+                "/v1/webhooks/endpoints",
+                json={"url": receiver.url},
+                headers={"Idempotency-Key": "endpoint"},
+            ).raise_for_status()
+            with engine.connect() as conn:
+                marks = {
+                    "outbox_id": conn.exec_driver_sql(
+                        "SELECT coalesce(max(id), 0) FROM outbox"
+                    ).scalar_one(),
+                    "order_id": conn.exec_driver_sql(
+                        "SELECT coalesce(max(id), 0) FROM orders"
+                    ).scalar_one(),
+                }
+            for member in members:
+                http.post(
+                    "/v1/members", json={"id": member}, headers={"Idempotency-Key": member}
+                ).raise_for_status()
+    finally:
+        engine.dispose()
+    return marks
+
+
+def measure(kind: str, run: Pass, workers: int) -> dict[str, Any]:
+    members, bodies = traffic(run.orders)
+    postgres = kind == "postgres"
+    env = {"PUNCHCARD_WEBHOOK_ALLOW_PRIVATE": "1", "PUNCHCARD_LOG_LEVEL": "warning"}
     with database(kind) as url:
-        env = {"PUNCHCARD_WEBHOOK_ALLOW_PRIVATE": "1", "PUNCHCARD_LOG_LEVEL": "warning"}
-        subprocess.run(
-            [PUNCHCARD, "db", "upgrade", "--database", url],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, **env},
-        )
-        made = subprocess.run(
-            [PUNCHCARD, "tenant", "create", "Bench", "--json", "--database", url],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, **env},
-        )
-        key = json.loads(made.stdout)["live_key"]
-        port = free_port()
-        server = start(["serve", "--no-worker", "--database", url, "--port", str(port)], env)
-        started = [server]
+        cli(env, "db", "upgrade", "--database", url)
+        key = json.loads(cli(env, "tenant", "create", "Bench", "--json", "--database", url))
+        if postgres:
+            admin = sa.create_engine(url)
+            with admin.begin() as conn:
+                conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+            admin.dispose()
+        proxy: subprocess.Popen[bytes] | None = None
+        api_url = worker_url = url
+        counts = Path(tempfile.mkdtemp(prefix="punchcard-census-")) / "counts.json"
+        if run.census and postgres:
+            ports = free_port(), free_port()
+            target = sa.make_url(url)
+            proxy = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "pgwire.py"),
+                    "--upstream",
+                    f"{target.host or '127.0.0.1'}:{target.port or 5432}",
+                    "--listen",
+                    f"api={ports[0]}",
+                    "--listen",
+                    f"worker={ports[1]}",
+                    "--out",
+                    str(counts),
+                ]
+            )
+            api_url, worker_url = proxied(url, ports[0]), proxied(url, ports[1])
+            time.sleep(1.0)  # the proxy's ports open
         receiver = Receiver()
         engine = sa.create_engine(url)
+        started: list[subprocess.Popen[bytes]] = []
         try:
-            base = f"http://127.0.0.1:{port}"
-            wait_ready(base)
-            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
-                http.post(
-                    "/v1/programs/versions",
-                    json={"source": PROGRAM.read_text()},
-                    headers={"Idempotency-Key": "program"},
-                ).raise_for_status()
-                http.post(
-                    "/v1/webhooks/endpoints",
-                    json={"url": receiver.url},
-                    headers={"Idempotency-Key": "endpoint"},
-                ).raise_for_status()
-                for member in members:
-                    http.post(
-                        "/v1/members", json={"id": member}, headers={"Idempotency-Key": member}
-                    ).raise_for_status()
-            for _ in range(workers):
-                started.append(start(["worker", "--database", url], env))
-            written_before = written(url)
-            cpu_before = Cpu.now()
-            began = time.perf_counter()
-            load = run_clients(base, key, bodies, clients)
-            accepted_s = time.perf_counter() - began
-            seen, finished = watch_postings(engine, orders, receiver, timeout_s=600)
-            total_s = finished - began
-            cpu = Cpu.now().since(cpu_before)
-            to_posted = [seen[i] - t for i, t in load.answered.items() if i in seen]
-            with engine.connect() as conn:
-                deliveries = conn.exec_driver_sql(
-                    "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'"
-                ).scalar_one()
+            base, server = serve(api_url, env)
+            started = [
+                server,
+                *(start(["worker", "--database", worker_url], env) for _ in range(workers)),
+            ]
+            marks = setup(base, key["live_key"], receiver, members, url)
+            watch_postings(engine, {**marks, "expected": 0}, receiver, timeout_s=600)
+            # Start again, so the setup's backends report their counts as they exit and the
+            # run is counted from a clean start.
+            stop(started)
+            before = Stats.now(url) if postgres else None
+            base, server = serve(api_url, env)
+            workers_started = [
+                start(["worker", "--database", worker_url], env) for _ in range(workers)
+            ]
+            started = [server, *workers_started]
+            if proxy is not None:
+                proxy.send_signal(signal.SIGUSR1)  # count from here
+                time.sleep(0.2)
+            cpu_before = {
+                "api": tree_cpu([server.pid]),
+                "worker": tree_cpu([w.pid for w in workers_started]),
+                "bench": time.process_time(),
+                "proxy": tree_cpu([proxy.pid]) if proxy else 0.0,
+                "machine": machine_cpu(),
+            }
+            with Backends(url) if postgres else nullcontext() as backends:
+                began = time.perf_counter()
+                load = run_clients(base, key["live_key"], bodies, run.connections, run.rate)
+                seen, finished = watch_postings(
+                    engine, {**marks, "expected": len(bodies)}, receiver, timeout_s=600
+                )
+                cpu = {
+                    "api": tree_cpu([server.pid]),
+                    "worker": tree_cpu([w.pid for w in workers_started]),
+                    "bench": time.process_time(),
+                    "proxy": tree_cpu([proxy.pid]) if proxy else 0.0,
+                    "machine": machine_cpu(),
+                }
+            cpu = {part: cpu[part] - cpu_before[part] for part in cpu}
+            cpu["postgres"] = backends.used() if backends is not None else 0.0
+            cpu["load"] = load.cpu_s
         finally:
-            for process in started:
-                process.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
-            for process in started:
-                process.wait(timeout=30)
+            stop(started)
             receiver.close()
             engine.dispose()
-        transactions_rows = per(written(url), written_before, orders)
-        return {
+            if proxy is not None:
+                proxy.send_signal(signal.SIGINT)
+                proxy.wait(timeout=30)
+        total_s = finished - began
+        n = len(bodies)
+        cpu["rest of machine"] = cpu["machine"] - sum(
+            cpu[p] for p in ("api", "worker", "postgres", "load", "bench", "proxy")
+        )
+        to_posted = [seen[i] - t for i, t in load.answered.items() if i in seen]
+        result: dict[str, Any] = {
             "database": kind,
-            "clients": clients,
-            "orders": orders,
+            "pass": run.name,
+            "connections": run.connections,
+            "offered_per_s": run.rate,
+            "orders": n,
             "workers": workers,
             "errors": len(load.errors),
-            "accepted_per_s": round(len(load.answered) / accepted_s, 1),
-            "posted_per_s": round(orders / total_s, 1),
+            "accepted_per_s": round(len(load.answered) / load.seconds, 1),
+            "posted_per_s": round(n / total_s, 1),
             "latency_ms": {
-                "p50": round(percentile(load.latencies, 0.50) * 1000, 1),
-                "p95": round(percentile(load.latencies, 0.95) * 1000, 1),
-                "p99": round(percentile(load.latencies, 0.99) * 1000, 1),
+                f"p{q}": round(percentile(load.latencies, q / 100) * 1000, 1) for q in (50, 95, 99)
             },
             "close_to_posted_ms": {
                 "p50": round(statistics.median(to_posted) * 1000, 1),
                 "p95": round(percentile(to_posted, 0.95) * 1000, 1),
             },
-            "webhooks_delivered": deliveries,
-            "transactions_and_rows_written_per_order": transactions_rows,
-            "cpu_ms_per_order": round(cpu.machine / orders * 1000, 2),
-            "database_cpu_ms_per_order": (  # SQLite's work is in our processes' share
-                None
-                if cpu.database is None or kind != "postgres"
-                else round(cpu.database / orders * 1000, 2)
-            ),
+            "cpu_ms_per_order": {
+                part: round(seconds / n * 1000, 2)
+                for part, seconds in cpu.items()
+                if part != "proxy" or proxy is not None
+            },
         }
+        if postgres and before is not None:
+            after = Stats.now(url)
+            result["census"] = census(
+                n,
+                before,
+                after,
+                wal_since(url, before, after),
+                json.loads(counts.read_text()) if proxy is not None else None,
+                cpu["postgres"],
+            )
+        shutil.rmtree(counts.parent, ignore_errors=True)
+        return result
+
+
+def census(
+    n: int,
+    before: Stats,
+    after: Stats,
+    wal: dict[str, int] | None,
+    wire: dict[str, Any] | None,
+    postgres_cpu_s: float,
+) -> dict[str, Any]:
+    """The per-order counts: from PostgreSQL (transactions, rows written per table, WAL) and,
+    in the census pass, from the proxy (commits, round trips and statements, API and worker
+    apart)."""
+    rows = after.rows_since(before)
+    figures: dict[str, Any] = {
+        "transactions": round(
+            (after.commits - before.commits + after.rollbacks - before.rollbacks) / n, 2
+        ),
+        "rows_written": round(sum(i + u + d for i, u, _, d in rows.values()) / n, 2),
+        "rows_written_by_table": {
+            table: [round(v / n, 2) for v in counts]
+            for table, counts in sorted(rows.items(), key=lambda r: -(r[1][0] + r[1][1] + r[1][3]))
+        },
+        "wal_commits": round(wal["commits"] / n, 2) if wal else None,
+        "wal_kb": round(wal["bytes"] / n / 1024, 2) if wal else None,
+        "postgres_cpu_ms": round(postgres_cpu_s / n * 1000, 3),
+    }
+    if wire is not None:
+        api, worker = wire["api"], wire["worker"]
+        kinds = Counter(api["statements_by_kind"]) + Counter(worker["statements_by_kind"])
+        figures |= {
+            "commits_in_request_path": round(api["commits"] / n, 2),
+            "read_only_commits_in_request_path": round(api["read_only_commits"] / n, 2),
+            "worker_commits": round(worker["commits"] / n, 2),
+            "round_trips": {
+                "api": round(api["round_trips"] / n, 2),
+                "worker": round(worker["round_trips"] / n, 2),
+                "total": round((api["round_trips"] + worker["round_trips"]) / n, 2),
+            },
+            "statements": {
+                "api": round(api["statements"] / n, 2),
+                "worker": round(worker["statements"] / n, 2),
+                "total": round((api["statements"] + worker["statements"]) / n, 2),
+            },
+            "statements_by_kind": {k: round(v / n, 2) for k, v in kinds.most_common()},
+            "postgres_cpu_ms_via_proxy": round(
+                (api["backend_cpu_s"] + worker["backend_cpu_s"]) / n * 1000, 3
+            ),
+            "top_statements": {"api": api["top_statements"], "worker": worker["top_statements"]},
+        }
+    return figures
 
 
 @dataclass(frozen=True)
 class Pgbench:
     tps: float
-    cpu_ms_per_tx: float  # the whole machine's: pgbench's client and PostgreSQL's backends
+    client_cpu_ms_per_tx: float  # pgbench's own process
+    postgres_cpu_ms_per_tx: float  # the backends of pgbench's database, and only those
+    machine_cpu_ms_per_tx: float  # everything on the machine, other work included
     rows_written_per_tx: float
 
 
 def run_pgbench(clients: int, seconds: int) -> Pgbench | None:
-    """TPC-B-like transactions/s on the same PostgreSQL, scale = clients, and what one cost
-    the machine in CPU; None without pgbench."""
+    """TPC-B-like transactions/s on the same PostgreSQL, scale = clients, and what one cost in
+    CPU (pgbench, its database's backends, the machine); None without pgbench."""
     if shutil.which("pgbench") is None:
         return None
     with database("postgres") as url:
         parts = sa.make_url(url)
-        where = [
-            "-h",
-            parts.host or "127.0.0.1",
-            "-p",
-            str(parts.port or 5432),
-            "-U",
-            parts.username or "postgres",
-        ]
+        where = ["-h", parts.host or "127.0.0.1", "-p", str(parts.port or 5432),
+                 "-U", parts.username or "postgres"]  # fmt: skip
         subprocess.run(
             ["pgbench", *where, "-i", "-q", "-s", str(clients), parts.database or ""],
             capture_output=True,
             check=True,
         )
-        written_before = written(url)
-        cpu_before = Cpu.now()
-        done = subprocess.run(
-            [
-                "pgbench",
-                *where,
-                "-c",
-                str(clients),
-                "-j",
-                "2",
-                "-T",
-                str(seconds),
-                parts.database or "",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        cpu = Cpu.now().since(cpu_before)
+        before = Stats.now(url)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        machine = machine_cpu()
+        with Backends(url) as backends:
+            done = subprocess.run(
+                [
+                    "pgbench",
+                    *where,
+                    "-c",
+                    str(clients),
+                    "-j",
+                    "2",
+                    "-T",
+                    str(seconds),
+                    parts.database or "",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+        machine = machine_cpu() - machine
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client = used.ru_utime + used.ru_stime - children.ru_utime - children.ru_stime
         found = re.search(r"tps = ([0-9.]+)", done.stdout)
         counted = re.search(r"number of transactions actually processed: ([0-9]+)", done.stdout)
         if found is None or counted is None:
             return None
-        transactions = int(counted.group(1))
-        rows = per(written(url), written_before, transactions)
-    return Pgbench(float(found.group(1)), cpu.machine / transactions * 1000, rows[1])
+        n = int(counted.group(1))
+        rows = Stats.now(url).rows_since(before)
+    return Pgbench(
+        float(found.group(1)),
+        client / n * 1000,
+        backends.used() / n * 1000,
+        machine / n * 1000,
+        round(sum(i + u + d for i, u, _, d in rows.values()) / n, 2),
+    )
+
+
+TARGETS = "issue 18's targets"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--orders", type=int, default=3000)
+    parser.add_argument("--orders", type=int, default=3000, help="orders of the throughput pass")
+    parser.add_argument("--rate", type=float, default=200, help="orders/s the latency pass offers")
+    parser.add_argument("--rate-seconds", type=int, default=10, help="how long it offers them")
+    parser.add_argument("--census-orders", type=int, default=1000)
+    parser.add_argument("--passes", default="throughput,latency,census", help="PostgreSQL's")
     parser.add_argument("--workers", type=int, default=1, help="`punchcard worker` processes")
     parser.add_argument("--pgbench-seconds", type=int, default=15)
     parser.add_argument("--profile", type=Path, help="write py-spy stacks of each process here")
@@ -498,54 +760,123 @@ def main() -> None:
         global PROFILE
         PROFILE = args.profile
         args.profile.mkdir(parents=True, exist_ok=True)
+    passes = {
+        "throughput": Pass("throughput", args.clients, args.orders),
+        "latency": Pass("latency", 32, int(args.rate * args.rate_seconds), rate=args.rate),
+        "census": Pass("census", args.clients, args.census_orders, census=True),
+    }
     results = []
     for kind in args.databases.split(","):
-        try:
-            results.append(measure(kind, args.clients, args.orders, args.workers))
-        except Exception as error:  # a benchmark reports, it never fails a build
-            results.append({"database": kind, "failed": str(error)})
+        chosen = args.passes.split(",") if kind == "postgres" else ["throughput"]
+        for name in chosen:
+            try:
+                results.append(measure(kind, passes[name], args.workers))
+            except Exception as error:  # a benchmark reports, it never fails a build
+                results.append({"database": kind, "pass": name, "failed": str(error)})
     pgbench = (
         run_pgbench(args.clients, args.pgbench_seconds) if "postgres" in args.databases else None
     )
     for result in results:
         if result["database"] == "postgres" and pgbench and "posted_per_s" in result:
-            result["pgbench_tps"] = round(pgbench.tps, 1)
+            result["pgbench"] = {
+                "tps": round(pgbench.tps, 1),
+                "client_cpu_ms_per_tx": round(pgbench.client_cpu_ms_per_tx, 3),
+                "postgres_cpu_ms_per_tx": round(pgbench.postgres_cpu_ms_per_tx, 3),
+                "machine_cpu_ms_per_tx": round(pgbench.machine_cpu_ms_per_tx, 3),
+                "rows_written_per_tx": pgbench.rows_written_per_tx,
+            }
             result["ratio_to_pgbench"] = round(result["posted_per_s"] / pgbench.tps, 3)
-            result["pgbench_cpu_ms_per_tx"] = round(pgbench.cpu_ms_per_tx, 3)
-            result["pgbench_rows_written_per_tx"] = pgbench.rows_written_per_tx
-            database_ms = result["database_cpu_ms_per_order"]
+            database_ms = result["cpu_ms_per_order"]["postgres"]
             if database_ms:
                 # The ratio if nothing but PostgreSQL's own work for our orders used the CPU.
-                result["ratio_ceiling"] = round(pgbench.cpu_ms_per_tx / database_ms, 3)
+                whole = pgbench.client_cpu_ms_per_tx + pgbench.postgres_cpu_ms_per_tx
+                result["ratio_ceiling"] = round(whole / database_ms, 3)
     print(json.dumps({"bench": "end_to_end", "results": results}))
-    table = Table(title=f"End to end: {args.orders} orders, {args.clients} clients")
-    for column in ("database", "accepted/s", "posted/s", "p50 ms", "p95 ms", "p99 ms",
-                   "close→posted p50 ms", "tx/order", "rows/order", "CPU ms/order",
-                   "db CPU ms/order", "pgbench tps", "rows/tx", "CPU ms/tx", "ratio",
-                   "ratio ceiling"):  # fmt: skip
-        table.add_column(column)
+    show(results, pgbench)
+
+
+def show(results: list[dict[str, Any]], pgbench: Pgbench | None) -> None:
+    console = Console(width=max(Console().width, 200))  # readable when piped too
+    speed = Table(
+        title="End to end: speed (latency pass: p50/p95/p99 from when each order was due)"
+    )
+    for column in ("database", "pass", "orders", "clients", "offered/s", "accepted/s",
+                   "posted/s", "p50 ms", "p95 ms", "p99 ms", "close→posted p50 ms", "errors",
+                   "pgbench tps", "ratio", "ratio ceiling"):  # fmt: skip
+        speed.add_column(column)
+    cpu = Table(title="CPU ms per order, by part (read from /proc)")
+    parts = ("api", "worker", "postgres", "load", "bench", "proxy", "rest of machine", "machine")
+    for column in ("database", "pass", *parts):
+        cpu.add_column(column)
     for r in results:
         if "failed" in r:
-            table.add_row(r["database"], f"failed: {r['failed']}")
+            speed.add_row(r["database"], r["pass"], f"failed: {r['failed']}")
             continue
-        table.add_row(
-            r["database"],
-            str(r["accepted_per_s"]),
-            str(r["posted_per_s"]),
-            str(r["latency_ms"]["p50"]),
-            str(r["latency_ms"]["p95"]),
-            str(r["latency_ms"]["p99"]),
-            str(r["close_to_posted_ms"]["p50"]),
-            *[str(n) for n in r["transactions_and_rows_written_per_order"] or ("", "")],
-            str(r["cpu_ms_per_order"]),
-            str(r["database_cpu_ms_per_order"] or ""),
-            str(r.get("pgbench_tps", "")),
-            str(r.get("pgbench_rows_written_per_tx", "")),
-            str(r.get("pgbench_cpu_ms_per_tx", "")),
-            str(r.get("ratio_to_pgbench", "")),
+        speed.add_row(
+            r["database"], r["pass"], str(r["orders"]), str(r["connections"]),
+            str(r["offered_per_s"] or "closed loop"), str(r["accepted_per_s"]),
+            str(r["posted_per_s"]), *(str(r["latency_ms"][p]) for p in ("p50", "p95", "p99")),
+            str(r["close_to_posted_ms"]["p50"]), str(r["errors"]),
+            str(r.get("pgbench", {}).get("tps", "")), str(r.get("ratio_to_pgbench", "")),
             str(r.get("ratio_ceiling", "")),
+        )  # fmt: skip
+        cpu.add_row(
+            r["database"], r["pass"], *(str(r["cpu_ms_per_order"].get(p, "")) for p in parts)
         )
-    Console(width=max(Console().width, 200)).print(table)  # readable when piped too
+    if pgbench is not None:
+        cpu.add_row(
+            "pgbench", "per tx", "", "", f"{pgbench.postgres_cpu_ms_per_tx:.3f}",
+            f"{pgbench.client_cpu_ms_per_tx:.3f} (pgbench)", "", "", "",
+            f"{pgbench.machine_cpu_ms_per_tx:.3f}",
+        )  # fmt: skip
+    console.print(speed)
+    console.print(cpu)
+    by_pass = {r["pass"]: r for r in results if r["database"] == "postgres" and "failed" not in r}
+    census = by_pass.get("census", {}).get("census")
+    if census and "round_trips" in census:
+        table = Table(title="Statement census per order (census pass, PostgreSQL)")
+        for column in ("figure", "API", "worker", "total", "target"):
+            table.add_column(column)
+        table.add_row("commits that wrote", str(census["commits_in_request_path"]),
+                      str(census["worker_commits"]), "", "≤ 1 in the request path")  # fmt: skip
+        table.add_row("read-only commits", str(census["read_only_commits_in_request_path"]))
+        for figure, target in (("round_trips", "≤ 12"), ("statements", "")):
+            table.add_row(figure.replace("_", " "), *(str(census[figure][p]) for p in
+                          ("api", "worker", "total")), target)  # fmt: skip
+        for kind, count in census["statements_by_kind"].items():
+            table.add_row(f"  {kind}", "", "", str(count))
+        table.add_row("transactions (pg_stat_database)", "", "", str(census["transactions"]))
+        table.add_row("WAL commit records", "", "", str(census["wal_commits"]))
+        table.add_row("WAL KB", "", "", str(census["wal_kb"]))
+        table.add_row("rows written", "", "", str(census["rows_written"]), "≤ 15")
+        for name, (ins, upd, hot, dele) in census["rows_written_by_table"].items():
+            table.add_row(f"  {name}", "", "", f"+{ins} ~{upd} (HOT {hot}) -{dele}")
+        table.add_row("PostgreSQL CPU ms", "", "", str(census["postgres_cpu_ms"]), "≤ 1.2")
+        console.print(table)
+    targets = Table(title=f"{TARGETS} (PostgreSQL)")
+    for column in ("figure", "measured", "target", "met"):
+        targets.add_column(column)
+    throughput, latency = by_pass.get("throughput"), by_pass.get("latency")
+    rows: list[tuple[str, float | None, str, bool]] = []
+    if throughput:
+        posted, ratio = throughput["posted_per_s"], throughput.get("ratio_to_pgbench")
+        db_ms = throughput["cpu_ms_per_order"]["postgres"]
+        rows += [("posted orders/s, webhooks delivered", posted, "≥ 300", posted >= 300),
+                 ("ratio to pgbench TPC-B", ratio, "≥ 0.12", ratio is not None and ratio >= 0.12),
+                 ("PostgreSQL CPU ms per order", db_ms, "≤ 1.2", db_ms <= 1.2)]  # fmt: skip
+    if census and "round_trips" in census:
+        commits, trips = census["commits_in_request_path"], census["round_trips"]["total"]
+        rows += [("commits in the request path", commits, "≤ 1", commits <= 1),
+                 ("round trips per closed order with its posting", trips, "≤ 12", trips <= 12),
+                 ("rows written per order", census["rows_written"], "≤ 15",
+                  census["rows_written"] <= 15)]  # fmt: skip
+    if latency:
+        p99 = latency["latency_ms"]["p99"]
+        rows.append((f"request p99 ms at {latency['offered_per_s']:g} orders/s offered", p99,
+                     "< 50", p99 < 50))  # fmt: skip
+    for figure, measured, target, met in rows:
+        targets.add_row(figure, str(measured), target, "yes" if met else "no")
+    console.print(targets)
 
 
 if __name__ == "__main__":
