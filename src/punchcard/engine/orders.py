@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from punchcard import names
 from punchcard.engine.money import MoneyFormatError, format_money, parse_money
 
 # One amount, and the sums of an order (its total, its discounts, its tenders), in cents:
@@ -204,7 +205,11 @@ def _text(data: Mapping[str, Any], key: str, where: str) -> str:
     value = _required(data, key, where)
     if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
         raise OrderFormatError(f"{where}.{key}", "is a non-empty text")
-    return str(value)
+    text = names.normal(str(value))
+    wrong = names.problem(text)
+    if wrong:
+        raise OrderFormatError(f"{where}.{key}", wrong)
+    return text
 
 
 def _quantity(value: Any, where: str) -> int:
