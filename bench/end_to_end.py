@@ -47,7 +47,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -244,6 +244,24 @@ class Stats:
         return moved
 
 
+@contextmanager
+def wal_kept(url: str) -> Iterator[None]:
+    """Keep the server's WAL from here until the end of the block: a temporary physical
+    replication slot that reserves it at once (so `wal_since` can read it even if other
+    databases' work makes checkpoints meanwhile). It goes with its session, whatever happens."""
+    engine = sa.create_engine(url, poolclass=sa.pool.StaticPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(
+                sa.text("SELECT pg_create_physical_replication_slot(:name, true, true)"),
+                {"name": f"punchcard_bench_{uuid.uuid4().hex[:10]}"},
+            )
+            conn.commit()
+            yield
+    finally:
+        engine.dispose()
+
+
 def wal_since(url: str, before: Stats, after: Stats) -> dict[str, int] | None:
     """The WAL records of this database's transactions between two readings: their bytes,
     and how many were commits (`pg_walinspect`, which loads without a restart). The WAL of
@@ -266,7 +284,8 @@ def wal_since(url: str, before: Stats, after: Stats) -> dict[str, int] | None:
                 ),
                 {"a": before.lsn, "b": after.lsn, "pattern": pattern},
             ).one()
-    except sa.exc.DBAPIError:
+    except sa.exc.DBAPIError as error:
+        print(f"WAL not read: {error.orig}", file=sys.stderr)
         return None
     finally:
         engine.dispose()
@@ -502,7 +521,7 @@ def measure(kind: str, run: Pass, workers: int) -> dict[str, Any]:
     members, bodies = traffic(run.orders)
     postgres = kind == "postgres"
     env = {"PUNCHCARD_WEBHOOK_ALLOW_PRIVATE": "1", "PUNCHCARD_LOG_LEVEL": "warning"}
-    with database(kind) as url:
+    with database(kind) as url, ExitStack() as stack:
         cli(env, "db", "upgrade", "--database", url)
         key = json.loads(cli(env, "tenant", "create", "Bench", "--json", "--database", url))
         if postgres:
@@ -546,6 +565,8 @@ def measure(kind: str, run: Pass, workers: int) -> dict[str, Any]:
             # Start again, so the setup's backends report their counts as they exit and the
             # run is counted from a clean start.
             stop(started)
+            if postgres:
+                stack.enter_context(wal_kept(url))
             before = Stats.now(url) if postgres else None
             base, server = serve(api_url, env)
             workers_started = [
