@@ -157,6 +157,46 @@ def next_due(conn: sa.Connection, env_id: str, now: datetime) -> datetime | None
     return min(times) if times else None
 
 
+def has_due_work(env_id: sa.ColumnElement[str], now: Any, wall: datetime) -> sa.ColumnElement[bool]:
+    """A condition on an environment (`env_id`, its time `now`): something `run_due` would do
+    is due, or a set-aside item's next try has come by `wall`. So a worker can find the
+    environments with work in one read and write nothing when none has any. Work of a member
+    (or hold) waiting for its next try is left out, as `run_due` leaves it; a version set
+    aside is not, so its environment is looked at each round until it goes live."""
+
+    def free(member: sa.Column[Any], kind: str | None = None) -> sa.ColumnElement[bool]:
+        waiting = sa.select(due_failures.c.id).where(
+            due_failures.c.env_id == member.table.c.env_id,  # correlated with the item's row
+            (due_failures.c.item_id if kind else due_failures.c.member_id) == member,
+            due_failures.c.next_try_at > wall,
+            *([due_failures.c.kind == kind] if kind else []),
+        )
+        return ~waiting.exists()
+
+    def due(table: sa.Table, at: sa.ColumnElement[Any], *where: Any) -> sa.ColumnElement[bool]:
+        return sa.select(table.c.id).where(table.c.env_id == env_id, at <= now, *where).exists()
+
+    return sa.or_(
+        due(program_versions, program_versions.c.live_from, program_versions.c.planned.is_(False)),
+        due(members, members.c.window_end, free(members.c.id)),
+        due(members, members.c.inactivity_due_at, free(members.c.id)),
+        due(lots, lots.c.expires_at, lots.c.state == "posted", free(lots.c.member_id)),
+        due(
+            rewards, rewards.c.expires_at, rewards.c.state == "available", free(rewards.c.member_id)
+        ),
+        due(holds, holds.c.expires_at, holds.c.state == "pending", free(holds.c.id, "hold")),
+        due(
+            orders_table,
+            orders_table.c.due_at,
+            orders_table.c.post_state == "pending",
+            free(orders_table.c.member_id),
+        ),
+        sa.select(due_failures.c.id)
+        .where(due_failures.c.env_id == env_id, due_failures.c.next_try_at <= wall)
+        .exists(),
+    )
+
+
 def run_due(new_uow: UowFactory, now: datetime, wall: datetime | None = None) -> int:
     """Do all work due at or before `now`, in time order; returns how many items were done.
 

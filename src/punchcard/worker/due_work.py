@@ -5,6 +5,11 @@ PostgreSQL) picks environments nobody holds, and `lease_until` marks them taken,
 any number of workers share the work while one environment (and so one member) is
 only ever processed by one of them. A crashed worker's lease expires and another
 takes over; `run_due` re-checks every item, so nothing is done twice.
+
+An idle worker is idle: each round is one read that finds the environments with work due
+(`due_environments`), and only those are claimed, so nothing is written while nothing is
+due. Inbound events are looked for every `INBOUND_EVERY_S` and expired idempotency keys
+every `PURGE_EVERY_S`, each first with a read.
 """
 
 from __future__ import annotations
@@ -22,15 +27,37 @@ import sqlalchemy as sa
 
 from punchcard.errors import InvalidInput
 from punchcard.services.clock import Clock, environment_now
-from punchcard.services.due import run_due
+from punchcard.services.due import has_due_work, run_due
 from punchcard.services.inbound import process_due as process_inbound
 from punchcard.store.database import single_statement
-from punchcard.store.tables import UtcDateTime, environments, idempotency_keys
+from punchcard.store.tables import UtcDateTime, environments, idempotency_keys, inbound_events
 from punchcard.store.uow import UnitOfWork
 
 log = logging.getLogger("punchcard.worker")
 LEASE = timedelta(seconds=30)
 CLAIM_BATCH = 20
+INBOUND_EVERY_S = 1.0  # how often an idle worker looks for inbound events to apply
+PURGE_EVERY_S = 60.0  # and for idempotency keys past their 72 hours
+
+
+def due_environments(engine: sa.Engine, wall: datetime, limit: int = CLAIM_BATCH) -> list[str]:
+    """Free environments with work due by their own time, longest unchecked first (by the
+    wall clock, as `claim` takes them): one read, with no transaction to commit."""
+    now = sa.func.coalesce(environments.c.clock, sa.literal(wall, UtcDateTime))
+    with single_statement(engine) as conn:
+        return [
+            str(i)
+            for i in conn.execute(
+                sa.select(environments.c.id)
+                .where(
+                    environments.c.deleted_at.is_(None),
+                    sa.or_(environments.c.lease_until.is_(None), environments.c.lease_until < wall),
+                    has_due_work(environments.c.id, now, wall),
+                )
+                .order_by(environments.c.checked_at.is_not(None), environments.c.checked_at)
+                .limit(limit)
+            ).scalars()
+        ]
 
 
 def claim(
@@ -39,8 +66,10 @@ def claim(
     now: datetime,
     env_id: str | None = None,
     lease: timedelta = LEASE,
+    among: list[str] | None = None,
 ) -> list[str]:
-    """Take the lease of environments that are free (or one named environment)."""
+    """Take the lease of environments that are free (or one named environment, or those of
+    `among` that are still free)."""
     with engine.begin() as conn:
         query = (
             sa.select(environments.c.id)
@@ -57,6 +86,8 @@ def claim(
         )
         if env_id is not None:
             query = query.where(environments.c.id == env_id)
+        if among is not None:
+            query = query.where(environments.c.id.in_(among))
         ids = [str(i) for i in conn.execute(query).scalars().all()]
         if ids:
             conn.execute(
@@ -125,14 +156,26 @@ class Worker:
         self.lease = lease
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self.stopping = threading.Event()
+        self.next_inbound = self.next_purge = 0.0  # monotonic times of the next looks
 
     def run_once(self) -> int:
         done = 0
         now = self.clock.now()
-        for env_id in claim(self.engine, self.owner, now, lease=self.lease):
-            done += process(self.engine, env_id, self.clock, self.owner)
-        done += process_inbound(self.engine, self.clock)
-        purge_idempotency_keys(self.engine, now)
+        due = due_environments(self.engine, now)
+        if due:  # claimed only with work: an idle round writes nothing
+            for env_id in claim(self.engine, self.owner, now, lease=self.lease, among=due):
+                done += process(self.engine, env_id, self.clock, self.owner)
+        tick = time.monotonic()
+        if tick >= self.next_inbound:
+            applied = (
+                process_inbound(self.engine, self.clock) if inbound_due(self.engine, now) else 0
+            )
+            # Events keep coming while some are applied: look again next round, not in a second.
+            self.next_inbound = tick if applied else tick + INBOUND_EVERY_S
+            done += applied
+        if tick >= self.next_purge:
+            self.next_purge = tick + PURGE_EVERY_S
+            purge_idempotency_keys(self.engine, now)
         return done
 
     def run_forever(self) -> None:
@@ -239,8 +282,26 @@ def move_held(engine: sa.Engine, env_id: str, to: datetime, held: Held) -> int:
     return done
 
 
+def inbound_due(engine: sa.Engine, now: datetime) -> bool:
+    """Whether an inbound event waits to be applied (a read, indexed on state and time)."""
+    with single_statement(engine) as conn:
+        found = conn.execute(
+            sa.select(inbound_events.c.id)
+            .where(inbound_events.c.state == "pending", inbound_events.c.next_attempt_at <= now)
+            .limit(1)
+        ).first()
+    return found is not None
+
+
 def purge_idempotency_keys(engine: sa.Engine, now: datetime) -> int:
-    """Forget idempotency keys past their 72 hours (indexed on expires_at)."""
+    """Forget idempotency keys past their 72 hours (indexed on expires_at); a read first, so
+    that a purge with nothing to forget writes nothing."""
+    with single_statement(engine) as conn:
+        expired = conn.execute(
+            sa.select(idempotency_keys.c.id).where(idempotency_keys.c.expires_at < now).limit(1)
+        ).first()
+    if expired is None:
+        return 0
     with engine.begin() as conn:
         return int(
             conn.execute(
