@@ -59,6 +59,7 @@ def _transactions_balance(conn: sa.Connection, _now: datetime) -> tuple[int, lis
 
 
 def _balances_match_postings(conn: sa.Connection, _now: datetime) -> tuple[int, list[str]]:
+    """Cached balances only: a system account caches none (NULL), its balance is the sum."""
     totals = (
         sa.select(
             ledger_postings.c.account_id, sa.func.sum(ledger_postings.c.amount).label("total")
@@ -69,13 +70,41 @@ def _balances_match_postings(conn: sa.Connection, _now: datetime) -> tuple[int, 
     rows = conn.execute(
         sa.select(
             ledger_accounts.c.id, ledger_accounts.c.name, ledger_accounts.c.balance, totals.c.total
-        ).outerjoin(totals, totals.c.account_id == ledger_accounts.c.id)
+        )
+        .outerjoin(totals, totals.c.account_id == ledger_accounts.c.id)
+        .where(ledger_accounts.c.balance.is_not(None))
     ).all()
     return len(rows), [
         f"account {r.name} ({r.id}) caches {r.balance}, postings sum to {r.total or 0}"
         for r in rows
         if r.balance != (r.total or 0)
     ]
+
+
+def _rows_refer_to_rows(conn: sa.Connection, _now: datetime) -> tuple[int, list[str]]:
+    """What the foreign keys 0013 dropped from the hot tables guarded: every row's
+    environment exists, and every posting's account."""
+    checked, bad = 0, []
+    for table in (orders, lots, ledger_accounts, ledger_transactions):
+        rows = conn.execute(
+            sa.select(table.c.id, table.c.env_id)
+            .outerjoin(environments, environments.c.id == table.c.env_id)
+            .where(environments.c.id.is_(None))
+            .order_by(table.c.id)
+        ).all()
+        checked += conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+        bad += [
+            f"{table.name} {r.id} is in environment {r.env_id}, which does not exist" for r in rows
+        ]
+    postings = conn.execute(
+        sa.select(ledger_postings.c.id, ledger_postings.c.account_id)
+        .outerjoin(ledger_accounts, ledger_accounts.c.id == ledger_postings.c.account_id)
+        .where(ledger_accounts.c.id.is_(None))
+        .order_by(ledger_postings.c.id)
+    ).all()
+    checked += conn.execute(sa.select(sa.func.count()).select_from(ledger_postings)).scalar_one()
+    bad += [f"posting {r.id} is on account {r.account_id}, which does not exist" for r in postings]
+    return checked, bad
 
 
 def _transfers_between_peers(conn: sa.Connection, _now: datetime) -> tuple[int, list[str]]:
@@ -299,6 +328,7 @@ def _no_due_work_set_aside(conn: sa.Connection, _now: datetime) -> tuple[int, li
 CHECKS: list[tuple[str, Callable[[sa.Connection, datetime], tuple[int, list[str]]]]] = [
     ("every ledger transaction sums to zero", _transactions_balance),
     ("every cached balance equals its postings", _balances_match_postings),
+    ("every row's environment and every posting's account exist", _rows_refer_to_rows),
     ("no gift card below zero", _cards_not_negative),
     ("every transfer moves value between two cards or two members", _transfers_between_peers),
     ("every hold resolved at most once, its money where its state says", _holds_resolved_once),

@@ -1,7 +1,10 @@
 """Writing ledger entries: accounts made on first use, postings appended, balances cached.
 
-The cached balance is updated in the same transaction as the postings, so it always
-equals their sum; `punchcard.ledger.audit` recomputes it to prove so.
+A member's, card's or hold's cached balance is updated in the same transaction as its
+postings, so it always equals their sum; `punchcard audit` recomputes it to prove so. A
+system account's (`earned`, `spent`, ...) is not cached (its `balance` is NULL): it is the
+sum of its postings, read when asked for. Every posting of an environment moves one, so a
+cached one was a row every posting updated and held to its commit (migration 0013).
 """
 
 from __future__ import annotations
@@ -23,6 +26,12 @@ _ACCOUNT = (
     ledger_accounts.c.name == sa.bindparam("b_name"),
 )
 _BALANCE = sa.select(ledger_accounts.c.balance).where(*_ACCOUNT)
+_DERIVED_BALANCE = (
+    sa.select(sa.func.coalesce(sa.func.sum(ledger_postings.c.amount), 0))
+    .select_from(ledger_accounts)
+    .join(ledger_postings, ledger_postings.c.account_id == ledger_accounts.c.id)
+    .where(*_ACCOUNT)
+)
 _MOVE_BALANCE = (
     sa.update(ledger_accounts)
     .where(*_ACCOUNT)
@@ -30,17 +39,14 @@ _MOVE_BALANCE = (
     .returning(ledger_accounts.c.id, ledger_accounts.c.balance)
 )
 _ACCOUNT_ID = sa.select(ledger_accounts.c.id).where(*_ACCOUNT)
-_MOVE_BY_ID = (
-    sa.update(ledger_accounts)
-    .where(ledger_accounts.c.id == sa.bindparam("b_id"))
-    .values(balance=ledger_accounts.c.balance + sa.bindparam("b_amount"))
-)
 _INSERT_TRANSACTION = sa.insert(ledger_transactions).returning(ledger_transactions.c.id)
 _INSERT_POSTINGS = sa.insert(ledger_postings)
 
 
 def balance(conn: sa.Connection, env_id: str, asset: str, name: str) -> int:
-    found = conn.execute(_BALANCE, {"b_env": env_id, "b_asset": asset, "b_name": name}).scalar()
+    """An account's balance: cached, or for a system account the sum of its postings."""
+    key = {"b_env": env_id, "b_asset": asset, "b_name": name}
+    found = conn.execute(_DERIVED_BALANCE if name in SYSTEM_ACCOUNTS else _BALANCE, key).scalar()
     return int(found or 0)
 
 
@@ -62,15 +68,11 @@ def write(
     later: dict[int, int] | None = None,
 ) -> dict[str, int]:
     """Append one balanced transaction and move the cached balances with it; returns each
-    account's balance after the move.
+    cached account's balance after the move (a system account's is not cached: see above).
 
-    With `later` (a unit of work's), the system accounts' balances (`earned`, `spent`, ...)
-    are not moved here: their moves are added to `later` (account id: amount), for the unit
-    of work to make at commit, in account id order (`apply_later`), and their balances are
-    not returned. Every posting moves `earned`: moved at once, that row was held from the
-    posting to the commit, and a request that expired then posted waited on one that posted
-    then expired, and each on the other (a deadlock). Moved at commit in one order, a system
-    row is held only for the commit, and never in a cycle."""
+    `later` is ignored: the unit of work's moves of system accounts at commit are gone with
+    their cached balances (0013), and the callers drop the argument next."""
+    del later
     params = {
         "env_id": env_id,
         "asset": entry.asset,
@@ -81,33 +83,18 @@ def write(
     names = [name for name, _ in entry.postings]
     # One statement on PostgreSQL, unless an account is named twice (one UPDATE moves it once).
     if conn.dialect.name == "postgresql" and len(set(names)) == len(names):
-        return _write_at_once(conn, entry, params, later)
+        return _write_at_once(conn, entry, params)
     txn_id = conn.execute(_INSERT_TRANSACTION, params).scalar_one()
-    return _write_legs(conn, env_id, entry.asset, txn_id, entry.postings, later)
-
-
-def apply_later(conn: sa.Connection, later: dict[int, int]) -> None:
-    """Make the system accounts' moves that `write` left for the commit, in account id order
-    (one order for every transaction: no two wait on each other for these rows)."""
-    for account_id in sorted(later):
-        if later[account_id]:
-            conn.execute(_MOVE_BY_ID, {"b_id": account_id, "b_amount": later[account_id]})
-    later.clear()
+    return _write_legs(conn, env_id, entry.asset, txn_id, entry.postings)
 
 
 def _write_legs(
-    conn: sa.Connection,
-    env_id: str,
-    asset: str,
-    txn_id: int,
-    legs: Sequence[tuple[str, int]],
-    later: dict[int, int] | None,
+    conn: sa.Connection, env_id: str, asset: str, txn_id: int, legs: Sequence[tuple[str, int]]
 ) -> dict[str, int]:
     rows, balances = [], {}
     for name, amount in legs:
-        if later is not None and name in SYSTEM_ACCOUNTS:
+        if name in SYSTEM_ACCOUNTS:
             acct = _account_id(conn, env_id, asset, name)
-            later[acct] = later.get(acct, 0) + amount
         else:
             acct, balances[name] = _move_balance(conn, env_id, asset, name, amount)
         rows.append({"transaction_id": txn_id, "account_id": acct, "amount": amount})
@@ -115,26 +102,29 @@ def _write_legs(
     return balances
 
 
-# PostgreSQL writes a whole transaction in one round trip: the transaction row, every
-# existing account's balance, and their postings (in the legs' order). An account used for
-# the first time is made, moved and posted afterwards, in the same database transaction.
+# PostgreSQL writes a whole transaction in one round trip: the transaction row, the cached
+# balances it moves, and its postings (in the legs' order). Each leg finds its account by a
+# lookup on the whole unique key (env_id, asset, name), and the update finds the rows by id:
+# neither can scan the environment's accounts, whatever the planner knows (a join of the legs
+# on name could, and did at 2,000 members). A system account is only read, never updated. An
+# account used for the first time is made and posted afterwards, in the same transaction.
 _WRITE_AT_ONCE = sa.text(
     """
     WITH legs AS (
-        SELECT * FROM unnest(
-            CAST(:names AS text[]), CAST(:amounts AS bigint[]), CAST(:later AS boolean[])
-        ) WITH ORDINALITY AS leg(name, amount, later, n)
+        SELECT leg.name, leg.amount, leg.n, leg.name = ANY(CAST(:derived AS text[])) AS derived,
+            (SELECT a.id FROM ledger_accounts AS a
+             WHERE a.env_id = :env_id AND a.asset = :asset AND a.name = leg.name) AS id
+        FROM unnest(CAST(:names AS text[]), CAST(:amounts AS bigint[]))
+            WITH ORDINALITY AS leg(name, amount, n)
     ), moved AS (
         UPDATE ledger_accounts AS a SET balance = a.balance + legs.amount
         FROM legs
-        WHERE a.env_id = :env_id AND a.asset = :asset AND a.name = legs.name AND NOT legs.later
+        WHERE a.id = ANY(ARRAY(SELECT id FROM legs WHERE NOT derived)) AND a.id = legs.id
         RETURNING a.id, a.name, a.balance, legs.amount, legs.n
-    ), kept AS (
-        SELECT a.id, a.name, CAST(NULL AS bigint) AS balance, legs.amount, legs.n
-        FROM ledger_accounts AS a JOIN legs ON a.name = legs.name
-        WHERE a.env_id = :env_id AND a.asset = :asset AND legs.later
     ), legged AS (
-        SELECT * FROM moved UNION ALL SELECT * FROM kept
+        SELECT * FROM moved
+        UNION ALL
+        SELECT id, name, CAST(NULL AS bigint), amount, n FROM legs WHERE derived AND id IS NOT NULL
     ), txn AS (
         INSERT INTO ledger_transactions (env_id, asset, kind, reference, at)
         VALUES (:env_id, :asset, :kind, :reference, :at)
@@ -143,23 +133,21 @@ _WRITE_AT_ONCE = sa.text(
         INSERT INTO ledger_postings (transaction_id, account_id, amount)
         SELECT txn.id, legged.id, legged.amount FROM txn, legged ORDER BY legged.n
     )
-    SELECT txn.id AS txn_id, legged.id AS account_id, legged.name, legged.balance,
-        legged.amount
+    SELECT txn.id AS txn_id, legged.name, legged.balance
     FROM txn LEFT JOIN legged ON true
     """
 ).bindparams(sa.bindparam("at", type_=ledger_transactions.c.at.type))
 
 
-def _write_at_once(
-    conn: sa.Connection, entry: Entry, params: dict[str, Any], later: dict[int, int] | None
-) -> dict[str, int]:
+def _write_at_once(conn: sa.Connection, entry: Entry, params: dict[str, Any]) -> dict[str, int]:
+    names = [name for name, _ in entry.postings]
     rows = conn.execute(
         _WRITE_AT_ONCE,
         {
             **params,
-            "names": [name for name, _ in entry.postings],
+            "names": names,
             "amounts": [amount for _, amount in entry.postings],
-            "later": [later is not None and name in SYSTEM_ACCOUNTS for name, _ in entry.postings],
+            "derived": [name for name in names if name in SYSTEM_ACCOUNTS],
         },
     ).all()
     balances, found = {}, set()
@@ -167,26 +155,23 @@ def _write_at_once(
         if row.name is None:
             continue  # no account of the entry existed yet
         found.add(row.name)
-        if row.balance is None:
-            assert later is not None
-            later[row.account_id] = later.get(row.account_id, 0) + int(row.amount)
-        else:
+        if row.balance is not None:
             balances[row.name] = int(row.balance)
     missing = [(name, amount) for name, amount in entry.postings if name not in found]
     if missing:
-        balances |= _write_legs(conn, params["env_id"], entry.asset, rows[0].txn_id, missing, later)
+        balances |= _write_legs(conn, params["env_id"], entry.asset, rows[0].txn_id, missing)
     return balances
 
 
 def _account_id(conn: sa.Connection, env_id: str, asset: str, name: str) -> int:
-    """An account's id, made on first use; its row is not locked (nothing of it moves here)."""
+    """A system account's id, made on first use; its row is neither moved nor locked."""
     key = {"b_env": env_id, "b_asset": asset, "b_name": name}
     found = conn.execute(_ACCOUNT_ID, key).scalar()
     if found is not None:
         return int(found)
     conn.execute(
         insert_new(conn, ledger_accounts),
-        {"env_id": env_id, "asset": asset, "name": name, "balance": 0},
+        {"env_id": env_id, "asset": asset, "name": name, "balance": None},
     )
     return int(conn.execute(_ACCOUNT_ID, key).scalar_one())
 

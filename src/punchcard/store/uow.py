@@ -15,7 +15,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from punchcard.ledger.store import apply_later
 from punchcard.store.database import reading
 from punchcard.store.tables import members, outbox
 
@@ -51,7 +50,8 @@ class UnitOfWork:
     events: list[Event] = field(default_factory=list)
     # What this transaction already read and can not change under it (program versions).
     memo: dict[Any, Any] = field(default_factory=dict)
-    # System ledger accounts' balance moves, made at commit in id order (ledger.store.write).
+    # Always empty since system accounts keep no cached balance (0013); the callers that still
+    # pass it to ledger.store.write (which ignores it) drop it next, and this field with them.
     ledger_later: dict[int, int] = field(default_factory=dict)
     _connection: sa.Connection | None = None
     _transaction: sa.RootTransaction | None = None
@@ -83,7 +83,6 @@ class UnitOfWork:
 
     def commit(self) -> None:
         assert self._transaction is not None
-        apply_later(self.conn, self.ledger_later)
         self._write_outbox()
         self._transaction.commit()
 
