@@ -65,14 +65,9 @@ def write(
     env_id: str,
     entry: Entry,
     at: datetime,
-    later: dict[int, int] | None = None,
 ) -> dict[str, int]:
     """Append one balanced transaction and move the cached balances with it; returns each
-    cached account's balance after the move (a system account's is not cached: see above).
-
-    `later` is ignored: the unit of work's moves of system accounts at commit are gone with
-    their cached balances (0013), and the callers drop the argument next."""
-    del later
+    cached account's balance after the move (a system account's is not cached: see above)."""
     params = {
         "env_id": env_id,
         "asset": entry.asset,

@@ -771,7 +771,7 @@ def catch_up(uow: UnitOfWork, member_id: int, now: datetime) -> bool:
     times = uow.conn.execute(_MEMBER_DUE, {"b_member": member_id, "b_now": now}).one()
     if all(t is None for t in times):
         return False  # the usual case: one look-up, no savepoint
-    recorded, later = len(uow.events), dict(uow.ledger_later)
+    recorded = len(uow.events)
     try:
         with uow.conn.begin_nested():
             _catch_up_from(uow, member_id, now, times)
@@ -780,8 +780,6 @@ def catch_up(uow: UnitOfWork, member_id: int, now: datetime) -> bool:
     except Exception:
         log.exception("a member's due work failed in a request; the worker will retry it")
         del uow.events[recorded:]  # undone with the savepoint: no event of it goes out
-        uow.ledger_later.clear()  # nor any move of a system account it left for the commit
-        uow.ledger_later.update(later)
         uow.memo.clear()  # nothing read inside it may be trusted either
         return False
     return True

@@ -363,7 +363,7 @@ def _hold(uow: UnitOfWork, alias: Any, *, lock: bool = True, missing_ok: bool = 
 
 
 def _move(uow: UnitOfWork, entry: Entry, now: datetime) -> None:
-    ledger.write(uow.conn, uow.env_id, entry, now, uow.ledger_later)
+    ledger.write(uow.conn, uow.env_id, entry, now)
 
 
 def _set_last(uow: UnitOfWork, card: Any, approved: int) -> None:

@@ -92,7 +92,6 @@ def earn(
             f"order:{order_ref}",
         ),
         at,
-        uow.ledger_later,
     )
     split = split_earning(balances[account(member_id)] - points, points)
     values = {
@@ -169,7 +168,6 @@ def claw_back(
                 f"order:{order_ref}",
             ),
             at,
-            uow.ledger_later,
         )
     touch_activity(uow, program, member_id, at)
     uow.record(
@@ -195,7 +193,6 @@ def spend(
             points_asset(program.program), "redeem", account(member_id), REDEEMED, points, reference
         ),
         at,
-        uow.ledger_later,
     )
     touch_activity(uow, program, member_id, at)
 
@@ -241,7 +238,6 @@ def move(
             reference,
         ),
         at,
-        uow.ledger_later,
     )
     paid = 0
     for lot_id, part in taken:
@@ -283,7 +279,6 @@ def expire_lots(
         uow.env_id,
         transfer(points_asset(program.program), "expire", account(member_id), EXPIRED, total, why),
         at,
-        uow.ledger_later,
     )
     uow.record(Event("points.expired", at, {"points": total, "reason": why}, member_id))
 

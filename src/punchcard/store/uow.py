@@ -50,9 +50,6 @@ class UnitOfWork:
     events: list[Event] = field(default_factory=list)
     # What this transaction already read and can not change under it (program versions).
     memo: dict[Any, Any] = field(default_factory=dict)
-    # Always empty since system accounts keep no cached balance (0013); the callers that still
-    # pass it to ledger.store.write (which ignores it) drop it next, and this field with them.
-    ledger_later: dict[int, int] = field(default_factory=dict)
     _connection: sa.Connection | None = None
     _transaction: sa.RootTransaction | None = None
 
@@ -61,7 +58,6 @@ class UnitOfWork:
         self._transaction = self._connection.begin()
         self.events = []
         self.memo = {}
-        self.ledger_later = {}
         return self
 
     def __exit__(
