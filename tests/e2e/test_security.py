@@ -36,7 +36,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from punchcard.services import cards
+from punchcard.services import cards, webhooks
 from punchcard.services.inbound import signature
 from punchcard.services.tenants import SCOPES
 from punchcard.store import tables
@@ -431,27 +431,36 @@ def _things(srv: Srv, key: str, *, live: bool, sandbox: bool) -> dict[str, str]:
         ids["sandbox_id"], _ = _sandbox(srv, key)
     _quiet(srv, [ids["env_id"]])
     engine = sa.create_engine(srv.database)
-    with engine.connect() as conn:  # a real message of the environment (the worker made it)
-        ids["message_id"] = conn.execute(
-            sa.select(tables.webhook_messages.c.id)
-            .where(tables.webhook_messages.c.env_id == ids["env_id"])
-            .limit(1)
+    with engine.connect() as conn:  # a real message of the environment: its first event's
+        first = conn.execute(
+            sa.select(sa.func.min(tables.outbox.c.id)).where(
+                tables.outbox.c.env_id == ids["env_id"]
+            )
         ).scalar_one()
+        ids["message_id"] = webhooks.message_id(first)
     engine.dispose()
     return ids
 
 
 def _quiet(srv: Srv, env_ids: list[str]) -> None:
-    """Wait until the worker has turned every event of these environments into a message."""
+    """Wait until the worker has sent every event of these environments: each enabled
+    endpoint's cursor is past them (a failure made its rows in the same transaction)."""
     engine = sa.create_engine(srv.database)
-    outbox = tables.outbox
+    outbox, endpoints = tables.outbox, tables.webhook_endpoints
 
     def done() -> bool:
         with engine.connect() as conn:
             return not conn.execute(
                 sa.select(sa.func.count())
                 .select_from(outbox)
-                .where(outbox.c.env_id.in_(env_ids), outbox.c.published_at.is_(None))
+                .join(endpoints, endpoints.c.env_id == outbox.c.env_id)
+                .where(
+                    outbox.c.env_id.in_(env_ids),
+                    endpoints.c.state == "enabled",
+                    endpoints.c.deleted_at.is_(None),
+                    sa.tuple_(outbox.c.tx, outbox.c.id)
+                    > sa.tuple_(endpoints.c.cursor_tx, endpoints.c.cursor_id),
+                )
             ).scalar()
 
     _wait(done)

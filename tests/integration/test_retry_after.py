@@ -17,6 +17,7 @@ from punchcard.services.loyalty import Loyalty
 from punchcard.store.tables import webhook_attempts, webhook_deliveries
 from punchcard.worker.delivery import RETRY_DELAYS_S, Deliverer
 
+from .cursors import run
 from .helpers import FakeClock, new_app
 from .receiver import Reply, receiving
 
@@ -100,17 +101,17 @@ def test_a_receivers_retry_after_is_recorded_and_sets_the_next_attempt(
         _pending_enrolment(engine, receiver.url)
         clock = FakeClock(T0)
         deliverer = Deliverer(engine, clock, threads=1)
-        deliverer.run_once()
+        run(deliverer)
         assert len(receiver.received) == 1
         assert _attempts(engine) == [(503, "busy", None)]
         delivery = _delivery(engine)
         assert (delivery.state, delivery.attempts) == ("pending", 1)
         assert delivery.next_attempt_at == T0 + timedelta(seconds=wait_s)
         clock.at = T0 + timedelta(seconds=wait_s - 1)
-        assert deliverer.run_once() == 0
+        assert run(deliverer) == 0
         assert len(receiver.received) == 1
         clock.at = T0 + timedelta(seconds=wait_s)
-        assert deliverer.run_once() == 1
+        assert run(deliverer) == 1
         assert _delivery(engine).state == "delivered"
 
 
@@ -147,17 +148,17 @@ def test_an_attempt_whose_record_fails_is_recorded_plainly_and_backs_off(
         _refuse_excerpts_saying_poison(engine)
         clock = FakeClock(T0)
         deliverer = Deliverer(engine, clock, threads=threads)
-        deliverer.run_once()
+        run(deliverer)
         deliverer.drain()
         assert _attempts(engine) == [(503, None, None)]
         delivery = _delivery(engine)
         assert (delivery.state, delivery.attempts) == ("pending", 1)
         assert delivery.next_attempt_at == T0 + timedelta(seconds=RETRY_DELAYS_S[1])
-        deliverer.run_once()
+        run(deliverer)
         deliverer.drain()
         assert len(receiver.received) == 1  # not sent again at once
         clock.at = T0 + timedelta(seconds=RETRY_DELAYS_S[1])
-        deliverer.run_once()
+        run(deliverer)
         deliverer.drain()
         assert len(receiver.received) == 2
         assert _delivery(engine).state == "delivered"

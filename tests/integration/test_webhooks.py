@@ -1,4 +1,7 @@
-"""Outbound webhooks to a real receiver on loopback: signed, retried on schedule, never lost."""
+"""Outbound webhooks to a real receiver on loopback: signed, retried on schedule, never lost.
+
+Events go from the outbox by each endpoint's cursor: a first try that succeeds leaves no
+row but a count; message, delivery and attempt rows are made for failures only."""
 
 from __future__ import annotations
 
@@ -17,13 +20,14 @@ import pytest
 import sqlalchemy as sa
 from standardwebhooks import Webhook
 
-from punchcard.errors import InvalidInput
+from punchcard.errors import InvalidInput, NotFound
 from punchcard.services import webhooks
 from punchcard.services.loyalty import Loyalty
 from punchcard.services.tenants import create_tenant
 from punchcard.store.database import open_database
 from punchcard.store.tables import (
     environments,
+    outbox,
     webhook_attempts,
     webhook_deliveries,
     webhook_endpoints,
@@ -37,6 +41,8 @@ from punchcard.worker.delivery import (
     claim_endpoints,
 )
 
+from .cursors import run as _run
+from .cursors import settle
 from .helpers import FakeClock, burritos, new_app
 from .receiver import Reply, receiving
 
@@ -52,18 +58,27 @@ def _endpoint(
         )
 
 
-def _publish(engine: sa.Engine, app: Loyalty, now: datetime) -> None:
-    with engine.begin() as conn:
-        while webhooks.fan_out(conn, app.env_id, now):
-            pass
-
-
-def _story(engine: sa.Engine) -> Loyalty:
+def _story(engine: sa.Engine, url: str) -> tuple[Loyalty, dict[str, object]]:
+    """Five events for an endpoint registered first (events before it are not its own)."""
     app = new_app(engine, start=T0)
+    made = _endpoint(engine, app, url)
     app.enroll({"member": "ann"}, T0)
     app.place_order(burritos("o1", "ann", qty=2), T0)
     app.run_due(T0)
-    return app
+    return app, made
+
+
+def _cursor(engine: sa.Engine, endpoint: object) -> tuple[int, int, int]:
+    """The endpoint's cursor (tx, id) and its count of events delivered at the first try."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(
+                webhook_endpoints.c.cursor_tx,
+                webhook_endpoints.c.cursor_id,
+                webhook_endpoints.c.delivered,
+            ).where(webhook_endpoints.c.id == endpoint)
+        ).one()
+    return int(row.cursor_tx), int(row.cursor_id), int(row.delivered)
 
 
 def _deliveries(engine: sa.Engine) -> list[sa.Row[tuple[object, ...]]]:
@@ -80,26 +95,25 @@ def test_every_event_is_delivered_signed_and_in_member_order(engine: sa.Engine) 
         app.enroll({"member": "ann"}, T0)
         app.place_order(burritos("o1", "ann", qty=2), T0)
         app.run_due(T0)
-        _publish(engine, app, T0)
-        assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 6
+        # program.published came before the endpoint: not its own.
+        assert _run(Deliverer(engine, FakeClock(T0), threads=1)) == 5
         events = []
         for got in receiver.received:
             verified = Webhook(str(made["secret"])).verify(got.body, got.headers)
             events.append((verified["type"], verified["data"].get("member_seq")))
         assert events == [
-            ("program.published", None),
             ("member.enrolled", 1),
             ("order.evaluated", 2),
             ("points.pending", 3),
             ("points.posted", 4),
             ("punch_card.progressed", 5),
         ]
-        assert json.loads(receiver.received[4].body)["data"]["points"] == 200  # 2 x 10.00
-        evaluated = json.loads(receiver.received[2].body)["data"]
+        assert json.loads(receiver.received[3].body)["data"]["points"] == 200  # 2 x 10.00
+        evaluated = json.loads(receiver.received[1].body)["data"]
         assert evaluated["qualifying_spend"] == {"amount": "20.00", "currency": "USD"}
         assert evaluated["awards"][0]["explanation"] == "Base: 20.00 x 10 points = 200."
-        assert len(set(receiver.ids())) == 6
-        assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 0  # nothing twice
+        assert len(set(receiver.ids())) == 5
+        assert _run(Deliverer(engine, FakeClock(T0), threads=1)) == 0  # nothing twice
 
 
 def test_an_endpoint_gets_only_its_event_types(engine: sa.Engine) -> None:
@@ -109,8 +123,7 @@ def test_an_endpoint_gets_only_its_event_types(engine: sa.Engine) -> None:
         app.enroll({"member": "ann"}, T0)
         app.place_order(burritos("o1", "ann"), T0)
         app.run_due(T0)
-        _publish(engine, app, T0)
-        Deliverer(engine, FakeClock(T0), threads=1).run_once()
+        _run(Deliverer(engine, FakeClock(T0), threads=1))
         assert [json.loads(r.body)["type"] for r in receiver.received] == ["points.posted"]
 
 
@@ -119,7 +132,6 @@ def test_failures_follow_the_schedule_then_dead_letter(engine: sa.Engine) -> Non
         app = new_app(engine, start=T0)
         made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
         app.enroll({"member": "ann"}, T0)
-        _publish(engine, app, T0)
         clock = FakeClock(T0)
         deliverer = Deliverer(engine, clock, threads=1)
         expected = T0
@@ -127,9 +139,9 @@ def test_failures_follow_the_schedule_then_dead_letter(engine: sa.Engine) -> Non
             expected += timedelta(seconds=delay_s)
             clock.at = expected - timedelta(seconds=1)
             if delay_s:
-                assert deliverer.run_once() == 0, f"attempt {attempt} came early"
+                assert _run(deliverer) == 0, f"attempt {attempt} came early"
             clock.at = expected
-            assert deliverer.run_once() == 1
+            assert _run(deliverer) == 1
             assert len(receiver.received) == attempt
         [delivery] = _deliveries(engine)
         assert (delivery.state, delivery.attempts, delivery.dead_at) == ("dead", 8, expected)
@@ -148,45 +160,43 @@ def test_retry_after_is_honoured(engine: sa.Engine) -> None:
         app = new_app(engine, start=T0)
         _endpoint(engine, app, receiver.url, ["member.enrolled"])
         app.enroll({"member": "ann"}, T0)
-        _publish(engine, app, T0)
         clock = FakeClock(T0)
         deliverer = Deliverer(engine, clock, threads=1)
-        deliverer.run_once()
+        _run(deliverer)
         assert _deliveries(engine)[0].next_attempt_at == T0 + timedelta(seconds=120)
         clock.at = T0 + timedelta(seconds=119)
-        assert deliverer.run_once() == 0
+        assert _run(deliverer) == 0
         clock.at = T0 + timedelta(seconds=120)
-        assert deliverer.run_once() == 1
+        assert _run(deliverer) == 1
         assert _deliveries(engine)[0].state == "delivered"
 
 
 def test_timeouts_and_errors_then_success_deliver_every_event(engine: sa.Engine) -> None:
     with receiving() as receiver:
         receiver.script = [Reply(500), Reply(200, delay_s=1.5), Reply(502)]
-        app = _story(engine)
-        _endpoint(engine, app, receiver.url)
-        _publish(engine, app, T0)
+        _app, made = _story(engine, receiver.url)
         clock = FakeClock(T0)
         deliverer = Deliverer(engine, clock, threads=1, timeout_s=0.5)
         for step in range(6):
-            deliverer.run_once()
+            _run(deliverer)
             clock.at += timedelta(seconds=RETRY_DELAYS_S[min(step + 1, 7)])
-        assert {d.state for d in _deliveries(engine)} == {"delivered"}
-        assert len(set(receiver.ids())) == 6  # every message arrived; some more than once
-        assert len(receiver.received) > 6
+        # The three that failed at first have rows, and were delivered later; the other two
+        # went at the first try and are counted.
+        assert [d.state for d in _deliveries(engine)] == ["delivered"] * 3
+        assert _cursor(engine, made["id"])[2] == 2
+        assert len(set(receiver.ids())) == 5  # every message arrived; some more than once
+        assert len(receiver.received) > 5
 
 
 def test_a_410_disables_the_endpoint(engine: sa.Engine) -> None:
     with receiving(Reply(410)) as receiver:
-        app = _story(engine)
-        made = _endpoint(engine, app, receiver.url)
-        _publish(engine, app, T0)
-        assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 0
+        app, made = _story(engine, receiver.url)
+        assert _run(Deliverer(engine, FakeClock(T0), threads=1)) == 0
         assert len(receiver.received) == 1
         with engine.connect() as conn:
             row = webhooks.endpoint_row(conn, app.env_id, str(made["id"]))
         assert (row.state, row.disabled_reason) == ("disabled", "the endpoint answered 410 Gone")
-        assert Deliverer(engine, FakeClock(T0 + timedelta(days=1)), threads=1).run_once() == 0
+        assert _run(Deliverer(engine, FakeClock(T0 + timedelta(days=1)), threads=1)) == 0
 
 
 def test_an_endpoint_failing_for_five_days_is_disabled(engine: sa.Engine) -> None:
@@ -198,8 +208,7 @@ def test_an_endpoint_failing_for_five_days_is_disabled(engine: sa.Engine) -> Non
         for day in range(6):
             clock.at = T0 + timedelta(days=day)
             app.enroll({"member": f"m{day}"}, clock.at)
-            _publish(engine, app, clock.at)
-            deliverer.run_once()
+            _run(deliverer)
         with engine.connect() as conn:
             row = webhooks.endpoint_row(conn, app.env_id, str(made["id"]))
         assert (row.state, row.disabled_reason, row.failing_since) == (
@@ -209,7 +218,7 @@ def test_an_endpoint_failing_for_five_days_is_disabled(engine: sa.Engine) -> Non
         )
         sent = len(receiver.received)
         clock.at = T0 + timedelta(days=7)
-        assert deliverer.run_once() == 0  # disabled: nothing more is sent
+        assert _run(deliverer) == 0  # disabled: nothing more is sent
         assert len(receiver.received) == sent
 
 
@@ -226,16 +235,18 @@ def test_messages_made_while_an_endpoint_is_disabled_wait_and_go_when_it_is_enab
         clock = FakeClock(T0)
         deliverer = Deliverer(engine, clock, threads=1)
         app.enroll({"member": "m0"}, T0)
-        _publish(engine, app, T0)
-        assert deliverer.run_once() == 0  # the 410 disables it
+        assert _run(deliverer) == 0  # the 410 disables it
         for n in (1, 2, 3):
             app.enroll({"member": f"m{n}"}, T0)
-        _publish(engine, app, T0)
         clock.at = T0 + timedelta(days=1)
-        assert deliverer.run_once() == 0
+        assert _run(deliverer) == 0
         assert len(receiver.received) == 1
+        # The refused one waits as a delivery; the three made since wait after the cursor.
         waiting = [(d.state, d.attempts, d.next_attempt_at) for d in _deliveries(engine)]
-        assert waiting == [("pending", 1, T0 + timedelta(seconds=5))] + [("pending", 0, T0)] * 3
+        assert waiting == [("pending", 1, T0 + timedelta(seconds=5))]
+        with engine.connect() as conn:
+            first = conn.execute(sa.select(webhook_messages.c.outbox_id)).scalar_one()
+        assert _cursor(engine, endpoint)[1:] == (first, 0)
         receiver.default = Reply(200)
         enabled_at = T0 + timedelta(days=2)
 
@@ -247,30 +258,29 @@ def test_messages_made_while_an_endpoint_is_disabled_wait_and_go_when_it_is_enab
 
         enable(True)
         clock.at = enabled_at
-        assert deliverer.run_once() == 4  # the one the 410 refused, then those made meanwhile
+        assert _run(deliverer) == 4  # the one the 410 refused, then those made meanwhile
         sent = [json.loads(r.body)["data"]["member"] for r in receiver.received[1:]]
         assert sorted(sent) == ["m0", "m1", "m2", "m3"]
         enable(False)
         app.enroll({"member": "m4"}, enabled_at)
-        _publish(engine, app, enabled_at)
-        assert deliverer.run_once() == 0
+        assert _run(deliverer) == 0
         enable(True)
         enable(True)  # enabling twice sends nothing twice
-        assert deliverer.run_once() == 1
-        assert deliverer.run_once() == 0
+        assert _run(deliverer) == 1
+        assert _run(deliverer) == 0
         assert [json.loads(r.body)["data"]["member"] for r in receiver.received[5:]] == ["m4"]
-        assert [d.state for d in _deliveries(engine)] == ["delivered"] * 5
+        assert [d.state for d in _deliveries(engine)] == ["delivered"]
+        assert _cursor(engine, endpoint)[2] == 4  # m1, m2, m3, m4 at their first try
         # Deleted: what waits is dropped, and a resend of it requeues nothing.
         enable(False)
         app.enroll({"member": "m5"}, enabled_at)
-        _publish(engine, app, enabled_at)
+        with engine.connect() as conn:
+            last = conn.execute(sa.select(sa.func.max(outbox.c.id))).scalar_one()
         with engine.begin() as conn:
             webhooks.delete_endpoint(conn, app.env_id, endpoint, enabled_at)
-        last = _deliveries(engine)[-1]
-        assert (last.state, last.next_attempt_at) == ("dropped", None)
         with engine.begin() as conn:
-            assert webhooks.resend(conn, app.env_id, last.message_id, enabled_at) == 0
-        assert deliverer.run_once() == 0
+            assert webhooks.resend(conn, app.env_id, webhooks.message_id(last), enabled_at) == 0
+        assert _run(deliverer) == 0
         assert len(receiver.received) == 6
 
 
@@ -281,15 +291,13 @@ def test_after_rotation_both_secrets_sign_for_a_day(engine: sa.Engine) -> None:
         with engine.begin() as conn:
             rotated = webhooks.rotate_secret(conn, app.env_id, str(made["id"]), T0)
         app.enroll({"member": "ann"}, T0)
-        _publish(engine, app, T0)
-        Deliverer(engine, FakeClock(T0), threads=1).run_once()
+        _run(Deliverer(engine, FakeClock(T0), threads=1))
         got = receiver.received[0]
         assert len(got.headers["webhook-signature"].split(" ")) == 2
         for secret in (made["secret"], rotated["secret"]):
             assert Webhook(str(secret)).verify(got.body, got.headers)["type"] == "member.enrolled"
         app.enroll({"member": "bob"}, T0 + timedelta(hours=25))
-        _publish(engine, app, T0 + timedelta(hours=25))
-        Deliverer(engine, FakeClock(T0 + timedelta(hours=25)), threads=1).run_once()
+        _run(Deliverer(engine, FakeClock(T0 + timedelta(hours=25)), threads=1))
         later = receiver.received[1]
         assert len(later.headers["webhook-signature"].split(" ")) == 1
         with pytest.raises(Exception):  # noqa: B017 - the package raises its own verification error
@@ -303,12 +311,11 @@ def test_a_slow_receiver_slows_only_its_own_endpoint(engine: sa.Engine) -> None:
         _endpoint(engine, app, fast.url, ["member.enrolled"])
         for n in range(IN_FLIGHT + 2):
             app.enroll({"member": f"m{n}"}, T0)
-        _publish(engine, app, T0)
         started = time.monotonic()
         deliverer = Deliverer(engine, FakeClock(T0), threads=4)
         # The slow receiver answers after 2 s; anything under 1.5 s did not wait for it, with
         # room for a loaded machine.
-        assert deliverer.run_once() == 2  # both endpoints handed to threads; nothing waited for
+        assert _run(deliverer) == 2  # both endpoints handed to threads; nothing waited for
         assert time.monotonic() - started < 1.5
         while len(fast.received) < IN_FLIGHT + 2 and time.monotonic() - started < 5:
             time.sleep(0.05)
@@ -327,12 +334,13 @@ def test_a_slow_receiver_slows_only_its_own_endpoint(engine: sa.Engine) -> None:
 def test_a_resend_while_the_first_send_is_in_flight_is_not_lost(engine: sa.Engine) -> None:
     """The receiver has the message, the deliverer has not yet recorded it, and the owner
     resends it: the record of the first send must not undo the resend."""
-    with receiving() as receiver:
+    with receiving(Reply(500)) as receiver:
         app = new_app(engine, start=T0)
         made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
         app.enroll({"member": "ann"}, T0)
-        _publish(engine, app, T0)
-        [claimed] = _deliveries(engine)
+        assert _run(Deliverer(engine, FakeClock(T0), threads=1)) == 1  # a 500: a delivery
+        receiver.default = Reply(200)
+        [claimed] = _deliveries(engine)  # as a sender read it, for its second try
         with engine.connect() as conn:
             endpoint = webhooks.endpoint_row(conn, app.env_id, str(made["id"]))
         later = T0 + timedelta(seconds=1)
@@ -343,8 +351,8 @@ def test_a_resend_while_the_first_send_is_in_flight_is_not_lost(engine: sa.Engin
         assert deliverer._record(endpoint, [sent], T0)
         [after] = _deliveries(engine)
         assert (after.state, after.next_attempt_at) == ("pending", later)  # the resend stands
-        assert deliverer.run_once() == 1
-        assert len(receiver.received) == 1  # this test made the first send by hand
+        assert _run(deliverer) == 1
+        assert len(receiver.received) == 2  # the 500, then the resend; the 200 was by hand
         assert [d.state for d in _deliveries(engine)] == ["delivered"]
 
 
@@ -354,14 +362,12 @@ def test_a_deleted_environment_sends_nothing_even_from_an_enabled_endpoint(
     """A request that passed its key check just before its sandbox was deleted can still
     make an endpoint there: the deliverer never sends for a deleted environment."""
     with receiving() as receiver:
-        app = _story(engine)
-        _endpoint(engine, app, receiver.url)
-        _publish(engine, app, T0)
+        app, _made = _story(engine, receiver.url)
         with engine.begin() as conn:
             conn.execute(
                 sa.update(environments).where(environments.c.id == app.env_id).values(deleted_at=T0)
             )
-        assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 0
+        assert _run(Deliverer(engine, FakeClock(T0), threads=1)) == 0
         assert receiver.received == []
 
 
@@ -390,7 +396,7 @@ def test_resend_and_recover_send_dead_letters_again(engine: sa.Engine) -> None:
         app = new_app(engine, start=T0)
         made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
         app.enroll({"member": "ann"}, T0)
-        _publish(engine, app, T0)
+        assert _run(Deliverer(engine, FakeClock(T0), threads=1)) == 1  # fails: a delivery
         died = T0 + timedelta(hours=27)  # a real dead letter dies some 27 hours after it is made
         with engine.begin() as conn:
             conn.execute(
@@ -400,61 +406,138 @@ def test_resend_and_recover_send_dead_letters_again(engine: sa.Engine) -> None:
         with engine.begin() as conn:  # since after it died: nothing; since the outage: it
             assert webhooks.recover(conn, app.env_id, str(made["id"]), died + timedelta(1), T0) == 0
             assert webhooks.recover(conn, app.env_id, str(made["id"]), died, T0) == 1
-        assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 1
+        assert _run(Deliverer(engine, FakeClock(T0), threads=1)) == 1
         message = receiver.ids()[-1]
         with engine.begin() as conn:
             assert webhooks.resend(conn, app.env_id, message, T0) == 1
-        Deliverer(engine, FakeClock(T0), threads=1).run_once()
+        _run(Deliverer(engine, FakeClock(T0), threads=1))
         assert receiver.ids()[-2:] == [message, message]
 
 
-def test_the_deliverer_makes_messages_of_every_environments_events_once(
+def test_deliverers_racing_send_every_environments_events_once(
     database_url: str, engine: sa.Engine
 ) -> None:
-    """Fan-out is the deliverer's: each round first turns committed events into messages, in
-    every environment, while the due work goes on; deliverers racing make each message once."""
+    """Each round claims endpoints with events after their cursors, in every environment,
+    while the due work goes on; deliverers racing send each event once, and make no row."""
     with receiving() as receiver:
         apps = [new_app(engine, start=T0) for _ in range(2)]
         for app in apps:
             _endpoint(engine, app, receiver.url)
             for n in range(30):
                 app.enroll({"member": f"m{n}"}, T0)
-        # Per environment: program.published and 30 x member.enrolled.
         racers = [open_database(database_url) for _ in range(4)]
         with ThreadPoolExecutor(max_workers=4) as pool:
-            made = list(pool.map(lambda e: webhooks.fan_out_all(e, T0), racers))
+            sent = list(pool.map(lambda e: _run(Deliverer(e, FakeClock(T0), threads=1)), racers))
         for racer in racers:
             racer.dispose()
-        assert sum(made) == 62
-        with engine.connect() as conn:
-            per_env = dict(
-                conn.execute(
-                    sa.select(webhook_messages.c.env_id, sa.func.count()).group_by(
-                        webhook_messages.c.env_id
-                    )
-                ).all()
-            )
-        assert per_env == {apps[0].env_id: 31, apps[1].env_id: 31}
+        assert sorted(sent) == [0, 0, 30, 30]  # one sender per endpoint
+        assert len(receiver.ids()) == len(set(receiver.ids())) == 60
         apps[0].enroll({"member": "late"}, T0)
-        # The first round makes the late event a message; with one thread, each round sends
-        # to one endpoint: two rounds make 1 message and 63 attempts, all delivered.
         deliverer = Deliverer(engine, FakeClock(T0), threads=1)
-        assert deliverer.run_once() + deliverer.run_once() == 1 + 63
-        assert len(receiver.ids()) == len(set(receiver.ids())) == 63
-        assert Deliverer(engine, FakeClock(T0), threads=1).run_once() == 0
+        assert _run(deliverer) == 1
+        assert _run(deliverer) == 0
+        assert len(receiver.ids()) == len(set(receiver.ids())) == 61
+        with engine.connect() as conn:
+            for table in (webhook_messages, webhook_deliveries, webhook_attempts):
+                assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+
+
+def test_a_batch_moves_the_cursor_once(engine: sa.Engine) -> None:
+    """40 events go in two batches (32, then 8): two updates of the endpoint's cursor, each
+    to the last event of its batch, and the count of first-try successes beside it."""
+    updates: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("UPDATE webhook_endpoints") and "cursor_id" in statement:
+            updates.append(statement)
+
+    with receiving() as receiver:
+        app = new_app(engine, start=T0)
+        made = _endpoint(engine, app, receiver.url)
+        for n in range(40):
+            app.enroll({"member": f"m{n}"}, T0)
+        sa.event.listen(engine, "before_cursor_execute", seen)
+        try:
+            assert _run(Deliverer(engine, FakeClock(T0), threads=1)) == 40
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", seen)
+        assert len(updates) == 2
+        with engine.connect() as conn:
+            last = conn.execute(
+                sa.select(outbox.c.tx, outbox.c.id).order_by(outbox.c.id.desc()).limit(1)
+            ).one()
+        assert _cursor(engine, made["id"]) == (last.tx, last.id, 40)
+        sent = [webhooks.message_id(int(n)) for n in range(last.id - 39, last.id + 1)]
+        assert receiver.ids() == sent  # one at a time: in outbox order, each once
+
+
+def test_a_failing_endpoint_retries_on_schedule_while_the_others_move_on(
+    engine: sa.Engine,
+) -> None:
+    with receiving(Reply(500)) as failing, receiving() as fine:
+        app = new_app(engine, start=T0)
+        bad = _endpoint(engine, app, failing.url, ["member.enrolled"])
+        good = _endpoint(engine, app, fine.url, ["member.enrolled"])
+        for n in range(3):
+            app.enroll({"member": f"m{n}"}, T0)
+        clock = FakeClock(T0)
+        deliverer = Deliverer(engine, clock, threads=1)
+        assert _run(deliverer) + _run(deliverer) == 6
+        assert _run(deliverer) == 0
+        assert _cursor(engine, good["id"])[2] == 3  # counted, no rows
+        assert _cursor(engine, bad["id"])[1:] == (*_cursor(engine, good["id"])[1:2], 0)
+        rows = [
+            (d.endpoint_id, d.state, d.attempts, d.next_attempt_at) for d in _deliveries(engine)
+        ]
+        assert rows == [(bad["id"], "pending", 1, T0 + timedelta(seconds=5))] * 3
+        clock.at = T0 + timedelta(seconds=4)
+        assert _run(deliverer) == 0  # not yet
+        clock.at = T0 + timedelta(seconds=5)
+        failing.default = Reply(200)
+        assert _run(deliverer) == 3
+        assert [d.state for d in _deliveries(engine)] == ["delivered"] * 3
+        assert failing.ids()[3:] == failing.ids()[:3] == fine.ids()  # same ids, same order
+        with engine.connect() as conn:
+            log = webhooks.attempts(conn, app.env_id, str(bad["id"]), 0, 100)
+            assert webhooks.attempts(conn, app.env_id, str(good["id"]), 0, 100) == []
+        assert [a.status_code for a in log] == [500] * 3 + [200] * 3
+
+
+def test_a_message_delivered_at_its_first_try_can_be_resent(engine: sa.Engine) -> None:
+    """It has no row yet: the resend makes its message (same id, same body) and a delivery
+    for every endpoint it was meant for, not one registered after it."""
+    with receiving() as receiver:
+        app = new_app(engine, start=T0)
+        _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        app.enroll({"member": "ann"}, T0)
+        deliverer = Deliverer(engine, FakeClock(T0), threads=1)
+        assert _run(deliverer) == 1
+        _endpoint(engine, app, receiver.url, ["member.enrolled"])  # later: not meant for it
+        [message] = receiver.ids()
+        with engine.begin() as conn:
+            assert webhooks.resend(conn, app.env_id, message, T0) == 1
+            assert webhooks.resend(conn, app.env_id, message, T0) == 1  # twice: still one
+        with engine.begin() as conn, pytest.raises(NotFound):
+            webhooks.resend(conn, app.env_id, "msg_999999", T0)
+        with engine.begin() as conn, pytest.raises(NotFound):
+            webhooks.resend(conn, "another-env", message, T0)
+        assert _run(deliverer) == 1
+        assert receiver.ids() == [message, message]
+        assert receiver.received[0].body == receiver.received[1].body
+        assert [d.state for d in _deliveries(engine)] == ["delivered"]
 
 
 def test_only_an_excerpt_of_an_answers_body_is_read(engine: sa.Engine) -> None:
     """A receiver answering with megabytes costs the deliverer 300 bytes of them."""
-    with receiving(Reply(200, body=b"x" * 5_000_000)) as receiver:
+    with receiving(Reply(500, body=b"x" * 5_000_000)) as receiver:
         app = new_app(engine, start=T0)
         _endpoint(engine, app, receiver.url, ["member.enrolled"])
         app.enroll({"member": "ann"}, T0)
-        Deliverer(engine, FakeClock(T0), threads=1).run_once()
+        _run(Deliverer(engine, FakeClock(T0), threads=1))
         with engine.connect() as conn:
             [excerpt] = conn.execute(sa.select(webhook_attempts.c.response_excerpt)).scalars()
         assert excerpt == "x" * 300
-        assert [d.state for d in _deliveries(engine)] == ["delivered"]
+        assert [d.state for d in _deliveries(engine)] == ["pending"]
 
 
 def test_a_url_the_http_client_can_not_use_is_a_failed_attempt_retried_on_schedule(
@@ -465,7 +548,7 @@ def test_a_url_the_http_client_can_not_use_is_a_failed_attempt_retried_on_schedu
     with engine.begin() as conn:  # a name that passed the URL check but is not valid IDNA
         conn.execute(sa.update(webhook_endpoints).values(url="http://xn--zz.com/hook"))
     app.enroll({"member": "ann"}, T0)
-    Deliverer(engine, FakeClock(T0), threads=1).run_once()
+    _run(Deliverer(engine, FakeClock(T0), threads=1))
     [delivery] = _deliveries(engine)
     assert (delivery.state, delivery.attempts) == ("pending", 1)
     assert delivery.next_attempt_at == T0 + timedelta(seconds=RETRY_DELAYS_S[1])
@@ -483,8 +566,8 @@ def test_a_sender_stops_when_its_endpoint_is_disabled_or_another_sender_holds_it
         app = new_app(engine, start=T0)
         made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
         app.enroll({"member": "ann"}, T0)
-        _publish(engine, app, T0)
         deliverer = Deliverer(engine, FakeClock(T0), threads=1)
+        settle(engine)
         [endpoint] = claim_endpoints(engine, T0, 1, deliverer.lease)
         held = T0 + deliverer.lease
         other = held + timedelta(seconds=30)  # this lease lapsed; another sender took it
@@ -497,7 +580,7 @@ def test_a_sender_stops_when_its_endpoint_is_disabled_or_another_sender_holds_it
             conn.execute(sa.update(webhook_endpoints).values(locked_until=held, state="disabled"))
         assert deliverer.send_endpoint(endpoint, held) == 0
         assert receiver.received == []
-        assert [d.state for d in _deliveries(engine)] == ["pending"]
+        assert _cursor(engine, made["id"]) == (endpoint.cursor_tx, endpoint.cursor_id, 0)
 
 
 def test_the_next_attempt_is_planned_from_when_the_failed_one_ended(engine: sa.Engine) -> None:
@@ -513,8 +596,7 @@ def test_the_next_attempt_is_planned_from_when_the_failed_one_ended(engine: sa.E
         app = new_app(engine, start=T0)
         _endpoint(engine, app, receiver.url, ["member.enrolled"])
         app.enroll({"member": "ann"}, T0)
-        _publish(engine, app, T0)
-        Deliverer(engine, Ticking(), threads=1, timeout_s=0.5).run_once()
+        _run(Deliverer(engine, Ticking(), threads=1, timeout_s=0.5))
         [delivery] = _deliveries(engine)
         assert (delivery.state, delivery.attempts) == ("pending", 1)
         waits = (delivery.next_attempt_at - T0).total_seconds()
@@ -526,18 +608,27 @@ def test_a_410_stops_a_batch_sent_in_parallel(engine: sa.Engine) -> None:
     wait for the endpoint to be enabled again."""
     with receiving(Reply(410)) as receiver:
         app = new_app(engine, start=T0)
-        _endpoint(engine, app, receiver.url, ["member.enrolled"])
+        made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
         for n in range(40):
             app.enroll({"member": f"m{n}"}, T0)
-        _publish(engine, app, T0)
         deliverer = Deliverer(engine, FakeClock(T0), threads=2)
-        deliverer.run_once()
+        _run(deliverer)
         deliverer.drain()
         deliverer.stop()
         assert 1 <= len(receiver.received) <= IN_FLIGHT
         deliveries = _deliveries(engine)
         assert sum(d.attempts for d in deliveries) == len(receiver.received)
         assert {d.state for d in deliveries} == {"pending"}
+        # The cursor passed the tried ones only: the rest wait after it, none skipped.
+        with engine.connect() as conn:
+            tried = conn.execute(sa.select(sa.func.max(webhook_messages.c.outbox_id))).scalar()
+            after = conn.execute(
+                sa.select(sa.func.count()).where(
+                    outbox.c.env_id == app.env_id, outbox.c.type == "member.enrolled"
+                )
+            ).scalar_one()
+        assert _cursor(engine, made["id"])[1] == tried
+        assert after == 40
 
 
 @contextmanager
@@ -594,15 +685,20 @@ def test_a_trickling_answer_holds_a_sender_no_longer_than_the_timeout(
 ) -> None:
     with _trickling(head, tail) as url:
         app = new_app(engine, start=T0)
-        _endpoint(engine, app, url, ["member.enrolled"])
+        endpoint = _endpoint(engine, app, url, ["member.enrolled"])
         app.enroll({"member": "ann"}, T0)
         began = time.monotonic()
-        Deliverer(engine, FakeClock(T0), threads=1, timeout_s=1.0).run_once()
+        _run(Deliverer(engine, FakeClock(T0), threads=1, timeout_s=1.0))
         assert time.monotonic() - began < 2.5  # the whole answer would take 6.5 s
+        with engine.connect() as conn:
+            attempts = conn.execute(sa.select(webhook_attempts)).all()
+        if state == "delivered":  # at the first try: counted, no rows
+            assert (_deliveries(engine), attempts) == ([], [])
+            assert _cursor(engine, endpoint["id"])[2] == 1
+            return
         [delivery] = _deliveries(engine)
         assert delivery.state == state
-        with engine.connect() as conn:
-            [attempt] = conn.execute(sa.select(webhook_attempts)).all()
+        [attempt] = attempts
         assert (attempt.error or "").split(":")[0] == (error or "")
         assert 900 <= attempt.latency_ms < 2500
 
@@ -611,14 +707,14 @@ def test_a_compressed_answer_is_not_inflated(engine: sa.Engine) -> None:
     """5 MB of zeros gzip to 5 kB: the deliverer asks for no compression, and keeps the
     first 300 bytes as they came even when a receiver compresses anyway."""
     squeezed = gzip.compress(b"0" * 5_000_000)
-    reply = Reply(200, headers={"content-encoding": "gzip"}, body=squeezed)
+    reply = Reply(500, headers={"content-encoding": "gzip"}, body=squeezed)
     with receiving(reply) as receiver:
         app = new_app(engine, start=T0)
         _endpoint(engine, app, receiver.url, ["member.enrolled"])
         app.enroll({"member": "ann"}, T0)
-        Deliverer(engine, FakeClock(T0), threads=1).run_once()
+        _run(Deliverer(engine, FakeClock(T0), threads=1))
         assert receiver.received[0].headers["accept-encoding"] == "identity"
         with engine.connect() as conn:
             [excerpt] = conn.execute(sa.select(webhook_attempts.c.response_excerpt)).scalars()
         assert excerpt == squeezed[:300].decode("utf-8", "replace").replace("\x00", "\ufffd")
-        assert [d.state for d in _deliveries(engine)] == ["delivered"]
+        assert [d.state for d in _deliveries(engine)] == ["pending"]

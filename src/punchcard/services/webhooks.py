@@ -1,8 +1,10 @@
-"""Outbound webhooks: endpoints, their secrets, and messages made from the outbox.
+"""Outbound webhooks: endpoints, their secrets, and the outbox read as messages.
 
-Every committed event is in the outbox (written in its change's transaction). Fan-out
-turns each outbox row, once, into a message (its `id` is the `webhook-id` receivers
-dedupe on) and a delivery per subscribed endpoint; `worker/delivery.py` sends them.
+Every committed event is in the outbox (written in its change's transaction), and that row
+is the message: its `webhook-id` is `msg_<outbox id>` and its body is built from the row,
+the same bytes every time. Each endpoint keeps a cursor, the (tx, id) of the last event
+sent to it; `worker/delivery.py` sends what follows and moves it once a batch. Message,
+delivery and attempt rows are made only for a failure, a resend or a dead letter.
 Message bodies carry the member's sequence number so a receiver can order them.
 """
 
@@ -18,11 +20,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from punchcard.errors import InvalidInput, NotFound
 from punchcard.services.addresses import is_public, resolve
-from punchcard.store.database import single_statement
+from punchcard.store.database import insert_new
 from punchcard.store.tables import (
+    CurrentTx,
     members,
     outbox,
     webhook_attempts,
@@ -55,7 +59,7 @@ EVENT_TYPES = (
     "program.activated",
 )
 OLD_SECRET_GRACE = timedelta(hours=24)  # after a rotation, the old secret still signs this long
-FAN_OUT_BATCH = 500
+MESSAGE_PREFIX = "msg_"
 
 
 def new_secret() -> str:
@@ -105,6 +109,7 @@ def create_endpoint(
     url = check_url(data.get("url"), allow_private=allow_private)
     endpoint_id = f"ep_{uuid.uuid4().hex[:20]}"
     secret = new_secret()
+    tx, last = _position(conn, env_id)
     conn.execute(
         sa.insert(webhook_endpoints).values(
             id=endpoint_id,
@@ -114,9 +119,25 @@ def create_endpoint(
             secrets=[{"secret": secret, "expires_at": None}],
             state="enabled",
             created_at=now,
+            cursor_tx=tx,
+            cursor_id=last,
+            start_tx=tx,
+            start_id=last,
         )
     )
     return {**view(endpoint_row(conn, env_id, endpoint_id), now), "secret": secret}
+
+
+def _position(conn: sa.Connection, env_id: str) -> tuple[int, int]:
+    """Where a new endpoint starts: after every event committed before it. On PostgreSQL,
+    the events of later transactions (tx above this one's); on SQLite, whose writers take
+    turns, those after the last id."""
+    if conn.dialect.name == "postgresql":
+        return int(conn.execute(sa.select(CurrentTx())).scalar_one()), 0
+    last = conn.execute(
+        sa.select(sa.func.coalesce(sa.func.max(outbox.c.id), 0)).where(outbox.c.env_id == env_id)
+    ).scalar_one()
+    return 0, int(last)
 
 
 def endpoint_row(conn: sa.Connection, env_id: str, endpoint_id: str, *, lock: bool = False) -> Any:
@@ -232,113 +253,169 @@ def signing_secrets(row: Any, now: datetime) -> list[dict[str, Any]]:
     ]
 
 
-def fan_out(conn: sa.Connection, env_id: str, now: datetime) -> int:
-    """Turn unpublished outbox rows into messages and deliveries, once each."""
-    rows = conn.execute(
-        sa.select(outbox, members.c.external_id.label("member_ref"))
-        .select_from(outbox.outerjoin(members, members.c.id == outbox.c.member_id))
-        .where(outbox.c.env_id == env_id, outbox.c.published_at.is_(None))
-        .order_by(outbox.c.id)
-        .limit(FAN_OUT_BATCH)
-        .with_for_update(skip_locked=True, of=outbox)
-    ).all()
-    if not rows:
-        return 0
-    endpoints = conn.execute(  # disabled ones too: their messages wait for them, not lost
-        sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types).where(
-            webhook_endpoints.c.env_id == env_id, webhook_endpoints.c.deleted_at.is_(None)
-        )
-    ).all()
-    messages, deliveries = [], []
-    for row in rows:
-        message_id = f"msg_{uuid.uuid4().hex}"
-        data = {**row.payload}
-        if row.member_ref is not None:
-            data.update(member=row.member_ref, member_seq=row.member_seq)
-        body = json.dumps(
-            {"type": row.type, "timestamp": row.created_at.isoformat(), "data": data},
-            separators=(",", ":"),
-            sort_keys=True,
-        )
-        messages.append(
-            {
-                "id": message_id,
-                "env_id": env_id,
-                "outbox_id": row.id,
-                "type": row.type,
-                "body": body,
-                "created_at": now,
-            }
-        )
-        for endpoint in endpoints:
-            if not endpoint.event_types or row.type in endpoint.event_types:
-                deliveries.append(
-                    {
-                        "message_id": message_id,
-                        "endpoint_id": endpoint.id,
-                        "state": "pending",  # a disabled endpoint's wait: it is not claimed
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                    }
-                )
-    conn.execute(sa.insert(webhook_messages), messages)
-    if deliveries:
-        conn.execute(sa.insert(webhook_deliveries), deliveries)
-    conn.execute(
-        sa.update(outbox).where(outbox.c.id.in_([r.id for r in rows])).values(published_at=now)
+def message_id(outbox_id: int) -> str:
+    """The `webhook-id` of an event: fixed by its outbox row, so a resend carries the same."""
+    return f"{MESSAGE_PREFIX}{outbox_id}"
+
+
+def message_body(row: Any) -> str:
+    """The exact JSON signed and sent for an outbox row (read with its member's `member_ref`)."""
+    data = {**row.payload}
+    if row.member_ref is not None:
+        data.update(member=row.member_ref, member_seq=row.member_seq)
+    return json.dumps(
+        {"type": row.type, "timestamp": row.created_at.isoformat(), "data": data},
+        separators=(",", ":"),
+        sort_keys=True,
     )
-    return len(rows)
 
 
-_ENVIRONMENTS_TO_FAN_OUT = (
-    sa.select(outbox.c.env_id).where(outbox.c.published_at.is_(None)).distinct()
+class Horizon(sa.sql.expression.FunctionElement[int]):
+    """Events below this `tx` are of finished transactions: the oldest transaction still
+    running on PostgreSQL (its snapshot's xmin); on SQLite every row read is committed."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(Horizon)
+def _horizon(element: Horizon, compiler: Any, **kw: Any) -> str:
+    return "1"
+
+
+@compiles(Horizon, "postgresql")
+def _horizon_pg(element: Horizon, compiler: Any, **kw: Any) -> str:
+    return "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
+
+
+def after(tx: Any, outbox_id: Any, cursor_tx: Any, cursor_id: Any) -> sa.ColumnElement[bool]:
+    """(tx, id) > (cursor_tx, cursor_id): a row comparison both databases read as a range
+    of the (env_id, tx, id) index."""
+    return sa.tuple_(tx, outbox_id) > sa.tuple_(cursor_tx, cursor_id)
+
+
+_EVENT = sa.select(
+    outbox.c.id,
+    outbox.c.tx,
+    outbox.c.type,
+    outbox.c.payload,
+    outbox.c.created_at,
+    outbox.c.member_seq,
+    members.c.external_id.label("member_ref"),
+    webhook_messages.c.id.label("message_id"),  # made before 0014, or for a failure
+    webhook_messages.c.body,
+).select_from(
+    outbox.outerjoin(members, members.c.id == outbox.c.member_id).outerjoin(
+        webhook_messages, webhook_messages.c.outbox_id == outbox.c.id
+    )
+)
+# An endpoint's next events: after its cursor, of finished transactions, in (tx, id) order.
+EVENTS = (
+    _EVENT.where(
+        outbox.c.env_id == sa.bindparam("env"),
+        after(outbox.c.tx, outbox.c.id, sa.bindparam("tx"), sa.bindparam("last")),
+        outbox.c.tx < Horizon(),
+    )
+    .order_by(outbox.c.tx, outbox.c.id)
+    .limit(sa.bindparam("limit"))
 )
 
 
-def fan_out_all(engine: sa.Engine, now: datetime) -> int:
-    """Fan out every environment's committed events, a batch per transaction.
-
-    The deliverer does this before each round, beside (not after) the due work that makes
-    the events, so messages go out while postings are still being done; rows taken by a
-    concurrent fan-out are skipped, so each becomes one message."""
-    with single_statement(engine) as conn:  # on SQLite no write lock, for a look mostly empty
-        env_ids = list(conn.execute(_ENVIRONMENTS_TO_FAN_OUT).scalars())
-    made = 0
-    for env_id in env_ids:
-        while True:
-            with engine.begin() as conn:
-                count = fan_out(conn, env_id, now)
-            made += count
-            if count < FAN_OUT_BATCH:
-                break
-    return made
+def the_message(event: Any) -> tuple[str, str]:
+    """An event's `webhook-id` and body: those of its message row when it has one."""
+    if event.message_id is not None:
+        return str(event.message_id), str(event.body)
+    return message_id(event.id), message_body(event)
 
 
-def resend(conn: sa.Connection, env_id: str, message_id: str, now: datetime) -> int:
+def make_messages(conn: sa.Connection, env_id: str, events: list[Any], now: datetime) -> None:
+    """Message rows for events that have none yet, once each: a failure, a resend."""
+    rows = []
+    for event in events:
+        if event.message_id is None:
+            message, body = the_message(event)
+            rows.append(
+                {
+                    "id": message,
+                    "env_id": env_id,
+                    "outbox_id": event.id,
+                    "type": event.type,
+                    "body": body,
+                    "created_at": now,
+                }
+            )
+    if rows:
+        conn.execute(insert_new(conn, webhook_messages), rows)
+
+
+def _event(conn: sa.Connection, env_id: str, message: str) -> Any:
+    """The event a message id names: its message row's, else `msg_<outbox id>`'s."""
+    made = conn.execute(
+        sa.select(webhook_messages.c.outbox_id).where(
+            webhook_messages.c.env_id == env_id, webhook_messages.c.id == message
+        )
+    ).scalar()
+    number = message.removeprefix(MESSAGE_PREFIX)
+    named = message.startswith(MESSAGE_PREFIX) and number.isascii() and number.isdigit()
+    if made is None and named and len(number) <= 18:
+        made = int(number)
+    event = None
+    if made is not None:
+        event = conn.execute(_EVENT.where(outbox.c.env_id == env_id, outbox.c.id == made)).first()
+    if event is None:
+        raise NotFound(f"no webhook message {message!r}")
+    return event
+
+
+def resend(conn: sa.Connection, env_id: str, message: str, now: datetime) -> int:
     """Send one message again to every endpoint it went to (or was meant for) that is not
     deleted; a disabled one gets it when enabled. `now` is the server's clock, the one the
     deliverer schedules by (not a sandbox's)."""
-    found = conn.execute(
-        sa.select(webhook_messages.c.id).where(
-            webhook_messages.c.env_id == env_id, webhook_messages.c.id == message_id
+    event = _event(conn, env_id, message)
+    make_messages(conn, env_id, [event], now)
+    message, _body = the_message(event)
+    had = set(
+        conn.execute(
+            sa.select(webhook_deliveries.c.endpoint_id).where(
+                webhook_deliveries.c.message_id == message
+            )
+        ).scalars()
+    )
+    endpoints = conn.execute(
+        sa.select(
+            webhook_endpoints.c.id,
+            webhook_endpoints.c.event_types,
+            webhook_endpoints.c.start_tx,
+            webhook_endpoints.c.start_id,
+        ).where(webhook_endpoints.c.env_id == env_id, webhook_endpoints.c.deleted_at.is_(None))
+    ).all()
+    meant = [  # it went to those with a delivery, or was meant for those begun before it
+        e.id
+        for e in endpoints
+        if e.id in had
+        or (
+            (not e.event_types or event.type in e.event_types)
+            and (event.tx, event.id) > (e.start_tx, e.start_id)
         )
-    ).first()
-    if found is None:
-        raise NotFound(f"no webhook message {message_id!r}")
-    return int(
+    ]
+    again = [e for e in meant if e in had]
+    if again:
         conn.execute(
             sa.update(webhook_deliveries)
             .where(
-                webhook_deliveries.c.message_id == message_id,
-                webhook_deliveries.c.endpoint_id.in_(
-                    sa.select(webhook_endpoints.c.id).where(
-                        webhook_endpoints.c.deleted_at.is_(None)
-                    )
-                ),
+                webhook_deliveries.c.message_id == message,
+                webhook_deliveries.c.endpoint_id.in_(again),
             )
             .values(state="pending", attempts=0, next_attempt_at=now, dead_at=None)
-        ).rowcount
-    )
+        )
+    new = [
+        {"message_id": message, "endpoint_id": e, "state": "pending", "next_attempt_at": now}
+        for e in meant
+        if e not in had
+    ]
+    if new:
+        conn.execute(insert_new(conn, webhook_deliveries), new)
+    return len(meant)
 
 
 def recover(

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.types import TypeDecorator
 
 from punchcard.ledger.entries import SYSTEM_ACCOUNTS
@@ -43,6 +44,23 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class CurrentTx(sa.sql.expression.FunctionElement[int]):
+    """The writing transaction's id (PostgreSQL's `pg_current_xact_id()`), 0 on SQLite."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(CurrentTx)
+def _current_tx(element: CurrentTx, compiler: Any, **kw: Any) -> str:
+    return "0"
+
+
+@compiles(CurrentTx, "postgresql")
+def _current_tx_pg(element: CurrentTx, compiler: Any, **kw: Any) -> str:
+    return "(pg_current_xact_id()::text::bigint)"
 
 
 def _env() -> sa.Column[str]:
@@ -377,8 +395,11 @@ outbox = sa.Table(
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("payload", sa.JSON, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.Column("published_at", UtcDateTime, nullable=True),
-    sa.Index(None, "env_id", "published_at"),
+    sa.Column("published_at", UtcDateTime, nullable=True),  # unused since 0014 (cursors)
+    # The writing transaction's id on PostgreSQL (0 on SQLite, whose writers take turns): a
+    # sender reads only events of finished transactions, in (tx, id) order (0014).
+    sa.Column("tx", sa.BigInteger, sa.DefaultClause(CurrentTx()), nullable=False),
+    sa.Index(None, "env_id", "tx", "id"),
 )
 
 webhook_endpoints = sa.Table(
@@ -395,6 +416,13 @@ webhook_endpoints = sa.Table(
     sa.Column("locked_until", UtcDateTime, nullable=True),  # a deliverer is sending to it
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("deleted_at", UtcDateTime, nullable=True),
+    # The last outbox event sent, as (tx, id): a sender sends what follows and moves it once a
+    # batch (0014). `start_*` is where it began: events before it were never meant for it.
+    sa.Column("cursor_tx", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cursor_id", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("start_tx", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("start_id", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("delivered", sa.BigInteger, nullable=False, server_default="0"),  # 2xx first tries
     sa.Index(None, "env_id", "state"),
 )
 

@@ -2,8 +2,11 @@
 
 A deliverer claims one endpoint at a time (`FOR UPDATE SKIP LOCKED`, then a lease),
 so each endpoint gets one sender: a slow receiver slows only its own endpoint, and
-the API never waits for any of it. A delivery is marked delivered only after a 2xx;
-a sender killed mid-delivery leaves it pending, its lease expires, and it is sent
+the API never waits for any of it. Each batch is the endpoint's due retries and then
+the outbox events after its cursor; the cursor moves past the events tried, once, in
+the transaction that records the batch. A first try that succeeds leaves no row but a
+count; one that fails becomes a message, a delivery and an attempt, retried from then
+on. A sender killed mid-batch has moved nothing: its lease expires and the batch is sent
 again (at least once: receivers dedupe on `webhook-id`).
 
 The first attempt is made at once; after each failed one the next waits 5 s, 5 min,
@@ -19,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,10 +33,18 @@ from standardwebhooks import Webhook
 
 from punchcard.retry_after import retry_after_s
 from punchcard.services.clock import Clock, SystemClock
-from punchcard.services.webhooks import fan_out_all, signing_secrets
-from punchcard.store.database import single_statement
+from punchcard.services.webhooks import (
+    EVENTS,
+    Horizon,
+    after,
+    make_messages,
+    signing_secrets,
+    the_message,
+)
+from punchcard.store.database import insert_new, single_statement
 from punchcard.store.tables import (
     environments,
+    outbox,
     webhook_attempts,
     webhook_deliveries,
     webhook_endpoints,
@@ -55,17 +66,23 @@ EXCERPT = 300
 def claim_endpoints(
     engine: sa.Engine, now: datetime, limit: int, lease: timedelta = ENDPOINT_LEASE
 ) -> list[Any]:
-    """Endpoints with due deliveries that no other sender holds, leased to the caller.
+    """Endpoints with a due retry or an event after their cursor that no other sender holds,
+    leased to the caller, in random order: with more endpoints at work than senders free,
+    none is passed over round after round.
 
-    Starts from the enabled endpoints, each looking up its oldest pending delivery by its
-    index, so messages waiting for a disabled endpoint cost nothing here."""
-    due_at = (
-        sa.select(sa.func.min(webhook_deliveries.c.next_attempt_at))
-        .where(
-            webhook_deliveries.c.endpoint_id == webhook_endpoints.c.id,
-            webhook_deliveries.c.state == "pending",
-        )
-        .scalar_subquery()
+    Starts from the enabled endpoints, each looking for its work by an index, so events
+    waiting for a disabled endpoint cost nothing here."""
+    retry_due = sa.exists().where(
+        webhook_deliveries.c.endpoint_id == webhook_endpoints.c.id,
+        webhook_deliveries.c.state == "pending",
+        webhook_deliveries.c.next_attempt_at <= now,
+    )
+    news = sa.exists().where(
+        outbox.c.env_id == webhook_endpoints.c.env_id,
+        after(
+            outbox.c.tx, outbox.c.id, webhook_endpoints.c.cursor_tx, webhook_endpoints.c.cursor_id
+        ),
+        outbox.c.tx < Horizon(),
     )
     with engine.begin() as conn:
         rows = conn.execute(
@@ -78,9 +95,9 @@ def claim_endpoints(
                     webhook_endpoints.c.locked_until.is_(None),
                     webhook_endpoints.c.locked_until < now,
                 ),
-                due_at <= now,
+                sa.or_(news, retry_due),
             )
-            .order_by(due_at)  # the longest-waiting endpoints first
+            .order_by(sa.func.random())
             .limit(limit)
             .with_for_update(skip_locked=True, of=webhook_endpoints)
         ).all()
@@ -137,8 +154,48 @@ def _storable(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class Fresh:
+    """An event after the cursor, sent for the first time: it gets rows only if it fails."""
+
+    event: Any
+    message_id: str
+    body: str
+
+
+# An endpoint's due retries (and resends), oldest first, each with the body it is sent with.
+_DUE = (
+    sa.select(webhook_deliveries, webhook_messages.c.body)
+    .join(webhook_messages, webhook_messages.c.id == webhook_deliveries.c.message_id)
+    .where(
+        webhook_deliveries.c.endpoint_id == sa.bindparam("endpoint"),
+        webhook_deliveries.c.state == "pending",
+        webhook_deliveries.c.next_attempt_at
+        <= sa.bindparam("now", type_=webhook_deliveries.c.next_attempt_at.type),
+    )
+    .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
+    .limit(PER_ROUND)
+)
+
+
+def subscribed(endpoint: Any, kind: str) -> bool:
+    return not endpoint.event_types or kind in endpoint.event_types
+
+
+def moved_to(
+    cursor: tuple[int, int], endpoint: Any, events: Sequence[Any], tried: set[str]
+) -> tuple[int, int]:
+    """Where the cursor goes after a batch: past every event read up to the first one it
+    wanted that was not tried (a 410 stopped the batch), which waits for the next."""
+    for event in events:
+        if subscribed(endpoint, event.type) and the_message(event)[0] not in tried:
+            break
+        cursor = (event.tx, event.id)
+    return cursor
+
+
+@dataclass(frozen=True)
 class Attempt:
-    delivery: Any
+    delivery: Any  # a delivery row (a retry or resend), or a Fresh event
     response: httpx.Response | None
     error: str | None
     latency_ms: int
@@ -188,30 +245,34 @@ class Deliverer:
         )
         self.stopping = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads)) if threads > 1 else None
+        # The POSTs of every endpoint, IN_FLIGHT at most each: made once, not per batch.
+        self.posters = (
+            ThreadPoolExecutor(max_workers=threads * IN_FLIGHT, thread_name_prefix="webhook-post")
+            if threads > 1
+            else None
+        )
         self.sending: set[Future[int]] = set()
 
     def run_once(self) -> int:
-        """Turn committed events into messages, claim endpoints with due deliveries and send.
+        """Claim endpoints with due retries or events after their cursors, and send.
 
-        With one thread it sends in place and returns the messages made plus the attempts
-        made. With more, each endpoint goes to a free thread and this returns at once (the
-        messages made plus the endpoints started): a slow endpoint keeps only its own thread
-        busy while the next rounds serve the others.
+        With one thread it sends in place and returns the attempts made. With more, each
+        endpoint goes to a free thread and this returns at once (the endpoints started): a
+        slow endpoint keeps only its own thread busy while the next rounds serve the others.
         """
-        made = fan_out_all(self.engine, self.clock.now())
         if self.pool is None:
             now = self.clock.now()
             endpoints = claim_endpoints(self.engine, now, 1, self.lease)
-            return made + sum(self.send_endpoint(e, now + self.lease) for e in endpoints)
+            return sum(self.send_endpoint(e, now + self.lease) for e in endpoints)
         self.sending = {f for f in self.sending if not f.done()}
         free = self.threads - len(self.sending)
         if free <= 0:
-            return made
+            return 0
         now = self.clock.now()
         endpoints = claim_endpoints(self.engine, now, free, self.lease)
         for endpoint in endpoints:
             self.sending.add(self.pool.submit(self.send_endpoint, endpoint, now + self.lease))
-        return made + len(endpoints)
+        return len(endpoints)
 
     def drain(self) -> None:
         """Wait for the sends under way (for tests and shutdown)."""
@@ -232,8 +293,9 @@ class Deliverer:
 
     def stop(self) -> None:
         self.stopping.set()
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self.pool, self.posters):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     def send_endpoint(self, endpoint: Any, held: datetime) -> int:
         """Send to a claimed endpoint whose lease runs until `held`, then give the lease back,
@@ -274,14 +336,16 @@ class Deliverer:
         return until if renewed else None
 
     def _send_endpoint(self, endpoint: Any, lease: list[datetime]) -> int:
-        """Send an endpoint's due deliveries in batches: up to `in_flight` POSTs at once, each
-        batch's outcomes recorded in one transaction, until none are due or the lease's
-        first half is spent (a batch takes at most PER_ROUND / in_flight timeouts). The lease
-        is renewed before each batch, which also stops at once an endpoint disabled or
-        deleted meanwhile."""
+        """Send an endpoint's due retries, then the events after its cursor, in batches of
+        PER_ROUND: up to `in_flight` POSTs at once, each batch's outcomes recorded and the
+        cursor moved in one transaction, until nothing is due or the lease's first half is
+        spent (a batch takes at most PER_ROUND / in_flight timeouts). The lease is renewed
+        before each batch, which also stops at once an endpoint disabled or deleted
+        meanwhile."""
         sent = 0
         began = time.monotonic()
         allow_private = self.allow_private or endpoint.env_kind != "live"
+        cursor = (int(endpoint.cursor_tx), int(endpoint.cursor_id))
         while time.monotonic() - began < self.lease.total_seconds() / 2:
             renewed = self._renew(endpoint.id, lease[0])
             if renewed is None:
@@ -289,59 +353,75 @@ class Deliverer:
             lease[0] = renewed
             now = self.clock.now()
             with single_statement(self.engine) as conn:
-                due = conn.execute(
-                    sa.select(webhook_deliveries, webhook_messages.c.body)
-                    .join(
-                        webhook_messages, webhook_messages.c.id == webhook_deliveries.c.message_id
+                due: list[Any] = list(conn.execute(_DUE, {"endpoint": endpoint.id, "now": now}))
+                events: list[Any] = []
+                if len(due) < PER_ROUND:
+                    events = list(
+                        conn.execute(
+                            EVENTS,
+                            {
+                                "env": endpoint.env_id,
+                                "tx": cursor[0],
+                                "last": cursor[1],
+                                "limit": PER_ROUND - len(due),
+                            },
+                        )
                     )
-                    .where(
-                        webhook_deliveries.c.endpoint_id == endpoint.id,
-                        webhook_deliveries.c.state == "pending",
-                        webhook_deliveries.c.next_attempt_at <= now,
-                    )
-                    .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
-                    .limit(PER_ROUND)
-                ).all()
-            if not due:
+            if not due and not events:
                 break
-            tries = self._send_batch(endpoint, due, allow_private, now)
+            batch: list[Any] = [*due] + [
+                Fresh(e, *the_message(e)) for e in events if subscribed(endpoint, e.type)
+            ]
+            tries = self._send_batch(endpoint, batch, allow_private, now) if batch else []
+            tried = {t.delivery.message_id for t in tries if isinstance(t.delivery, Fresh)}
+            move = (cursor, moved_to(cursor, endpoint, events, tried))
             # Recorded, and the next attempts planned, from when the batch ended: a retry
             # 5 s after a 10 s timeout waits 5 s, not none.
             ended = self.clock.now()
             try:
-                kept = self._record(endpoint, tries, ended)
+                kept = self._record(endpoint, tries, ended, move)
             except Exception:  # unrecorded, the batch would be due again every round
                 log.exception("recording attempts to endpoint %s failed", endpoint.id)
-                kept = self._record(endpoint, [t.plainly() for t in tries], ended)
+                kept = self._record(endpoint, [t.plainly() for t in tries], ended, move)
             if not kept:
                 return sent + len(tries) - 1  # the attempt that disabled it is not counted
             sent += len(tries)
-            if len(due) < PER_ROUND:
+            cursor = move[1]
+            if len(due) + len(events) < PER_ROUND:
                 break
         return sent
 
     def _send_batch(
         self, endpoint: Any, due: Sequence[Any], allow_private: bool, now: datetime
     ) -> list[Attempt]:
-        if self.pool is not None:  # each endpoint its own senders: none waits behind another
-            gone = threading.Event()  # a 410: what has not started yet is not sent
-
-            def send(delivery: Any) -> Attempt | None:
-                if gone.is_set():
-                    return None
-                attempt = self._post(endpoint, delivery, allow_private, now)
-                if attempt.status == 410:
-                    gone.set()
-                return attempt
-
-            with ThreadPoolExecutor(max_workers=IN_FLIGHT) as senders:
-                return [t for t in senders.map(send, due) if t is not None]
-        tries = []
-        for delivery in due:  # one at a time: a 410 stops the rest at once
-            tries.append(self._post(endpoint, delivery, allow_private, now))
-            if tries[-1].status == 410:
+        """POST a batch in its order, up to IN_FLIGHT at once on the deliverer's long-lived
+        posters (no pool made per batch): a 410 stops what has not started yet."""
+        if self.posters is None:
+            tries = []
+            for delivery in due:  # one at a time: a 410 stops the rest at once
+                tries.append(self._post(endpoint, delivery, allow_private, now))
+                if tries[-1].status == 410:
+                    break
+            return tries
+        waiting = list(reversed(due))
+        running: dict[Future[Attempt], int] = {}
+        done: dict[int, Attempt] = {}
+        gone = False
+        while waiting or running:
+            while waiting and not gone and len(running) < IN_FLIGHT:
+                index = len(due) - len(waiting)
+                future = self.posters.submit(
+                    self._post, endpoint, waiting.pop(), allow_private, now
+                )
+                running[future] = index
+            if not running:
                 break
-        return tries
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                attempt = future.result()
+                done[running.pop(future)] = attempt
+                gone = gone or attempt.status == 410
+        return [done[i] for i in sorted(done)]
 
     def _post(self, endpoint: Any, delivery: Any, allow_private: bool, now: datetime) -> Attempt:
         """One signed POST; never raises for the receiver's faults. The whole request, from
@@ -369,31 +449,46 @@ class Deliverer:
         latency_ms = int((time.monotonic() - started) * 1000)
         return Attempt(delivery, response, error, latency_ms, excerpt)
 
-    def _record(self, endpoint: Any, tries: list[Attempt], now: datetime) -> bool:
-        """Record a batch of attempts and schedule what comes next, in one transaction, as if
-        they were made one after another. False: the endpoint is now disabled."""
+    def _record(
+        self,
+        endpoint: Any,
+        tries: list[Attempt],
+        now: datetime,
+        move: tuple[tuple[int, int], tuple[int, int]] | None = None,
+    ) -> bool:
+        """Record a batch and schedule what comes next, in one transaction, as if its attempts
+        were made one after another, and move the cursor from `move[0]` to `move[1]` (unless
+        another sender moved it meanwhile). A first try that succeeded is only counted; one
+        that failed gets its message, delivery and attempt rows. False: stop sending (the
+        endpoint is now disabled, or another sender has its cursor)."""
         disable = None
         with self.engine.begin() as conn:
             failing_since = conn.execute(  # locked: an enable meanwhile is read, not undone
                 sa.select(webhook_endpoints.c.failing_since)
                 .where(webhook_endpoints.c.id == endpoint.id)
-                .with_for_update(key_share=True)  # fan-out's inserts still refer to it
+                .with_for_update(key_share=True)  # a resend's inserts still refer to it
             ).scalar()
-            conn.execute(
-                sa.insert(webhook_attempts),
-                [
-                    {
-                        "delivery_id": t.delivery.id,
-                        "at": now,
-                        "status_code": t.status,
-                        "latency_ms": t.latency_ms,
-                        "response_excerpt": t.excerpt,
-                        "error": t.error,
-                    }
-                    for t in tries
-                ],
-            )
-            delivered = [t for t in tries if t.ok]
+            failed_fresh = [t for t in tries if isinstance(t.delivery, Fresh) and not t.ok]
+            made = self._deliveries(conn, endpoint, failed_fresh, now)
+            logged = [t for t in tries if not (isinstance(t.delivery, Fresh) and t.ok)]
+            if logged:
+                conn.execute(
+                    sa.insert(webhook_attempts),
+                    [
+                        {
+                            "delivery_id": made[t.delivery.message_id]
+                            if isinstance(t.delivery, Fresh)
+                            else t.delivery.id,
+                            "at": now,
+                            "status_code": t.status,
+                            "latency_ms": t.latency_ms,
+                            "response_excerpt": t.excerpt,
+                            "error": t.error,
+                        }
+                        for t in logged
+                    ],
+                )
+            delivered = [t for t in tries if t.ok and not isinstance(t.delivery, Fresh)]
             if delivered:
                 conn.execute(
                     sa.update(webhook_deliveries)
@@ -421,35 +516,81 @@ class Deliverer:
                     failing_since = None
                     continue
                 failing_since = failing_since or now
-                attempts = t.delivery.attempts + 1
-                delay = next_delay(attempts, None if t.plain else _retry_after(t.response, now))
-                values: dict[str, Any] = {"attempts": attempts}
-                if delay is None:
-                    values.update(state="dead", dead_at=now, next_attempt_at=None)
-                else:
-                    values["next_attempt_at"] = now + timedelta(seconds=delay)
-                conn.execute(
-                    sa.update(webhook_deliveries)
-                    .where(webhook_deliveries.c.id == t.delivery.id, *_AS_CLAIMED)
-                    .values(**values),
-                    {"claimed": t.delivery.next_attempt_at},
-                )
+                if not isinstance(t.delivery, Fresh):
+                    conn.execute(
+                        sa.update(webhook_deliveries)
+                        .where(webhook_deliveries.c.id == t.delivery.id, *_AS_CLAIMED)
+                        .values(**self._after_failure(t, t.delivery.attempts + 1, now)),
+                        {"claimed": t.delivery.next_attempt_at},
+                    )
                 if t.status == 410:
                     disable = "the endpoint answered 410 Gone"
                 elif now - failing_since >= DISABLE_AFTER:
                     disable = "failing for 5 days"
-            conn.execute(
+            values: dict[str, Any] = {"failing_since": failing_since}
+            if disable:
+                values.update(state="disabled", disabled_reason=disable)
+            ours = True
+            if move is not None:
+                (old_tx, old_id), (new_tx, new_id) = move
+                first_sent = sum(1 for t in tries if t.ok and isinstance(t.delivery, Fresh))
+                same = sa.and_(
+                    webhook_endpoints.c.cursor_tx == old_tx,
+                    webhook_endpoints.c.cursor_id == old_id,
+                )
+                values.update(
+                    cursor_tx=sa.case((same, new_tx), else_=webhook_endpoints.c.cursor_tx),
+                    cursor_id=sa.case((same, new_id), else_=webhook_endpoints.c.cursor_id),
+                    delivered=webhook_endpoints.c.delivered + sa.case((same, first_sent), else_=0),
+                )
+            at = conn.execute(
                 sa.update(webhook_endpoints)
                 .where(webhook_endpoints.c.id == endpoint.id)
-                .values(
-                    failing_since=failing_since,
-                    **({"state": "disabled", "disabled_reason": disable} if disable else {}),
-                )
-            )
+                .values(**values)
+                .returning(webhook_endpoints.c.cursor_tx, webhook_endpoints.c.cursor_id)
+            ).one()
+            if move is not None:
+                ours = tuple(at) == move[1]
         if disable:
             log.warning("webhook endpoint %s disabled: %s", endpoint.id, disable)
             return False
-        return True
+        return ours
+
+    def _after_failure(self, t: Attempt, attempts: int, now: datetime) -> dict[str, Any]:
+        """A failed delivery's next state: its next try on the schedule, or dead."""
+        delay = next_delay(attempts, None if t.plain else _retry_after(t.response, now))
+        if delay is None:
+            return {"attempts": attempts, "state": "dead", "dead_at": now, "next_attempt_at": None}
+        return {"attempts": attempts, "next_attempt_at": now + timedelta(seconds=delay)}
+
+    def _deliveries(
+        self, conn: sa.Connection, endpoint: Any, failed: list[Attempt], now: datetime
+    ) -> dict[str, int]:
+        """Message and delivery rows for first tries that failed, scheduled for their second;
+        a delivery already there (a resend made it) keeps its own schedule. Their ids, by
+        message."""
+        if not failed:
+            return {}
+        make_messages(conn, endpoint.env_id, [t.delivery.event for t in failed], now)
+        conn.execute(
+            insert_new(conn, webhook_deliveries),
+            [
+                {
+                    "message_id": t.delivery.message_id,
+                    "endpoint_id": endpoint.id,
+                    "state": "pending",
+                    **self._after_failure(t, 1, now),
+                }
+                for t in failed
+            ],
+        )
+        rows = conn.execute(
+            sa.select(webhook_deliveries.c.message_id, webhook_deliveries.c.id).where(
+                webhook_deliveries.c.endpoint_id == endpoint.id,
+                webhook_deliveries.c.message_id.in_([t.delivery.message_id for t in failed]),
+            )
+        ).all()
+        return {r.message_id: r.id for r in rows}
 
     def _headers(self, endpoint: Any, message_id: str, body: str, now: datetime) -> dict[str, str]:
         # Every secret valid now signs, space-separated, so a rotation never breaks a receiver.
