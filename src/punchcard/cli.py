@@ -320,6 +320,14 @@ def serve(
         bool, typer.Option("--worker/--no-worker", help="Run due work in this process.")
     ] = True,
     worker_interval_ms: Annotated[int, WORKER_INTERVAL] = 200,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            envvar="PUNCHCARD_PROCESSES",
+            min=1,
+            help="API processes sharing the port, each with its own pool.  [default: CPU count]",
+        ),
+    ] = None,
     inquiries_per_minute: Annotated[
         int,
         typer.Option(
@@ -332,10 +340,15 @@ def serve(
         bool, typer.Option(help="Make the demo tenant and print a key and a curl line.")
     ] = False,
 ) -> None:
-    """Migrate the database (one process at a time), then run the HTTP API (with an
-    in-process worker unless --no-worker)."""
-    from punchcard.server import configure_logging, demo_tenant, listening
-    from punchcard.server import serve as run_server
+    """Migrate the database (one process at a time), then run the HTTP API in --processes
+    processes (with the worker in the parent process unless --no-worker)."""
+    from punchcard.server import (
+        configure_logging,
+        cpu_count,
+        demo_tenant,
+        listening,
+        serve_processes,
+    )
 
     configure_logging(log_level_of(log_level))
     try:  # the port first: a server that can not listen must not have migrated anything
@@ -355,15 +368,18 @@ def serve(
         console.print(
             f"  curl -s -H 'Authorization: Bearer {keys['sandbox_key']}' {base}/v1/rewards"
         )
-    run_server(
+    code = serve_processes(
         engine,
         sock,
+        processes or cpu_count(),
         worker=worker,
         worker_interval_s=worker_interval_ms / 1000,
         inquiries_per_minute=inquiries_per_minute,
         webhook_allow_private=webhook_allow_private,
         log_level=log_level,
     )
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("worker")

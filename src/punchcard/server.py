@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import socket
+import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 import uvicorn
@@ -16,11 +22,16 @@ from punchcard.api.app import create_app
 from punchcard.services import tenants
 from punchcard.services.clock import SystemClock
 from punchcard.services.loyalty import Loyalty
+from punchcard.store.database import create_engine
 from punchcard.store.tables import tenants as tenants_table
 from punchcard.worker.delivery import Deliverer
 from punchcard.worker.due_work import Worker
 
 DEMO_PROGRAM = Path(__file__).parent / "demo" / "burrito-rewards.yaml"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+STOP_WAIT_S = 10.0  # how long stopping API processes may finish their requests before SIGKILL
+
+logger = logging.getLogger(__name__)
 
 
 class _NoQueryString(logging.Filter):
@@ -122,6 +133,161 @@ def serve(
             loop.stop()
         for thread in threads:
             thread.join(timeout=5)
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask, as a container may limit it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def serve_processes(
+    engine: sa.Engine,
+    sock: socket.socket,
+    processes: int,
+    *,
+    worker: bool,
+    worker_interval_s: float,
+    inquiries_per_minute: int,
+    webhook_allow_private: bool,
+    log_level: str,
+) -> int:
+    """`processes` API processes accepting on one socket, each with its own pool, and the
+    worker threads here in the parent. Returns the exit code: 0 after SIGTERM or SIGINT,
+    1 when an API process ended by itself (the others are stopped: a supervisor restarts
+    the whole server, as forking again from a parent running threads is not safe).
+    One process is `serve`: the API and the worker threads in this process, no fork."""
+    if processes == 1:
+        serve(
+            engine,
+            sock,
+            worker=worker,
+            worker_interval_s=worker_interval_s,
+            inquiries_per_minute=inquiries_per_minute,
+            webhook_allow_private=webhook_allow_private,
+            log_level=log_level,
+        )
+        return 0
+    url = engine.url.render_as_string(hide_password=False)
+    engine.dispose()  # a child must not inherit a pooled connection the parent also uses
+    sys.stdout.flush()  # nor a buffered line (the demo's banner) that it would print again
+    sys.stderr.flush()
+    parent = os.getpid()
+    children: set[int] = set()
+    for _ in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            _api_process(
+                url,
+                sock,
+                parent,
+                inquiries_per_minute=inquiries_per_minute,
+                webhook_allow_private=webhook_allow_private,
+                log_level=log_level,
+            )
+        children.add(pid)
+    sock.close()  # the children hold it: the port is free once they are gone
+    stopping = threading.Event()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    clock = SystemClock()
+    loops: list[Worker | Deliverer] = []
+    if worker:  # threads only after forking: a fork copies no thread, only its locks
+        loops = [
+            Worker(engine, clock, worker_interval_s),
+            Deliverer(engine, clock, allow_private=webhook_allow_private),
+        ]
+    threads = [
+        threading.Thread(target=loop.run_forever, name=type(loop).__name__, daemon=True)
+        for loop in loops
+    ]
+    for thread in threads:
+        thread.start()
+    code = 0
+    while not stopping.wait(0.2):
+        if ended := _reap(children):
+            logger.error("API process %d ended by itself: stopping the server", ended[0])
+            code = 1
+            break
+    _stop_children(children)
+    for loop in loops:
+        loop.stop()
+    for thread in threads:
+        thread.join(timeout=5)
+    engine.dispose()
+    return code
+
+
+def _reap(children: set[int]) -> list[int]:
+    """The children that have ended (and are removed from `children`), without waiting."""
+    ended = [pid for pid in children if os.waitpid(pid, os.WNOHANG)[0] == pid]
+    children.difference_update(ended)
+    return ended
+
+
+def _stop_children(children: set[int]) -> None:
+    """SIGTERM to each child (uvicorn finishes its requests), then SIGKILL to any still there."""
+    for pid in children:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while children and time.monotonic() < deadline:
+        _reap(children)
+        time.sleep(0.05)
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    children.clear()
+
+
+def _die_with_parent(parent: int) -> None:
+    """On Linux the kernel sends this process SIGKILL when its parent dies, so a server
+    killed with SIGKILL leaves no child holding its port. Elsewhere a supervisor must."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and os.getppid() != parent:
+        os._exit(1)  # the parent died before the request took effect
+
+
+def _api_process(
+    url: str,
+    sock: socket.socket,
+    parent: int,
+    *,
+    inquiries_per_minute: int,
+    webhook_allow_private: bool,
+    log_level: str,
+) -> NoReturn:
+    """One API process (a forked child): its own engine and pool, made after the fork."""
+    code = 1
+    try:
+        _die_with_parent(parent)
+        logger.debug("API process %d started", os.getpid())
+        engine = create_engine(url)
+        app = create_app(
+            engine,
+            SystemClock(),
+            inquiries_per_minute=inquiries_per_minute,
+            webhook_allow_private=webhook_allow_private,
+        )
+        try:
+            uvicorn.Server(uvicorn.Config(app, log_level=log_level.lower())).run(sockets=[sock])
+            code = 0
+        except KeyboardInterrupt:  # uvicorn raises the SIGINT it stopped on once it is done
+            code = 0
+        finally:
+            engine.dispose()
+    except BaseException:
+        logger.exception("API process %d failed", os.getpid())
+    finally:
+        logging.shutdown()
+        os._exit(code)  # never return into the parent's code (the CLI, atexit handlers)
 
 
 def run_worker(

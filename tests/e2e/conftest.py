@@ -18,6 +18,10 @@ import pytest
 from .shapes import check_shape
 
 PUNCHCARD = str(Path(sys.executable).parent / "punchcard")
+# `serve` runs a process per CPU by default; the suite runs on as many cores (-n 2), so every
+# server it starts (these fixtures, and tests that start `serve` themselves) runs one unless
+# a test asks for more.
+os.environ["PUNCHCARD_PROCESSES"] = "1"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ def start_server(
             str(port),
             "--log-level",
             "warning",
+            "--processes",
+            "1",
             *extra,
         ],
         env={**os.environ, "PUNCHCARD_INQUIRIES_PER_MINUTE": "20", **(env or {})},
