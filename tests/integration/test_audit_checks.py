@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from punchcard.audit import run_audit
 from punchcard.ledger import store as ledger
 from punchcard.ledger.entries import EARNED, points_asset, transfer
+from punchcard.services import webhooks
 from punchcard.services.loyalty import Loyalty
 from punchcard.services.programs import create_environment
-from punchcard.services.webhooks import fan_out
 from punchcard.store.tables import (
     environments,
     ledger_accounts,
@@ -25,14 +25,17 @@ from punchcard.store.tables import (
     members,
     orders,
     outbox,
+    webhook_endpoints,
 )
+from punchcard.worker.delivery import Deliverer
 
 from ..conftest import EXAMPLE_PROGRAM
-from .helpers import START, burritos, new_app
+from .cursors import run
+from .helpers import START, FakeClock, burritos, new_app
 
 ORDERS = "every order's points on the ledger equal what it posted"
 STUCK = "no posting stuck past its time"
-OUTBOX = "every committed event published as a webhook message"
+OUTBOX = "every committed event sent to every enabled endpoint"
 SYSTEM_NOW = START + timedelta(days=500)  # the system clock, ahead of every sandbox below
 DELAYED = EXAMPLE_PROGRAM.read_text().replace("accrual_delay: PT0S", "accrual_delay: P1D")
 
@@ -44,10 +47,12 @@ def _set_clock(engine: sa.Engine, app: Loyalty, at: datetime | None) -> None:
         )
 
 
-def _publish(engine: sa.Engine, app: Loyalty) -> None:
-    with engine.begin() as conn:  # what a worker does with committed events
-        while fan_out(conn, app.env_id, SYSTEM_NOW):
-            pass
+def _publish(engine: sa.Engine) -> None:
+    """What a worker does with committed events: send them to the endpoints (here refused,
+    so each is tried once and waits as a delivery), moving each endpoint's cursor on."""
+    deliverer = Deliverer(engine, FakeClock(SYSTEM_NOW), threads=1)
+    while run(deliverer):
+        pass
 
 
 def _allow(engine: sa.Engine) -> Loyalty:
@@ -101,8 +106,12 @@ def _clamp(engine: sa.Engine) -> Loyalty:
 
 def _frozen(engine: sa.Engine) -> Loyalty:
     """A sandbox frozen at START, its orders due a day later: in its future, not stuck; its
-    events are left unpublished a moment, as the deliverer may."""
+    events are left unsent to its endpoint a moment, as the deliverer may."""
     app = new_app(engine, DELAYED)
+    with engine.begin() as conn:
+        webhooks.create_endpoint(
+            conn, app.env_id, {"url": "http://127.0.0.1:9/hooks"}, START, allow_private=True
+        )
     app.enroll({"member": "ann"}, START)
     app.place_order(burritos("p1", "ann", qty=2), START)
     app.place_order(burritos("p2", "ann", qty=1), START)
@@ -113,8 +122,6 @@ def _frozen(engine: sa.Engine) -> Loyalty:
 
 def _story(engine: sa.Engine) -> dict[str, Loyalty]:
     stories = {"allow": _allow(engine), "clamp": _clamp(engine)}
-    for app in stories.values():
-        _publish(engine, app)
     stories["frozen"] = _frozen(engine)
     return stories
 
@@ -193,9 +200,12 @@ def test_each_environment_is_judged_stuck_by_its_own_now(engine: sa.Engine) -> N
     frozen = _story(engine)["frozen"]
     due = START + timedelta(days=1)
     _set_clock(engine, frozen, due + timedelta(minutes=5))  # the worker's lag: not yet stuck
-    late = [f"event {n} ({kind}) not published after 5 minutes" for n, kind in _unpublished(engine)]
+    late = [
+        f"event {n} ({kind}) not sent to endpoint {endpoint} after 5 minutes"
+        for n, kind, endpoint in _unsent(engine)
+    ]
     assert _broken(engine) == {OUTBOX: late}  # events of a day ago (in its time) are late
-    _publish(engine, frozen)
+    _publish(engine)
     assert _broken(engine) == {}
     _set_clock(engine, frozen, due + timedelta(minutes=6))  # moved on without its due work
     assert _broken(engine) == {
@@ -218,7 +228,6 @@ def test_an_environment_on_the_system_clock_is_judged_by_it(engine: sa.Engine) -
     live.publish(DELAYED, START)
     live.enroll({"member": "ann"}, START)
     live.place_order(burritos("q1", "ann"), START)
-    _publish(engine, live)
     due = START + timedelta(days=1)
     assert _broken(engine, due + timedelta(minutes=5)) == {}
     assert _broken(engine, due + timedelta(minutes=6)) == {
@@ -228,17 +237,20 @@ def test_an_environment_on_the_system_clock_is_judged_by_it(engine: sa.Engine) -
         ]
     }
     live.run_due(due)
-    _publish(engine, live)
     assert _broken(engine, SYSTEM_NOW) == {}
 
 
-def _unpublished(engine: sa.Engine) -> list[tuple[int, str]]:
+def _unsent(engine: sa.Engine) -> list[tuple[int, str, str]]:
+    """Each endpoint's first event after its cursor (here, the frozen sandbox's one)."""
     with engine.connect() as conn:
-        return [
-            (r.id, r.type)
-            for r in conn.execute(
-                sa.select(outbox.c.id, outbox.c.type)
-                .where(outbox.c.published_at.is_(None))
-                .order_by(outbox.c.id)
+        [endpoint] = conn.execute(sa.select(webhook_endpoints)).all()
+        first = conn.execute(
+            sa.select(outbox.c.id, outbox.c.type)
+            .where(
+                outbox.c.env_id == endpoint.env_id,
+                webhooks.after(outbox.c.tx, outbox.c.id, endpoint.cursor_tx, endpoint.cursor_id),
             )
-        ]
+            .order_by(outbox.c.tx, outbox.c.id)
+            .limit(1)
+        ).one()
+    return [(first.id, first.type, endpoint.id)]
