@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from ..conftest import EXAMPLES, ROOT
-from .conftest import PUNCHCARD, cli, start_server, stop
+from .conftest import PUNCHCARD, cli, start_server, stop, upgrade
 
 PROGRAM = (ROOT / "src/punchcard/demo/burrito-rewards.yaml").read_text()
 
@@ -24,6 +24,7 @@ def two_servers(
     servers = []
     for name in ("a", "b"):
         database = f"sqlite:///{tmp_path_factory.mktemp(name)}/{name}.sqlite3"
+        upgrade(database)
         tenant = json.loads(
             cli("tenant", "create", f"Parity {name}", "--json", "--database", database)
         )
@@ -88,12 +89,12 @@ def test_a_different_program_version_shows_as_differences(
                     headers={"Idempotency-Key": uuid.uuid4().hex},
                 )
     result = _parity(
-        two_servers, "--tenant-program", str(EXAMPLES / "scenarios" / "01-qualifying-spend.yaml")
+        two_servers, "--tenant-program", str(EXAMPLES / "scenarios" / "01-what-qualifies.yaml")
     )
     assert result.returncode == 1
-    assert "member alice: points" in result.stdout
+    assert "member dana: points" in result.stdout
     assert (
-        "'posted': 322" in result.stdout and "'posted': 366" in result.stdout
-    )  # 222+100 vs 266+100
+        "'posted': 377" in result.stdout and "'posted': 432" in result.stdout
+    )  # 277+100 vs 332+100
     assert "webhook events" in result.stdout
     assert result.stdout.strip().splitlines()[-1].endswith("in 1 of 1 scenarios")
