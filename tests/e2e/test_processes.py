@@ -105,7 +105,18 @@ def enroll(port: int, key: str, member: str, pids: set[int]) -> tuple[int, dict[
         conn.close()
 
 
-def port_is_free(port: int) -> bool:
+def port_is_free(port: int, within_s: float = 5.0) -> bool:
+    """Whether the port can be listened on again within `within_s` (the kernel closes a dead
+    process's sockets as it reaps it, not at the instant it is signalled)."""
+    deadline = time.monotonic() + within_s
+    while not _bindable(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

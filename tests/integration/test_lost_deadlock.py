@@ -172,7 +172,9 @@ def test_a_request_that_loses_a_deadlock_runs_again(
         with caplog.at_level(logging.INFO, logger="punchcard.api"):
             answers = _race(client, clock)
     assert {m: a.status_code for m, a in answers.items()} == {"ann": 201, "bob": 201}
-    assert len([r for r in caplog.records if "lost a deadlock" in r.getMessage()]) == 1
+    # At least the one PostgreSQL broke; on a loaded machine a run again has been seen to lose
+    # once more (also before 0013), and each such loss is one more run, never one more order.
+    assert 1 <= len([r for r in caplog.records if "lost a deadlock" in r.getMessage()]) <= 3
     with engine.connect() as conn:
         late = conn.execute(
             sa.text("SELECT count(*) FROM orders WHERE external_id LIKE '%-late'")
