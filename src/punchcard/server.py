@@ -10,6 +10,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -111,11 +112,30 @@ def serve(
         inquiries_per_minute=inquiries_per_minute,
         webhook_allow_private=webhook_allow_private,
     )
+    stop_loops = _start_loops(engine, clock, worker, worker_interval_s, webhook_allow_private)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level.lower()))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_loops()
+
+
+def _start_loops(
+    engine: sa.Engine,
+    clock: SystemClock,
+    worker: bool,
+    worker_interval_s: float,
+    allow_private: bool,
+) -> Callable[[], None]:
+    """Start the worker's due-work and delivery loops, each on a daemon thread of this
+    process (none with `worker` off); returns what stops them and waits for their threads."""
     loops: list[Worker | Deliverer] = []
     if worker:
         loops = [
             Worker(engine, clock, worker_interval_s),
-            Deliverer(engine, clock, allow_private=webhook_allow_private),
+            Deliverer(engine, clock, allow_private=allow_private),
         ]
     threads = [
         threading.Thread(target=loop.run_forever, name=type(loop).__name__, daemon=True)
@@ -123,16 +143,14 @@ def serve(
     ]
     for thread in threads:
         thread.start()
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level.lower()))
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
-    finally:
+
+    def stop() -> None:
         for loop in loops:
             loop.stop()
         for thread in threads:
             thread.join(timeout=5)
+
+    return stop
 
 
 def cpu_count() -> int:
@@ -196,18 +214,8 @@ def serve_processes(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     clock = SystemClock()
-    loops: list[Worker | Deliverer] = []
-    if worker:  # threads only after forking: a fork copies no thread, only its locks
-        loops = [
-            Worker(engine, clock, worker_interval_s),
-            Deliverer(engine, clock, allow_private=webhook_allow_private),
-        ]
-    threads = [
-        threading.Thread(target=loop.run_forever, name=type(loop).__name__, daemon=True)
-        for loop in loops
-    ]
-    for thread in threads:
-        thread.start()
+    # threads only after forking: a fork copies no thread, only its locks
+    stop_loops = _start_loops(engine, clock, worker, worker_interval_s, webhook_allow_private)
     code = 0
     while not stopping.wait(0.2):
         if ended := _reap(children):
@@ -215,10 +223,7 @@ def serve_processes(
             code = 1
             break
     _stop_children(children)
-    for loop in loops:
-        loop.stop()
-    for thread in threads:
-        thread.join(timeout=5)
+    stop_loops()
     engine.dispose()
     return code
 
