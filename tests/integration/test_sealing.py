@@ -1,7 +1,7 @@
 """Stored responses are sealed with AES-256-GCM (the `cryptography` package, a key HKDF draws from
-the caller's secret): they open only with that secret and in the row they were stored in, an
-altered one is refused, none holds the plaintext, and rows sealed by the legacy v1 scheme (a
-hand-made SHAKE-256 keystream with an HMAC tag) still open."""
+the caller's secret): they open only with that secret and under the key they were stored with,
+an altered one is refused, none holds the plaintext, and rows sealed by the earlier schemes (v2,
+bound to the row id; v1, a hand-made SHAKE-256 keystream with an HMAC tag) still open."""
 
 from __future__ import annotations
 
@@ -12,10 +12,21 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from starlette.exceptions import StarletteDeprecationWarning
 
 from punchcard.api.app import create_app
-from punchcard.api.context import SEALED, SEALED_V1, request_secret, seal, unseal
+from punchcard.api.context import (
+    SEALED,
+    SEALED_V1,
+    SEALED_V2,
+    key_scope,
+    request_secret,
+    seal,
+    unseal,
+)
 from punchcard.services import tenants
 from punchcard.services.clock import SystemClock
 from punchcard.store.database import open_database
@@ -36,6 +47,7 @@ LEGACY = bytes.fromhex(
     "fc81"
 )
 SECRET = request_secret("pc_live_0123456789ab_some-api-key")
+SCOPE = key_scope("env-1", "pc_live_0123456789ab", "k1")
 REFUSED = "a stored response does not match its seal"
 INTERNAL = {
     "type": "https://punchcard.dev/problems/internal",
@@ -50,56 +62,82 @@ def _flipped(data: bytes, at: int) -> bytes:
     return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
 
 
-def test_a_sealed_response_opens_with_its_secret_in_its_row() -> None:
-    sealed = seal(SECRET, BODY, 7)
-    assert sealed.startswith(SEALED) and SEALED == b"\x00pc-sealed-v2\x00"
+def test_a_sealed_response_opens_with_its_secret_under_its_key() -> None:
+    sealed = seal(SECRET, BODY, SCOPE)
+    assert sealed.startswith(SEALED) and SEALED == b"\x00pc-sealed-v3\x00"
     assert len(sealed) == len(SEALED) + 12 + len(BODY) + 16  # nonce, text, tag
-    assert unseal(SECRET, sealed, 7) == BODY
-    again = seal(SECRET, BODY, 7)  # a fresh nonce each time: never the same bytes twice
+    assert unseal(SECRET, sealed, SCOPE, 7) == BODY
+    again = seal(SECRET, BODY, SCOPE)  # a fresh nonce each time: never the same bytes twice
     assert again[len(SEALED) : len(SEALED) + 12] != sealed[len(SEALED) : len(SEALED) + 12]
-    assert again != sealed and unseal(SECRET, again, 7) == BODY
-    assert unseal(SECRET, seal(SECRET, b"", 7), 7) == b""
+    assert again != sealed and unseal(SECRET, again, SCOPE, 7) == BODY
+    assert unseal(SECRET, seal(SECRET, b"", SCOPE), SCOPE, 7) == b""
 
 
 def test_a_sealed_response_holds_no_plaintext() -> None:
-    sealed = seal(SECRET, BODY, 7)
+    sealed = seal(SECRET, BODY, SCOPE)
     for part in (b"4821", b'"pin"', b"gc_1", BODY):  # long enough not to turn up by chance
         assert part not in sealed[len(SEALED) :]
 
 
 def test_an_altered_moved_or_foreign_sealed_response_is_refused() -> None:
-    sealed = seal(SECRET, BODY, 7)
+    sealed = seal(SECRET, BODY, SCOPE)
     altered = [_flipped(sealed, at) for at in range(len(SEALED), len(sealed))]  # nonce, text, tag
     altered += [sealed[:-1], sealed[: len(SEALED) + 12], sealed + b"\x00"]
     for wrong in altered:
         with pytest.raises(ValueError, match=REFUSED):
-            unseal(SECRET, wrong, 7)
+            unseal(SECRET, wrong, SCOPE, 7)
+    for elsewhere in (
+        key_scope("env-1", "pc_live_0123456789ab", "k2"),  # another key of the same caller
+        key_scope("env-2", "pc_live_0123456789ab", "k1"),  # the same key in another environment
+        key_scope("env-1", "pc_live_0123456789ac", "k1"),  # another API key's
+        key_scope("env-1", "pc_live_0123456789a", "bk1"),  # the same bytes, cut elsewhere
+    ):
+        with pytest.raises(ValueError, match=REFUSED):
+            unseal(SECRET, sealed, elsewhere, 7)  # moved under another key
     with pytest.raises(ValueError, match=REFUSED):
-        unseal(SECRET, sealed, 8)  # moved to another row
+        unseal(request_secret("pc_live_0123456789ab_another-key"), sealed, SCOPE, 7)
+    # A v3 row passed off as v2 (or v1), or its prefix broken, is refused, not returned as is.
     with pytest.raises(ValueError, match=REFUSED):
-        unseal(request_secret("pc_live_0123456789ab_another-key"), sealed, 7)
-    # A v2 row passed off as v1 (or its prefix broken) is no JSON: refused, not returned as is.
+        unseal(SECRET, SEALED_V2 + sealed[len(SEALED) :], SCOPE, 7)
+    # A v3 row passed off as v1 (or its prefix broken) is no JSON: refused, not returned as is.
     with pytest.raises(ValueError, match=REFUSED):
-        unseal(SECRET, SEALED_V1 + sealed[len(SEALED) :], 7)
+        unseal(SECRET, SEALED_V1 + sealed[len(SEALED) :], SCOPE, 7)
     with pytest.raises(ValueError, match="a stored response is neither sealed nor JSON"):
-        unseal(SECRET, _flipped(sealed, 3), 7)
+        unseal(SECRET, _flipped(sealed, 3), SCOPE, 7)
+
+
+def _sealed_v2(body: bytes, row_id: int) -> bytes:
+    """What the v2 sealer stored: AES-256-GCM under the same HKDF key, bound to the row id."""
+    aead = AESGCM(HKDF(hashes.SHA256(), 32, None, b"punchcard stored response v2").derive(SECRET))
+    nonce = bytes(range(12))
+    return SEALED_V2 + nonce + aead.encrypt(nonce, body, SEALED_V2 + b"%d" % row_id)
+
+
+def test_a_response_sealed_by_v2_opens_in_its_row_only() -> None:
+    stored = _sealed_v2(BODY, 7)
+    assert unseal(SECRET, stored, SCOPE, 7) == BODY
+    assert unseal(SECRET, stored, key_scope("e", "k", "other"), 7) == BODY  # v2 bound the row
+    with pytest.raises(ValueError, match=REFUSED):
+        unseal(SECRET, stored, SCOPE, 8)  # moved to another row
+    with pytest.raises(ValueError, match=REFUSED):
+        unseal(SECRET, _flipped(stored, len(stored) - 1), SCOPE, 7)
 
 
 def test_a_response_sealed_by_the_legacy_v1_scheme_is_still_opened() -> None:
     secret = request_secret(LEGACY_KEY)
     assert LEGACY.startswith(SEALED_V1)
     assert BODY not in LEGACY and b"4821" not in LEGACY
-    assert unseal(secret, LEGACY, 1) == BODY  # v1 was bound to no row: any row opens it
-    assert unseal(secret, LEGACY, 99) == BODY
+    assert unseal(secret, LEGACY, SCOPE, 1) == BODY  # v1 was bound to no row: any row opens it
+    assert unseal(secret, LEGACY, SCOPE, 99) == BODY
     for at in (len(SEALED_V1), len(SEALED_V1) + 20, len(LEGACY) - 1):  # nonce, tag, text
         with pytest.raises(ValueError, match=REFUSED):
-            unseal(secret, _flipped(LEGACY, at), 1)
+            unseal(secret, _flipped(LEGACY, at), SCOPE, 1)
     with pytest.raises(ValueError, match=REFUSED):
-        unseal(SECRET, LEGACY, 1)
+        unseal(SECRET, LEGACY, SCOPE, 1)
 
 
 def test_a_response_stored_before_sealing_is_returned_as_it_is() -> None:
-    assert unseal(SECRET, BODY, 7) == BODY
+    assert unseal(SECRET, BODY, SCOPE, 7) == BODY
 
 
 # Through the app, on a real database --------------------------------------------------------

@@ -1,28 +1,34 @@
 """Per-request plumbing: who is calling, the environment's now, idempotency, consistency.
 
-Idempotency: every POST/PUT/PATCH carries `Idempotency-Key`. The key is claimed first and
-committed at once (`in_flight`, with a lease so a crashed request frees it): a new key
-by one statement, a key seen before in a short transaction that decides what to answer;
-the use case then runs in one unit of work that also stores the response under the
-key, so the effect and its stored response commit together or not at all. Keys are
-scoped to the environment and the API key, and kept for 72 hours.
+Idempotency: every POST/PUT/PATCH carries `Idempotency-Key`. A write (`write`) runs its use
+case and inserts the key's row, holding the answer, in the use case's own transaction, once:
+one commit, with no claim committed before it and no update after. The unique index on the
+key decides between concurrent duplicates: the second to insert waits for the first to
+commit, then finds the row, rolls its own effect back and replays the first answer (a
+different request under the key gets 422). A crash anywhere rolls everything back, key
+included, so a retry runs afresh. An expired key (72 hours) or a lapsed in-flight claim is
+overwritten by the same insert. Keys are scoped to the environment and the API key.
+
+Operations that run their own transactions (moving a sandbox clock: `idempotent`) still claim
+the key first and commit at once (`in_flight`, with a lease so a crashed request frees it),
+store their plan, run it, and store the answer.
 
 One rule for invalid input, whichever layer refuses it (the body's schema, the guard, a use
-case's InvalidInput): a 422 changes nothing and is not stored. A request refused so before its
-key was claimed never claims it; one refused after drops its claim. Either way the key stays
-free, and the same key with a corrected body runs. Every other answer of the use case,
-success or problem (404, 409, 402...), is stored with the key and replayed; a refusal of the
-HTTP layer's own that lets a retry run (429, a busy sandbox) frees the key.
+case's InvalidInput): a 422 changes nothing and is not stored, so the key stays free and the
+same key with a corrected body runs. Every other answer of the use case, success or problem
+(404, 409, 402...), is stored with the key and replayed; a refusal of the HTTP layer's own
+that lets a retry run (429, a busy sandbox) stores nothing.
 
 At rest: a stored response can carry what is shown once (a gift card's PIN, a new sandbox's
 API key), and a request's fingerprint covers its body (a PIN, an email). Both are keyed by a
 secret derived from the caller's API key, which the database never holds (only its hash): the
 response is sealed with AES-256-GCM (the `cryptography` package; the key drawn from that
-secret by HKDF-SHA256, a random 96-bit nonce per seal, the row's id authenticated with it) and
-the fingerprint is an HMAC, so a copy of the database yields neither the PIN nor a key, no guess
-can be checked against it, and an altered or moved sealed row is refused, not replayed. Only
-the same API key, presenting the same Idempotency-Key, gets the response back. Rows sealed by
-the earlier hand-made scheme (`SEALED_V1`) are still opened, never written.
+secret by HKDF-SHA256, a random 96-bit nonce per seal, the key's scope (environment, API key,
+Idempotency-Key) authenticated with it) and the fingerprint is an HMAC, so a copy of the
+database yields neither the PIN nor a key, no guess can be checked against it, and an altered
+or moved sealed row is refused, not replayed. Only the same API key, presenting the same
+Idempotency-Key, gets the response back. Rows sealed by earlier schemes (v2, bound to the row
+id; `SEALED_V1`, hand-made) are still opened, never written.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,6 +54,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import Request
+from sqlalchemy.dialects import postgresql, sqlite
 from starlette.responses import Response
 
 from punchcard.api.problems import ApiProblem, from_domain
@@ -67,11 +75,12 @@ IN_FLIGHT_LEASE = timedelta(seconds=float(os.environ.get("PUNCHCARD_IN_FLIGHT_LE
 MAX_WAIT_MS = 5000
 RACE_RETRIES = 3  # runs again of a use case that lost a deadlock, before it fails
 log = logging.getLogger("punchcard.api")
-# Stored responses that start so are sealed (JSON never does): v2 by `seal`, v1 by its
-# legacy predecessor, which is only opened now.
-SEALED = b"\x00pc-sealed-v2\x00"
+# Stored responses that start so are sealed (JSON never does): v3 by `seal`, bound to the
+# key's scope; v2 (bound to the row id) and v1 (hand-made) are only opened now.
+SEALED = b"\x00pc-sealed-v3\x00"
+SEALED_V2 = b"\x00pc-sealed-v2\x00"
 SEALED_V1 = b"\x00pc-sealed-v1\x00"
-_SEAL_INFO = b"punchcard stored response v2"
+_SEAL_INFO = b"punchcard stored response v2"  # HKDF's purpose: v2 and v3 differ in what they bind
 
 
 @dataclass
@@ -86,6 +95,7 @@ class Call:
     secret: bytes  # derived from the caller's API key: seals its stored responses
     wanted: tuple[datetime, int] | None = None  # a GET's consistency token's time, and wait_ms
     lease: datetime | None = None  # when the in-flight claim this request holds lapses
+    key_scope: bytes = b""  # what its stored answer is bound to (`key_scope`), once read
 
     @property
     def env_id(self) -> str:
@@ -127,28 +137,38 @@ def request_secret(api_key: str) -> bytes:
     return hmac.new(api_key.encode(), b"punchcard idempotency v1", hashlib.sha256).digest()
 
 
+@lru_cache(maxsize=256)
 def _aead(secret: bytes) -> AESGCM:
     """AES-256-GCM under a key HKDF draws from the caller's secret for this one purpose."""
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SEAL_INFO)
     return AESGCM(hkdf.derive(secret))
 
 
-def seal(secret: bytes, body: bytes, row_id: int) -> bytes:
-    """Encrypt and authenticate what is stored in idempotency key row `row_id`: a fresh random
-    96-bit nonce each time; the version and the row are authenticated too, so a sealed
-    response opens only in the row it was stored in."""
+def key_scope(env_id: str, api_key_id: str, key: str) -> bytes:
+    """What a sealed response is bound to: its row's unique key, each part length-prefixed."""
+    parts = [part.encode() for part in (env_id, api_key_id, key)]
+    return b"".join(len(part).to_bytes(4, "big") + part for part in parts)
+
+
+def seal(secret: bytes, body: bytes, scope: bytes) -> bytes:
+    """Encrypt and authenticate what is stored under an Idempotency-Key: a fresh random 96-bit
+    nonce each time; the version and the key's scope (`key_scope`) are authenticated too, so
+    a sealed response opens only under the key it was stored with (the row's id is not known
+    before the row is inserted with it)."""
     nonce = os.urandom(12)
-    return SEALED + nonce + _aead(secret).encrypt(nonce, body, SEALED + b"%d" % row_id)
+    return SEALED + nonce + _aead(secret).encrypt(nonce, body, SEALED + scope)
 
 
-def unseal(secret: bytes, stored: bytes, row_id: int) -> bytes:
-    """What `seal` stored in that row; ValueError if it was altered, moved or is another key's."""
-    if stored.startswith(SEALED):
-        rest = stored[len(SEALED) :]
-        try:
-            return _aead(secret).decrypt(rest[:12], rest[12:], SEALED + b"%d" % row_id)
-        except InvalidTag as exc:
-            raise ValueError("a stored response does not match its seal") from exc
+def unseal(secret: bytes, stored: bytes, scope: bytes, row_id: int) -> bytes:
+    """What `seal` stored under that key (or v2 in that row); ValueError if it was altered,
+    moved or is another API key's."""
+    for prefix, bound in ((SEALED, SEALED + scope), (SEALED_V2, SEALED_V2 + b"%d" % row_id)):
+        if stored.startswith(prefix):
+            rest = stored[len(prefix) :]
+            try:
+                return _aead(secret).decrypt(rest[:12], rest[12:], bound)
+            except InvalidTag as exc:
+                raise ValueError("a stored response does not match its seal") from exc
     if stored.startswith(SEALED_V1):
         return _unseal_v1(secret, stored[len(SEALED_V1) :])
     if stored.startswith(b"{"):
@@ -254,7 +274,8 @@ def _fingerprint(call: Call) -> str:
 
 
 def _replay(call: Call, row: Any) -> Response:
-    body = unseal(call.secret, row.response, row.id)
+    scope = key_scope(row.env_id, row.api_key_id, row.key)
+    body = unseal(call.secret, row.response, scope, row.id)
     headers = {"Idempotent-Replayed": "true"}
     if row.status_code < 400 and body:  # the header the first answer had, from its body
         answer = json.loads(body)
@@ -269,6 +290,191 @@ def _replay(call: Call, row: Any) -> Response:
     )
 
 
+def _key_row(call: Call, key: str) -> Any:
+    return (
+        idempotency_keys.c.env_id == call.env_id,
+        idempotency_keys.c.api_key_id == call.principal.key_id,
+        idempotency_keys.c.key == key,
+    )
+
+
+def _new_key(call: Call, key: str, fingerprint: str, now: datetime) -> dict[str, Any]:
+    return {
+        "env_id": call.env_id,
+        "api_key_id": call.principal.key_id,
+        "key": key,
+        "fingerprint": fingerprint,
+        "state": "in_flight",
+        "locked_until": now,
+        "created_at": now,
+        "expires_at": now + IDEMPOTENCY_TTL,
+    }
+
+
+# --- writes: the key and its answer inserted with the effect --------------------------------
+
+
+@lru_cache(maxsize=2)
+def _store_statement(dialect_name: str) -> Any:
+    """INSERT the answered key; over an expired key, or a claim of the same request that
+    lapsed (left by a server before this scheme), write instead. RETURNING says which: no row
+    means the key is held, by an answer to replay or a request still running."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    insert = dialect.insert(idempotency_keys)
+    new = insert.excluded
+    held = idempotency_keys.c
+    return insert.on_conflict_do_update(
+        index_elements=[held.env_id, held.api_key_id, held.key],
+        set_={
+            name: new[name]
+            for name in (
+                "fingerprint",
+                "state",
+                "locked_until",
+                "status_code",
+                "response",
+                "created_at",
+                "expires_at",
+            )
+        },
+        where=sa.or_(
+            held.expires_at <= new.created_at,
+            sa.and_(
+                held.state == "in_flight",
+                held.locked_until <= new.created_at,
+                held.fingerprint == new.fingerprint,
+            ),
+        ),
+    ).returning(held.id)
+
+
+def _store(
+    call: Call, conn: sa.Connection, key: str, fingerprint: str, status: int, body: bytes
+) -> bool:
+    """Insert the key with its answer, once; False when the key is held (see `_held`)."""
+    now = call.clock.now()
+    row = {
+        **_new_key(call, key, fingerprint, now),
+        "state": "done",
+        "status_code": status,
+        "response": seal(call.secret, body, key_scope(call.env_id, call.principal.key_id, key)),
+    }
+    return conn.execute(_store_statement(conn.dialect.name), row).first() is not None
+
+
+def _held(call: Call, key: str, fingerprint: str) -> Response | None:
+    """What a key already held answers: the first request's answer replayed, 422 for another
+    request under it, 409 while a request under it still runs; None if it is free (never
+    used, expired, or purged since a look)."""
+    with single_statement(call.engine) as conn:
+        row = conn.execute(sa.select(idempotency_keys).where(*_key_row(call, key))).first()
+    now = call.clock.now()
+    if row is None or row.expires_at <= now:
+        return None
+    if row.fingerprint != fingerprint:
+        raise ApiProblem(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with another method, path or body",
+        )
+    if row.state == "done":
+        return _replay(call, row)
+    if row.locked_until <= now:
+        return None  # a lapsed claim of this same request: the insert takes it over
+    raise _in_flight()
+
+
+def write(
+    call: Call,
+    use_case: Callable[[UnitOfWork, datetime], Any],
+    render: Callable[[Any, UnitOfWork, datetime], dict[str, Any]],
+    status: int = 200,
+    admit: Callable[[], None] | None = None,
+) -> Response:
+    """Run a mutating use case once per Idempotency-Key; its answer commits with its effect.
+
+    `admit` runs first, only for a request that will run (not a replay: so such a request
+    looks its key up first), outside the use case's transaction; an ApiProblem it raises (a
+    rate limit) is the answer and stores nothing. A use case that lost a deadlock (two
+    members' requests each waiting on a row the other holds) was rolled back whole and runs
+    again, up to RACE_RETRIES times, before its error is the answer."""
+    key = _idempotency_key(call)
+    fingerprint = _fingerprint(call)
+    if admit is not None:
+        held = _held(call, key, fingerprint)
+        if held is not None:
+            return held
+        admit()
+    for attempt in range(RACE_RETRIES + 1):
+        try:
+            answer = _attempt(call, key, fingerprint, use_case, render, status)
+        except sa.exc.OperationalError as error:
+            if not lost_race(error) or attempt == RACE_RETRIES:
+                raise
+            log.info("a request lost a deadlock to another; running it again")
+            continue
+        if answer is not None:
+            return answer
+    raise _in_flight()  # the key came and went under every attempt: let the caller retry
+
+
+def _attempt(
+    call: Call,
+    key: str,
+    fingerprint: str,
+    use_case: Callable[[UnitOfWork, datetime], Any],
+    render: Callable[[Any, UnitOfWork, datetime], dict[str, Any]],
+    status: int,
+) -> Response | None:
+    """One run: the answer, or None if the key was taken and freed again while it ran."""
+    now = call.now()
+    try:
+        with call.uow() as uow:
+            payload = render(use_case(uow, now), uow, now)
+            token = consistency_token(call.env_id, now)
+            body = json.dumps(
+                {**payload, "consistency_token": token}, separators=(",", ":")
+            ).encode()
+            stored = _store(call, uow.conn, key, fingerprint, status, body)
+            if stored:
+                uow.commit()
+    except PunchcardError as error:
+        return _answer_error(call, key, fingerprint, error)
+    except sa.exc.IntegrityError as error:
+        domain = translate(error)
+        if domain is None:
+            raise
+        return _answer_error(call, key, fingerprint, domain)
+    if not stored:  # a duplicate answered first: this run's effect rolled back with the block
+        return _held(call, key, fingerprint)
+    return Response(
+        body,
+        status_code=status,
+        media_type="application/json",
+        headers={"Consistency-Token": token},
+    )
+
+
+def _answer_error(call: Call, key: str, fingerprint: str, error: PunchcardError) -> Response | None:
+    """The effect rolled back, but the answer is still the answer: store it under the key,
+    unless the key is held (a retry of an answered request answers as the first did). Invalid
+    input (422) is not stored, so the key stays free for the corrected request."""
+    code, problem = from_domain(error)
+    if code == 422:
+        held = _held(call, key, fingerprint)
+        return held or Response(problem, status_code=code, media_type="application/problem+json")
+    with call.engine.connect() as conn:
+        stored = _store(call, conn, key, fingerprint, code, problem)
+        if stored:
+            conn.commit()
+    if not stored:
+        return _held(call, key, fingerprint)
+    return Response(problem, status_code=code, media_type="application/problem+json")
+
+
+# --- operations that run their own transactions: claim, plan, run, answer --------------------
+
+
 def _claim_statement(conn: sa.Connection) -> Any:
     return insert_new(conn, idempotency_keys, idempotency_keys.c.id)
 
@@ -276,22 +482,8 @@ def _claim_statement(conn: sa.Connection) -> Any:
 def _claim(call: Call, key: str, fingerprint: str) -> Response | int:
     """Claim the key (returns its row id), or answer now: replay, 409 or 422."""
     now = call.clock.now()
-    scope = (
-        idempotency_keys.c.env_id == call.env_id,
-        idempotency_keys.c.api_key_id == call.principal.key_id,
-        idempotency_keys.c.key == key,
-    )
     call.lease = now + IN_FLIGHT_LEASE
-    new_key = {
-        "env_id": call.env_id,
-        "api_key_id": call.principal.key_id,
-        "key": key,
-        "fingerprint": fingerprint,
-        "state": "in_flight",
-        "locked_until": call.lease,
-        "created_at": now,
-        "expires_at": now + IDEMPOTENCY_TTL,
-    }
+    new_key = {**_new_key(call, key, fingerprint, now), "locked_until": call.lease}
     with single_statement(call.engine, write=True) as conn:  # a new key: the usual case
         claimed = conn.execute(_claim_statement(conn), new_key).scalar()
     if claimed is not None:
@@ -301,7 +493,9 @@ def _claim(call: Call, key: str, fingerprint: str) -> Response | int:
             claimed = conn.execute(_claim_statement(conn), new_key).scalar()
             if claimed is not None:
                 return int(claimed)
-            row = conn.execute(sa.select(idempotency_keys).where(*scope).with_for_update()).first()
+            row = conn.execute(
+                sa.select(idempotency_keys).where(*_key_row(call, key)).with_for_update()
+            ).first()
             if row is None:
                 continue  # purged between the two statements: claim it again
             if row.expires_at <= now:
@@ -331,7 +525,7 @@ class Superseded(Exception):
     """Another request under the same key (one that took over a lapsed claim) answered first."""
 
 
-_FINISH = sa.update(idempotency_keys).where(  # built once: every write runs it
+_FINISH = sa.update(idempotency_keys).where(
     idempotency_keys.c.id == sa.bindparam("b_id"), idempotency_keys.c.state == "in_flight"
 )
 
@@ -345,7 +539,7 @@ def _finish(call: Call, conn: sa.Connection, claim_id: int, status: int, body: b
             "b_id": claim_id,
             "state": "done",
             "status_code": status,
-            "response": seal(call.secret, body, claim_id),
+            "response": seal(call.secret, body, call.key_scope),
         },
     ).rowcount
     if stored != 1:
@@ -369,13 +563,12 @@ def _idempotency_key(call: Call) -> str:
         raise ApiProblem(
             400, "idempotency_key_given_twice", "give one Idempotency-Key header, not several"
         )
+    call.key_scope = key_scope(call.env_id, call.principal.key_id, key)
     return key
 
 
-def _answer_error(call: Call, claimed: int, error: PunchcardError) -> Response:
-    """The effect rolled back, but the answer is still the answer: store it under the key.
-    Except invalid input (422): that answer is not stored and the claim is dropped, so the key
-    stays free for the corrected request."""
+def _answer_claimed_error(call: Call, claimed: int, error: PunchcardError) -> Response:
+    """As `_answer_error`, for a claimed key: store the answer, or drop the claim for a 422."""
     code, problem = from_domain(error)
     if code == 422:
         _release(call, claimed, keep_plan=False)
@@ -408,8 +601,8 @@ def _in_flight() -> ApiProblem:
 
 def _release(call: Call, claimed: int, *, keep_plan: bool = True) -> None:
     """Nothing was answered (a crash, a busy sandbox): let a retry run it again. A key that
-    holds a plan (`idempotent`) keeps it, its claim lapsed at once, so the retry carries out
-    that same plan; any other key is forgotten, and so is every key refused as invalid input
+    holds a plan keeps it, its claim lapsed at once, so the retry carries out that same plan;
+    any other key is forgotten, and so is every key refused as invalid input
     (`keep_plan=False`: a corrected body is another request, which that plan is not). Only
     this request's own claim: one whose lease lapsed and was taken over by a retry still
     running is left to that retry."""
@@ -437,7 +630,7 @@ def _run_claimed(call: Call, claimed: int, work: Callable[[], Response]) -> Resp
         return _replay_stored(call, claimed)
     except PunchcardError as error:
         try:
-            return _answer_error(call, claimed, error)
+            return _answer_claimed_error(call, claimed, error)
         except Superseded:
             return _replay_stored(call, claimed)
     except sa.exc.IntegrityError as error:
@@ -445,61 +638,11 @@ def _run_claimed(call: Call, claimed: int, work: Callable[[], Response]) -> Resp
         if domain is None:
             _release(call, claimed)
             raise
-        return _answer_error(call, claimed, domain)
+        return _answer_claimed_error(call, claimed, domain)
     except BaseException as error:
         invalid = isinstance(error, ApiProblem) and error.status == 422
         _release(call, claimed, keep_plan=not invalid)
         raise
-
-
-def write(
-    call: Call,
-    use_case: Callable[[UnitOfWork, datetime], Any],
-    render: Callable[[Any, UnitOfWork, datetime], dict[str, Any]],
-    status: int = 200,
-    admit: Callable[[], None] | None = None,
-) -> Response:
-    """Run a mutating use case once per Idempotency-Key; store its response with its effect.
-
-    `admit` runs first, only for a request that will run (not a replay), outside the use
-    case's transaction; an ApiProblem it raises (a rate limit) is the answer and frees the
-    key. A use case that lost a deadlock (two members' requests each waiting on a system
-    ledger account the other holds) was rolled back whole and runs again, up to
-    RACE_RETRIES times, before its error is the answer."""
-    claimed = _claim(call, _idempotency_key(call), _fingerprint(call))
-    if isinstance(claimed, Response):
-        return claimed
-
-    def work() -> Response:
-        if admit is not None:
-            admit()
-        for _ in range(RACE_RETRIES):
-            try:
-                return once()
-            except sa.exc.OperationalError as error:
-                if not lost_race(error):
-                    raise
-                log.info("a request lost a deadlock to another; running it again")
-        return once()
-
-    def once() -> Response:
-        now = call.now()
-        with call.uow() as uow:
-            payload = render(use_case(uow, now), uow, now)
-            token = consistency_token(call.env_id, now)
-            body = json.dumps(
-                {**payload, "consistency_token": token}, separators=(",", ":")
-            ).encode()
-            _finish(call, uow.conn, claimed, status, body)  # the answer commits with the effect
-            uow.commit()
-        return Response(
-            body,
-            status_code=status,
-            media_type="application/json",
-            headers={"Consistency-Token": token},
-        )
-
-    return _run_claimed(call, claimed, work)
 
 
 def _stored_plan(call: Call, claimed: int) -> dict[str, Any] | None:
@@ -511,7 +654,11 @@ def _stored_plan(call: Call, claimed: int) -> dict[str, Any] | None:
                 idempotency_keys.c.id == claimed, idempotency_keys.c.state == "in_flight"
             )
         ).scalar()
-    return None if stored is None else dict(json.loads(unseal(call.secret, stored, claimed)))
+    return (
+        None
+        if stored is None
+        else dict(json.loads(unseal(call.secret, stored, call.key_scope, claimed)))
+    )
 
 
 def _store_plan(call: Call, claimed: int, plan: dict[str, Any]) -> None:
@@ -519,7 +666,7 @@ def _store_plan(call: Call, claimed: int, plan: dict[str, Any]) -> None:
         stored = conn.execute(
             sa.update(idempotency_keys)
             .where(idempotency_keys.c.id == claimed, idempotency_keys.c.state == "in_flight")
-            .values(response=seal(call.secret, json.dumps(plan).encode(), claimed))
+            .values(response=seal(call.secret, json.dumps(plan).encode(), call.key_scope))
         ).rowcount
     if stored != 1:
         raise Superseded
