@@ -20,7 +20,7 @@ import sqlalchemy as sa
 import uvicorn
 
 from punchcard.api.app import create_app
-from punchcard.services import tenants
+from punchcard.services import caches, tenants
 from punchcard.services.clock import SystemClock
 from punchcard.services.loyalty import Loyalty
 from punchcard.store.database import create_engine
@@ -130,9 +130,11 @@ def _start_loops(
     allow_private: bool,
 ) -> Callable[[], None]:
     """Start the worker's due-work and delivery loops, each on a daemon thread of this
-    process (none with `worker` off); returns what stops them and waits for their threads."""
+    process, with the process caches on for them (none with `worker` off); returns what
+    stops them and waits for their threads."""
     loops: list[Worker | Deliverer] = []
     if worker:
+        caches.start(engine)
         loops = [
             Worker(engine, clock, worker_interval_s),
             Deliverer(engine, clock, allow_private=allow_private),
@@ -149,6 +151,8 @@ def _start_loops(
             loop.stop()
         for thread in threads:
             thread.join(timeout=5)
+        if worker:
+            caches.stop(engine)
 
     return stop
 
@@ -311,5 +315,9 @@ def run_worker(
     worker = Worker(engine, clock, interval_s)
     if lease_s is not None:
         deliverer.lease = worker.lease = timedelta(seconds=lease_s)
-    threading.Thread(target=deliverer.run_forever, name="Deliverer", daemon=True).start()
-    worker.run_forever()
+    caches.start(engine)
+    try:
+        threading.Thread(target=deliverer.run_forever, name="Deliverer", daemon=True).start()
+        worker.run_forever()
+    finally:
+        caches.stop(engine)

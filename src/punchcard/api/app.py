@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from punchcard.api.routes import health_router, router
 from punchcard.api.webhook_events import webhooks
 from punchcard.api.webhook_routes import router as webhook_router
 from punchcard.errors import PunchcardError
+from punchcard.services import caches
 from punchcard.services.clock import Clock
 from punchcard.services.limits import InquiryLimiter
 from punchcard.strict_json import is_json_media
@@ -204,6 +207,18 @@ def _unparseable(cause: BaseException) -> str:
     return "the body is not JSON"
 
 
+@asynccontextmanager
+async def _caching(app: FastAPI) -> AsyncIterator[None]:
+    """The process caches (keys, live versions) are on while the app serves: on PostgreSQL
+    their listener runs from start-up to shutdown, and stopping it waits at most a moment."""
+    engine = app.state.engine
+    caches.start(engine)
+    try:
+        yield
+    finally:
+        caches.stop(engine)
+
+
 def create_app(
     engine: sa.Engine,
     clock: Clock,
@@ -220,6 +235,7 @@ def create_app(
         redirect_slashes=False,
         docs_url=None,  # served below, from the package's own Swagger UI
         redoc_url=None,  # ReDoc's page loads its script and fonts from CDNs
+        lifespan=_caching,
     )
     app.state.engine = engine
     app.state.clock = clock

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from punchcard.engine.members import MemberState
 from punchcard.engine.programs import Program, parse_program
 from punchcard.errors import NotFound
-from punchcard.store.tables import members, program_versions, tier_changes
+from punchcard.services import caches
+from punchcard.store.tables import environments, members, program_versions, tier_changes
 from punchcard.store.uow import UnitOfWork
 
 
@@ -48,6 +49,11 @@ _VERSION_AT = (
         program_versions.c.source,
         _LIVE_FROM,
         _NEXT_LIVE_FROM.label("next_live_from"),
+        # Only a live environment's spans are kept in the process cache.
+        sa.select(environments.c.kind)
+        .where(environments.c.id == sa.bindparam("b_env"))
+        .scalar_subquery()
+        .label("env_kind"),
     )
     .where(program_versions.c.env_id == sa.bindparam("b_env"), _LIVE_FROM.is_not(None))
     # One round trip: the latest live by `at`, else (an order from before) the earliest.
@@ -58,6 +64,9 @@ _VERSION_AT = (
         program_versions.c.version.desc(),
     )
     .limit(1)
+)
+_VERSION_BY_ID = sa.select(program_versions.c.version, program_versions.c.source).where(
+    program_versions.c.id == sa.bindparam("b_id")
 )
 _CHANGED_BY = tier_changes.c.at <= sa.bindparam("b_at", type_=tier_changes.c.at.type)
 _TIER_AT = (
@@ -87,10 +96,17 @@ def version_at(uow: UnitOfWork, at: datetime) -> Version:
     """The version live at `at` (before the first version: the first one).
 
     A transaction remembers the span its answer holds for (until the next version goes
-    live), so a group of postings at nearby times reads it once."""
+    live), so a group of postings at nearby times reads it once; a live environment's spans
+    are kept in the process cache too (services/caches.py), so most transactions read none."""
     live = uow.memo.get("live")
     if live is not None and live[0] <= at and (live[1] is None or at < live[1]):
         return live[2]  # type: ignore[no-any-return]
+    cache = caches.reading(uow.conn)
+    if cache is not None:
+        found = cache.version_at(uow.env_id, at)
+        if found is not None:
+            return found
+        generation = cache.generation  # read before the row: a drop after it wins
     row = uow.conn.execute(_VERSION_AT, {"b_env": uow.env_id, "b_at": at}).first()
     if row is None:
         raise NotFound("no program version is live in this environment")
@@ -98,18 +114,25 @@ def version_at(uow: UnitOfWork, at: datetime) -> Version:
     uow.memo[("version", row.id)] = version
     if row.live_from <= at:
         uow.memo["live"] = (row.live_from, row.next_live_from, version)
+        # A read-only transaction on SQLite reads a snapshot that may predate the last
+        # change (its first read fixed it), so what it read is not kept.
+        snapshot = uow.read_only and uow.conn.dialect.name == "sqlite"
+        if cache is not None and row.env_kind == "live" and not snapshot:
+            cache.keep_span(uow.env_id, row.live_from, row.next_live_from, version, generation)
     return version
 
 
 def version_by_id(uow: UnitOfWork, version_id: int) -> Version:
     key = ("version", version_id)  # versions are immutable: one read per transaction
     if key not in uow.memo:
-        row = uow.conn.execute(
-            sa.select(program_versions.c.version, program_versions.c.source).where(
-                program_versions.c.id == version_id
-            )
-        ).one()
-        uow.memo[key] = Version(version_id, row.version, _parsed(row.source))
+        cache = caches.reading(uow.conn)
+        found = None if cache is None else cache.version(version_id)
+        if found is None:
+            row = uow.conn.execute(_VERSION_BY_ID, {"b_id": version_id}).one()
+            found = Version(version_id, row.version, _parsed(row.source))
+            if cache is not None:
+                cache.keep_version(found)
+        uow.memo[key] = found
     return uow.memo[key]  # type: ignore[no-any-return]
 
 

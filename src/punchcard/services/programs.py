@@ -1,4 +1,8 @@
-"""Environments and program versions: a version is immutable and live from a time."""
+"""Environments and program versions: a version is immutable and live from a time.
+
+Publishing and activating call `caches.changed`: the versions live in a live environment are
+cached in process (services/caches.py). A version going live at its time changes nothing
+cached: a cached span already ends where the next version goes live."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from punchcard.engine.documents import load_document, plain
 from punchcard.engine.members import window_bounds
 from punchcard.engine.programs import Program, ProgramError, program_from_data
 from punchcard.errors import InvalidInput, InvalidState, NotFound
+from punchcard.services import caches
 from punchcard.services.context import Version, record_tier, version_by_id
 from punchcard.store.tables import environments, members, orders, program_versions
 from punchcard.store.uow import Event, UnitOfWork
@@ -51,6 +56,7 @@ def publish(uow: UnitOfWork, source: str, now: datetime, *, live_from: datetime 
     except (ProgramError, ValueError) as exc:
         raise InvalidInput(f"program: {exc}") from exc
     _lock_versions(uow)
+    caches.changed(uow.conn, uow.env_id)  # the live spans cached may end at this version
     current = uow.conn.execute(
         sa.select(program_versions.c.version, program_versions.c.program_id)
         .where(program_versions.c.env_id == uow.env_id)
@@ -325,6 +331,7 @@ def _reschedule_inactivity(uow: UnitOfWork, program: Program) -> None:
 def activate(uow: UnitOfWork, number: int, at: datetime, now: datetime) -> None:
     """Make an uploaded version live from `at` (not in the past). Activation happens once."""
     _lock_versions(uow)
+    caches.changed(uow.conn, uow.env_id)  # the live spans cached may end at this version
     row = uow.conn.execute(
         sa.select(program_versions.c.id, program_versions.c.live_from).where(
             program_versions.c.env_id == uow.env_id, program_versions.c.version == number

@@ -3,6 +3,9 @@
 An API key belongs to one environment and carries scopes. It is shown once, when
 made; the database keeps its id (the visible prefix) and the SHA-256 of the whole
 key. Keys are 32 random bytes, so a fast hash is enough: there is nothing to guess.
+
+A live key's principal is cached in process (services/caches.py); whatever changes a key or
+an environment calls `caches.changed` in its transaction.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from punchcard.errors import Forbidden, InvalidInput, InvalidState, NotFound
+from punchcard.services import caches
 from punchcard.store.tables import (
     api_keys,
     environments,
@@ -114,6 +118,12 @@ _KEY_WITH_ENVIRONMENT = (
 
 def authenticate(conn: sa.Connection, key: str) -> Principal | None:
     """The principal a key stands for, or None for an unknown, revoked or malformed key."""
+    cache = caches.reading(conn)
+    if cache is not None:
+        found = cache.principal(key)
+        if found is not None:
+            return found
+        generation = cache.generation  # read before the row: a drop after it wins
     parts = key.split("_", 3)  # pc_<kind>_<id>_<secret>; the secret may hold "_" too
     if len(parts) != 4:
         return None
@@ -123,7 +133,32 @@ def authenticate(conn: sa.Connection, key: str) -> Principal | None:
         return None
     if not hmac.compare_digest(row.secret_hash, _hash(key)):
         return None
-    return Principal(row.id, row.env_id, row.tenant_id, row.kind, frozenset(row.scopes), row.clock)
+    principal = Principal(
+        row.id, row.env_id, row.tenant_id, row.kind, frozenset(row.scopes), row.clock
+    )
+    if cache is not None:
+        cache.keep_principal(key, principal, generation)
+    return principal
+
+
+def cached(engine: sa.Engine, key: str) -> Principal | None:
+    """The principal of a key this process has cached (a live key, read recently), without
+    a database read: the guard asks this in the event loop before any thread hop."""
+    cache = caches.of(engine)
+    return None if cache is None else cache.principal(key)
+
+
+def revoke_key(conn: sa.Connection, key_id: str, now: datetime) -> None:
+    """Revoke a key: it is refused from this transaction's commit on, in every process."""
+    env_id = conn.execute(
+        sa.update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .returning(api_keys.c.env_id)
+    ).scalar()
+    if env_id is None:
+        raise NotFound(f"no key {key_id!r} that is not revoked already")
+    caches.changed(conn, env_id)
 
 
 def _environment(
@@ -225,6 +260,9 @@ def create_sandbox(
             )
         )
     key = create_key(conn, env_id, ["admin"], f"sandbox {name}", now)
+    # Nothing of a new environment is cached, but whatever writes versions says so: the
+    # transaction then keeps no version it wrote (and may roll back) in the process cache.
+    caches.changed(conn, env_id)
     return {"id": env_id, "name": name, "key": key}
 
 
@@ -272,6 +310,7 @@ def delete_sandbox(
     row = sandbox_row(conn, principal, sandbox_id)
     if row.name == "sandbox":
         raise InvalidState("the tenant's default sandbox can not be deleted")
+    caches.changed(conn, sandbox_id)
     conn.execute(
         sa.update(environments).where(environments.c.id == sandbox_id).values(deleted_at=now)
     )
