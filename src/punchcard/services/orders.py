@@ -9,7 +9,7 @@ postings at once after (rule 10).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -62,7 +62,9 @@ PLACE_KEYS = {"id", "member", "at", "status", *ORDER_PARTS, "rewards"}
 
 
 def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    """Place an order, open or (the default) closed at once; returns its view."""
+    """Place an order, open or (the default) closed at once; returns its view. A closed order
+    that holds no rewards is written in one statement in its final state (closed, and posted
+    too when its accrual delay has already passed): never inserted open, then updated."""
     order, member_ref, status, refs = _parse_new(data, now)
     member = load_member(uow, member_ref)
     if due.catch_up(uow, member.id, now):  # rule 14: what fell due before it is done first
@@ -74,38 +76,48 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
         if _find(uow, order.id) is not None:
             raise taken  # before the rewards: their errors would hide this one
     chosen = rewards.resolve(uow, version.program, member.id, refs, now) if refs else []
-    _allocate(version.program, order, rewards.definitions(uow, version.program, chosen))
-    row = uow.conn.execute(
-        insert_new(uow.conn, orders, *orders.c),
-        {
-            "env_id": uow.env_id,
-            "external_id": order.id,
-            "member_id": member.id,
-            "state": "open",
-            "at": order.at,
-            "version_id": version.id,
-            # Everything due before this moment is done, and nothing this order causes is:
-            # so this is the tier at its placed time, even when its own posting lifts it.
-            "tier": tier_at(uow, member.id, order.at),
-            "document": order_document(order),
-            "refunded": {},
-            "visit": False,
-            "posted_visit": False,
-        },
-    ).first()
+    allocation = _allocate(
+        version.program, order, rewards.definitions(uow, version.program, chosen)
+    )
+    new = {
+        "env_id": uow.env_id,
+        "external_id": order.id,
+        "member_id": member.id,
+        "state": "open",
+        "at": order.at,
+        "version_id": version.id,
+        # Everything due before this moment is done, and nothing this order causes is:
+        # so this is the tier at its placed time, even when its own posting lifts it.
+        "tier": tier_at(uow, member.id, order.at),
+        "document": order_document(order),
+        "refunded": {},
+        "visit": False,
+        "posted_visit": False,
+    }
+    closing = None
+    if status == "closed" and not chosen:
+        standing = _standing(uow, version.program, _Placed(member.id, order.at, new["tier"]))
+        closing = _Closing(
+            "closed", allocation, evaluate(version.program, order, allocation, standing), member
+        )
+        new.update(closing.columns(uow, version.program, now))
+    row = uow.conn.execute(_insert_order(uow.conn, numbered=closing is not None), new).first()
     if row is None:
         raise taken
-    rewards.move(uow, chosen, "apply to an open order", row.id, now)
-    if status == "closed":
-        row = _close(uow, row, now, fresh=not chosen)
+    if closing is not None:
+        closing.done(uow, version.program, row, [], now, fresh=True)
+    else:
+        rewards.move(uow, chosen, "apply to an open order", row.id, now)
+        if status == "closed":
+            row = _close(uow, row, member, now)
     # A new order holds exactly the rewards it chose: no need to read them back.
     names: list[str] | None = None if chosen else []
     return _view_of(uow, row, member=member.external_id, reward_names=names)
 
 
 def close(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
-    row, _ = _locked(uow, data, now)
-    _close(uow, row, now)
+    row, member = _locked(uow, data, now)
+    _close(uow, row, member, now)
 
 
 # Built once: every close runs one (PostgreSQL numbers it from its sequence, in the statement).
@@ -113,45 +125,110 @@ _CLOSE = sa.update(orders).where(orders.c.id == sa.bindparam("b_order")).returni
 _CLOSE_FROM_SEQUENCE = _CLOSE.values(close_seq=NEXT_CLOSE_SEQ)
 
 
-def _close(uow: UnitOfWork, row: Any, now: datetime, *, fresh: bool = False) -> Any:
-    """Close an open order; returns its row as closed. `fresh`: placed in this transaction
-    holding no rewards, so it has no rewards or promotion uses to read or clear."""
-    closed = ORDER.target(row.state, "close", row.external_id)
-    program = version_by_id(uow, row.version_id).program
-    order = order_from_row(row)
-    held = [] if fresh else rewards.of_order(uow, row.id)
-    allocation = _allocate(program, order, rewards.definitions(uow, program, held))
-    standing = _standing(uow, program, row, held=frozenset(), held_visit=False, gains=True)
-    outcome = evaluate(program, order, allocation, standing)
-    due_at = now + program.earn.accrual_delay
-    seq = next_close_seq(uow.conn, uow.env_id)
-    numbered = {} if seq is None else {"close_seq": seq}
-    row = uow.conn.execute(
-        _CLOSE if numbered else _CLOSE_FROM_SEQUENCE,
-        {
-            "b_order": row.id,
-            "state": closed,
-            "line_discounts": dict(allocation.line_discounts),
+def _insert_order(conn: sa.Connection, *, numbered: bool) -> Any:
+    """The INSERT of a new order; `numbered` (placed closed) on PostgreSQL takes its close
+    number from the sequence in the statement."""
+    statement = insert_new(conn, orders, *orders.c)
+    if numbered and conn.dialect.name == "postgresql":
+        return statement.values(close_seq=NEXT_CLOSE_SEQ)
+    return statement
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """What a standing needs of an order not written yet."""
+
+    member_id: int
+    at: datetime
+    tier: str
+    id: None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Closing:
+    """An order being closed: its evaluation, and what closing it writes."""
+
+    state: str
+    allocation: Allocation
+    outcome: Outcome
+    member: Any  # the member's row, locked, its due work done
+
+    def columns(self, uow: UnitOfWork, program: Program, now: datetime) -> dict[str, Any]:
+        """The order's columns as closed (and as posted, when nothing delays its posting)."""
+        due_at = now + program.earn.accrual_delay
+        seq = next_close_seq(uow.conn, uow.env_id)
+        outcome = self.outcome
+        columns = {
+            "state": self.state,
+            "line_discounts": dict(self.allocation.line_discounts),
             "closed_at": now,
             "post_state": "pending",
             "due_at": due_at,
-            **numbered,
+            **({} if seq is None else {"close_seq": seq}),
             **_outcome_columns(outcome),
-        },
-    ).one()
-    if outcome.points:
-        _pending_lot(uow, row, outcome.points, due_at)
-    _sync_promotions(uow, row, outcome, fresh=fresh)
-    rewards.move(uow, held, "order closes", row.id, now)
-    uow.record(Event("order.evaluated", now, _evaluated(uow, row, outcome), row.member_id))
-    uow.record(
-        Event(
-            "points.pending",
-            now,
-            {"order": row.external_id, "points": outcome.points, "due_at": due_at.isoformat()},
-            row.member_id,
+        }
+        if due_at <= now:  # posted in this transaction: written so, never updated to it
+            columns.update(
+                post_state="posted",
+                posted_points=outcome.points,
+                posted_visit=outcome.visit,
+                posted_spend=outcome.qualifying_spend,
+                posted_window=self.member.window_start,
+                window_points=outcome.points,
+                window_visit=int(outcome.visit),
+                window_spend=outcome.qualifying_spend,
+            )
+        return columns
+
+    def done(
+        self,
+        uow: UnitOfWork,
+        program: Program,
+        row: Any,
+        held: list[Any],
+        now: datetime,
+        *,
+        fresh: bool,
+    ) -> None:
+        """What follows the order's row: its lot, promotion uses, rewards, events, and its
+        posting when it posts at once (the events as a later posting would send them)."""
+        outcome = self.outcome
+        if outcome.points and row.post_state == "pending":
+            _pending_lot(uow, row, outcome.points, row.due_at)
+        _sync_promotions(uow, row, outcome, fresh=fresh)
+        rewards.move(uow, held, "order closes", row.id, now)
+        uow.record(Event("order.evaluated", now, _evaluated(uow, row, outcome), row.member_id))
+        uow.record(
+            Event(
+                "points.pending",
+                now,
+                {
+                    "order": row.external_id,
+                    "points": outcome.points,
+                    "due_at": row.due_at.isoformat(),
+                },
+                row.member_id,
+            )
         )
-    )
+        if row.post_state == "posted":
+            _post_effects(
+                uow, version_at(uow, now).program, self.member, row, outcome.points, None, now
+            )
+
+
+def _close(uow: UnitOfWork, row: Any, member: Any, now: datetime) -> Any:
+    """Close an open order; returns its row as closed (and posted, if it posts at once)."""
+    closed = ORDER.target(row.state, "close", row.external_id)
+    program = version_by_id(uow, row.version_id).program
+    order = order_from_row(row)
+    held = rewards.of_order(uow, row.id)
+    allocation = _allocate(program, order, rewards.definitions(uow, program, held))
+    standing = _standing(uow, program, row)
+    closing = _Closing(closed, allocation, evaluate(program, order, allocation, standing), member)
+    columns = closing.columns(uow, program, now)
+    statement = _CLOSE if "close_seq" in columns else _CLOSE_FROM_SEQUENCE
+    row = uow.conn.execute(statement, {"b_order": row.id, **columns}).one()
+    closing.done(uow, program, row, held, now, fresh=False)
     return row
 
 
@@ -308,26 +385,8 @@ def post(uow: UnitOfWork, order_pk: int, at: datetime) -> None:
     assert row is not None  # the member was found through it
     if row.post_state != "pending" or row.due_at > at:
         return  # already posted by another run: running it twice changes nothing
-    program = version_at(uow, at).program
-    touched = None
-    if row.lot_id is not None and row.lot_amount > 0:
-        points.earn(
-            uow,
-            program,
-            member.id,
-            row.lot_amount,
-            at,
-            row.id,
-            order_ref=row.external_id,
-            lot_id=row.lot_id,
-            touch=False,
-        )
-        touched = points.activity(program, at)
-    elif row.lot_id is not None:
-        _withdraw_lot(uow, row.lot_id)
-    state = state_of(member)
-    change = add_progress(program, state, row.points, int(row.visit), row.spend)
-    _after_change(uow, program, row, member, state, change, at, also=touched)
+    earned = row.lot_amount if row.lot_id is not None else 0
+    _post_effects(uow, version_at(uow, at).program, member, row, earned, row.lot_id, at)
     uow.conn.execute(
         _MARK_POSTED,
         {
@@ -342,6 +401,38 @@ def post(uow: UnitOfWork, order_pk: int, at: datetime) -> None:
             "window_spend": row.spend,
         },
     )
+
+
+def _post_effects(
+    uow: UnitOfWork,
+    program: Program,
+    member: Any,
+    row: Any,
+    earned: int,
+    lot_id: int | None,
+    at: datetime,
+) -> None:
+    """An order's posting on its member: `earned` points as a lot (the pending `lot_id`
+    becomes it; none: a new lot), its progress, and what that progress brings."""
+    touched = None
+    if earned > 0:
+        points.earn(
+            uow,
+            program,
+            member.id,
+            earned,
+            at,
+            row.id,
+            order_ref=row.external_id,
+            lot_id=lot_id,
+            touch=False,
+        )
+        touched = points.activity(program, at)
+    elif lot_id is not None:
+        _withdraw_lot(uow, lot_id)
+    state = state_of(member)
+    change = add_progress(program, state, row.points, int(row.visit), row.spend)
+    _after_change(uow, program, member, state, change, at, also=touched)
 
 
 def _apply_change(
@@ -386,7 +477,7 @@ def _apply_change(
     change = add_progress(program, state, max(0, d_points), max(0, d_visit), max(0, d_spend))
     # A withdrawn visit's punch step is an event too: followers of the timeline keep count.
     change = replace(change, punches=withdrawn.punches + change.punches)
-    _after_change(uow, program, row, member, state, change, now)
+    _after_change(uow, program, member, state, change, now)
     uow.conn.execute(
         sa.update(orders)
         .where(orders.c.id == row.id)
@@ -405,7 +496,6 @@ def _apply_change(
 def _after_change(
     uow: UnitOfWork,
     program: Program,
-    row: Any,
     member: Any,
     state: Any,
     change: Any,
@@ -437,9 +527,9 @@ def _standing(
     program: Program,
     row: Any,
     *,
-    held: frozenset[str],
-    held_visit: bool,
-    gains: bool,
+    held: frozenset[str] = frozenset(),
+    held_visit: bool = False,
+    gains: bool = True,
 ) -> Standing:
     uses, visits = _history(uow, program, row.member_id, row.at, other_than=row.id)
     return Standing(
