@@ -29,6 +29,7 @@ from punchcard.store.tables import (
     members,
     orders,
     outbox,
+    rewards,
     webhook_endpoints,
 )
 
@@ -347,6 +348,35 @@ def _no_due_work_set_aside(conn: sa.Connection, _now: datetime) -> tuple[int, li
     ]
 
 
+def _next_due_bounds_due_work(conn: sa.Connection, _now: datetime) -> tuple[int, list[str]]:
+    """A member's `next_due_at` is never after its earliest lot expiry, reward lapse or posting:
+    `catch_up` trusts it to skip looking, so a write that made due work and did not lower it
+    would let a request run before that work (rule 14). Checked in SQL, member by member."""
+    earliest = sa.union_all(
+        sa.select(lots.c.member_id, lots.c.expires_at.label("at")).where(
+            lots.c.state == "posted", lots.c.expires_at.is_not(None)
+        ),
+        sa.select(rewards.c.member_id, rewards.c.expires_at).where(rewards.c.state == "available"),
+        sa.select(orders.c.member_id, orders.c.due_at).where(orders.c.post_state == "pending"),
+    ).subquery()
+    first = (
+        sa.select(earliest.c.member_id, sa.func.min(earliest.c.at).label("at"))
+        .group_by(earliest.c.member_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        sa.select(members.c.env_id, members.c.external_id, members.c.next_due_at, first.c.at)
+        .join(first, first.c.member_id == members.c.id)
+        .where(sa.or_(members.c.next_due_at.is_(None), members.c.next_due_at > first.c.at))
+    ).all()
+    checked = conn.execute(sa.select(sa.func.count()).select_from(members)).scalar_one()
+    return int(checked), [
+        f"member {r.external_id} in environment {r.env_id} has work due at {r.at.isoformat()}"
+        f" but its next_due_at says {r.next_due_at.isoformat() if r.next_due_at else 'never'}"
+        for r in rows
+    ]
+
+
 CHECKS: list[tuple[str, Callable[[sa.Connection, datetime], tuple[int, list[str]]]]] = [
     ("every ledger transaction sums to zero", _transactions_balance),
     ("every cached balance equals its postings", _balances_match_postings),
@@ -359,6 +389,7 @@ CHECKS: list[tuple[str, Callable[[sa.Connection, datetime], tuple[int, list[str]
     ("every committed event sent to every enabled endpoint", _outbox_sent),
     ("no posting stuck past its time", _no_stuck_postings),
     ("no due work set aside after failing", _no_due_work_set_aside),
+    ("every member's next due time is no later than its due work", _next_due_bounds_due_work),
 ]
 
 

@@ -14,7 +14,13 @@ from punchcard.engine.members import MemberState
 from punchcard.engine.programs import Program, parse_program
 from punchcard.errors import NotFound
 from punchcard.services import caches
-from punchcard.store.tables import environments, members, program_versions, tier_changes
+from punchcard.store.tables import (
+    UtcDateTime,
+    environments,
+    members,
+    program_versions,
+    tier_changes,
+)
 from punchcard.store.uow import UnitOfWork
 
 
@@ -90,6 +96,15 @@ _LOCK_MEMBER_BY_ID = (
     sa.select(members).where(members.c.id == sa.bindparam("b_id")).with_for_update()
 )
 _SAVE_STATE = sa.update(members).where(members.c.id == sa.bindparam("b_id"))
+_B_DUE = sa.bindparam("b_due", type_=UtcDateTime)
+_LOWERED = sa.case(  # next_due_at, lowered to b_due (never raised): a lower bound stays one
+    (sa.or_(members.c.next_due_at.is_(None), members.c.next_due_at > _B_DUE), _B_DUE),
+    else_=members.c.next_due_at,
+)
+_SAVE_STATE_DUE = _SAVE_STATE.values(next_due_at=_LOWERED)
+_DUE_BY = (
+    sa.update(members).where(members.c.id == sa.bindparam("b_id")).values(next_due_at=_LOWERED)
+)
 
 
 def version_at(uow: UnitOfWork, at: datetime) -> Version:
@@ -154,20 +169,35 @@ def state_of(row: Any) -> MemberState:
 
 
 def save_state(
-    uow: UnitOfWork, member_id: int, state: MemberState, also: Mapping[str, Any] | None = None
+    uow: UnitOfWork,
+    member_id: int,
+    state: MemberState,
+    also: Mapping[str, Any] | None = None,
+    *,
+    due: datetime | None = None,
 ) -> None:
-    """Write the member's state, and `also` (other member columns) in the same statement."""
-    uow.conn.execute(
-        _SAVE_STATE,
-        {
-            "b_id": member_id,
-            "tier": state.tier,
-            "progress": state.progress,
-            "visits": state.visits,
-            "punches": state.punches,
-            **(also or {}),
-        },
-    )
+    """Write the member's state, and `also` (other member columns) in the same statement;
+    `due`: work this change made due then (see `due_by`), in that statement too."""
+    params = {
+        "b_id": member_id,
+        "tier": state.tier,
+        "progress": state.progress,
+        "visits": state.visits,
+        "punches": state.punches,
+        **(also or {}),
+    }
+    if due is None:
+        uow.conn.execute(_SAVE_STATE, params)
+    else:
+        uow.conn.execute(_SAVE_STATE_DUE, {**params, "b_due": due})
+
+
+def due_by(uow: UnitOfWork, member_id: int, at: datetime | None) -> None:
+    """The member has work due at `at` (a lot to expire, a reward to lapse, an order to post):
+    its `next_due_at` comes down to it, so `due.catch_up` looks then. Whatever makes such work
+    calls this (or passes `due` to `save_state`) in the same transaction."""
+    if at is not None:
+        uow.conn.execute(_DUE_BY, {"b_id": member_id, "b_due": at})
 
 
 def record_tier(uow: UnitOfWork, member_id: int, at: datetime, tier: str, reason: str) -> None:

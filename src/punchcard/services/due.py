@@ -736,6 +736,22 @@ _MEMBER_DUE = sa.select(  # one member's earliest due time of each kind, in one 
     )
     .scalar_subquery(),
 )
+_EARLIEST = sa.union_all(
+    sa.select(sa.func.min(lots.c.expires_at).label("at")).where(
+        lots.c.member_id == _B_MEMBER, lots.c.state == "posted"
+    ),
+    sa.select(sa.func.min(rewards.c.expires_at)).where(
+        rewards.c.member_id == _B_MEMBER, rewards.c.state == "available"
+    ),
+    sa.select(sa.func.min(orders_table.c.due_at)).where(
+        orders_table.c.member_id == _B_MEMBER, orders_table.c.post_state == "pending"
+    ),
+).subquery()
+_PLAN_NEXT = (
+    sa.update(members)
+    .where(members.c.id == _B_MEMBER)
+    .values(next_due_at=sa.select(sa.func.min(_EARLIEST.c.at)).scalar_subquery())
+)
 _B_AT = sa.bindparam("b_at", type_=UtcDateTime)
 _MEMBER_REWARDS_LAPSING = (
     sa.select(rewards.c.id)
@@ -757,7 +773,7 @@ _MEMBER_POSTINGS_DUE = (
 )
 
 
-def catch_up(uow: UnitOfWork, member_id: int, now: datetime) -> bool:
+def catch_up(uow: UnitOfWork, member_id: int, now: datetime, *, row: Any = None) -> bool:
     """Rule 14 for one member, before a request changes it: the member's work due at or
     before `now` (its tier window, its lots and inactive balance expiring, its rewards
     lapsing, its orders posting) is done first, in time order, even when the worker is
@@ -766,11 +782,19 @@ def catch_up(uow: UnitOfWork, member_id: int, now: datetime) -> bool:
     to no member: it is refused from its expiry on instead (gift_cards). A version going
     live is the worker's to apply (one that re-plans does every member at once).
 
+    `row`, the member's row read with its lock, says whether anything can be due: its window's
+    end, its inactivity expiry and `next_due_at` (a lower bound on the rest) all after `now`
+    is the usual case, and then nothing more is read. When the bound has passed, it is
+    computed again once the work is done.
+
     Work that fails is undone to a savepoint and left to the worker, which retries it
     alone: a posting that can not be done must not fail every request of its member."""
+    if row is not None and not _may_be_due(row, now):
+        return False  # the usual case: nothing read, nothing written
     times = uow.conn.execute(_MEMBER_DUE, {"b_member": member_id, "b_now": now}).one()
     if all(t is None for t in times):
-        return False  # the usual case: one look-up, no savepoint
+        _plan_next(uow, member_id)
+        return False
     recorded = len(uow.events)
     try:
         with uow.conn.begin_nested():
@@ -782,7 +806,18 @@ def catch_up(uow: UnitOfWork, member_id: int, now: datetime) -> bool:
         del uow.events[recorded:]  # undone with the savepoint: no event of it goes out
         uow.memo.clear()  # nothing read inside it may be trusted either
         return False
+    _plan_next(uow, member_id)
     return True
+
+
+def _may_be_due(row: Any, now: datetime) -> bool:
+    times = (row.window_end, row.inactivity_due_at, row.next_due_at)
+    return any(t is not None and t <= now for t in times)
+
+
+def _plan_next(uow: UnitOfWork, member_id: int) -> None:
+    """Set the member's `next_due_at` to its earliest lot expiry, reward lapse or posting."""
+    uow.conn.execute(_PLAN_NEXT, {"b_member": member_id})
 
 
 def _catch_up_from(uow: UnitOfWork, member_id: int, now: datetime, times: Any) -> None:

@@ -37,6 +37,7 @@ from punchcard.errors import InvalidInput, InvalidState, NotFound
 from punchcard.lifecycle.machines import ORDER, POINTS_LOT, THRESHOLD, tier_machine
 from punchcard.services import due, points, rewards
 from punchcard.services.context import (
+    due_by,
     load_member,
     member_by_id,
     record_tier,
@@ -67,7 +68,7 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
     too when its accrual delay has already passed): never inserted open, then updated."""
     order, member_ref, status, refs = _parse_new(data, now)
     member = load_member(uow, member_ref)
-    if due.catch_up(uow, member.id, now):  # rule 14: what fell due before it is done first
+    if due.catch_up(uow, member.id, now, row=member):  # rule 14: what fell due is done first
         member = load_member(uow, member_ref)
     version = version_at(uow, order.at)
     taken = InvalidState(f"order id {order.id!r} is taken")
@@ -88,7 +89,7 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
         "version_id": version.id,
         # Everything due before this moment is done, and nothing this order causes is:
         # so this is the tier at its placed time, even when its own posting lifts it.
-        "tier": tier_at(uow, member.id, order.at),
+        "tier": _tier_at(uow, member, order.at, now),
         "document": order_document(order),
         "refunded": {},
         "visit": False,
@@ -193,8 +194,10 @@ class _Closing:
         """What follows the order's row: its lot, promotion uses, rewards, events, and its
         posting when it posts at once (the events as a later posting would send them)."""
         outcome = self.outcome
-        if outcome.points and row.post_state == "pending":
-            _pending_lot(uow, row, outcome.points, row.due_at)
+        if row.post_state == "pending":
+            due_by(uow, row.member_id, row.due_at)
+            if outcome.points:
+                _pending_lot(uow, row, outcome.points, row.due_at)
         _sync_promotions(uow, row, outcome, fresh=fresh)
         rewards.move(uow, held, "order closes", row.id, now)
         uow.record(Event("order.evaluated", now, _evaluated(uow, row, outcome), row.member_id))
@@ -414,9 +417,9 @@ def _post_effects(
 ) -> None:
     """An order's posting on its member: `earned` points as a lot (the pending `lot_id`
     becomes it; none: a new lot), its progress, and what that progress brings."""
-    touched = None
+    touched = expiring = None
     if earned > 0:
-        points.earn(
+        expiring = points.earn(
             uow,
             program,
             member.id,
@@ -432,7 +435,7 @@ def _post_effects(
         _withdraw_lot(uow, lot_id)
     state = state_of(member)
     change = add_progress(program, state, row.points, int(row.visit), row.spend)
-    _after_change(uow, program, member, state, change, at, also=touched)
+    _after_change(uow, program, member, state, change, at, also=touched, due=expiring)
 
 
 def _apply_change(
@@ -502,8 +505,9 @@ def _after_change(
     at: datetime,
     *,
     also: Mapping[str, Any] | None = None,
+    due: datetime | None = None,
 ) -> None:
-    save_state(uow, member.id, state, also)
+    save_state(uow, member.id, state, also, due=due)
     for card_id, count in change.punches:
         uow.record(
             Event("punch_card.progressed", at, {"punch_card": card_id, "count": count}, member.id)
@@ -545,20 +549,30 @@ def _standing(
 def _history(
     uow: UnitOfWork, program: Program, member_id: int, at: datetime, *, other_than: int | None
 ) -> tuple[dict[str, int], int]:
-    """The member's promotion uses, and visits on the local day of `at`, by other orders."""
+    """The member's promotion uses, and visits on the local day of `at`, by other orders: in
+    one round trip, and only what the program has a rule for (a promotion limited per member,
+    a cap on visits a day); with neither, no read at all."""
+    limited = any(p.limit_per_member is not None for p in program.promotions)
+    capped = program.visits.max_per_day is not None
+    if not (limited or capped):
+        return {}, 0
     params = {
         "b_member": member_id,
         "b_other": 0 if other_than is None else other_than,  # no row has id 0
         "b_day": at.astimezone(program.zone).date().isoformat(),
     }
-    uses = {
-        str(promotion): int(count)
-        for promotion, count in uow.conn.execute(_PROMOTION_USES, params).all()
-    }
-    return uses, int(uow.conn.execute(_VISITS_THAT_DAY, params).scalar_one())
+    query = _HISTORY if limited and capped else _PROMOTION_USES if limited else _VISITS_THAT_DAY
+    uses: dict[str, int] = {}
+    visits = 0
+    for promotion, count in uow.conn.execute(query, params).all():
+        if promotion is None:
+            visits = int(count)
+        else:
+            uses[str(promotion)] = int(count)
+    return uses, visits
 
 
-# Built once: every close and quote runs them.
+# Built once: every close and quote runs one. A row with no promotion is the visits count.
 _PROMOTION_USES = (
     sa.select(promotion_uses.c.promotion_id, sa.func.count())
     .where(
@@ -567,13 +581,14 @@ _PROMOTION_USES = (
     )
     .group_by(promotion_uses.c.promotion_id)
 )
-_VISITS_THAT_DAY = sa.select(sa.func.count()).where(
+_VISITS_THAT_DAY = sa.select(sa.null().label("promotion_id"), sa.func.count()).where(
     orders.c.member_id == sa.bindparam("b_member"),
     orders.c.visit_day == sa.bindparam("b_day"),
     orders.c.visit.is_(True),
     orders.c.state != "voided",
     orders.c.id != sa.bindparam("b_other"),
 )
+_HISTORY = sa.union_all(_PROMOTION_USES, _VISITS_THAT_DAY)
 
 
 def _sync_promotions(uow: UnitOfWork, row: Any, outcome: Outcome, *, fresh: bool = False) -> None:
@@ -684,9 +699,15 @@ def _locked(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> tuple[An
     member = uow.conn.execute(_LOCK_MEMBER_OF_REF, {"b_env": uow.env_id, "b_ref": ref}).first()
     if member is None:
         raise NotFound(f"no order {ref!r}")
-    if due.catch_up(uow, member.id, now):
+    if due.catch_up(uow, member.id, now, row=member):
         member = uow.conn.execute(_LOCK_MEMBER_OF_REF, {"b_env": uow.env_id, "b_ref": ref}).one()
     return _find(uow, ref), member  # it exists: its member was found through it
+
+
+def _tier_at(uow: UnitOfWork, member: Any, at: datetime, now: datetime) -> str:
+    """The member's tier at `at`. At `now` (an order placed without `at`, the usual case),
+    with the member's due work done, it is the tier the member's row holds: no read."""
+    return str(member.tier) if at == now else tier_at(uow, member.id, at)
 
 
 def _find(uow: UnitOfWork, external_id: str) -> Any:
@@ -790,7 +811,9 @@ def quote(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> tuple[Outc
     allocation = _allocate(program, order, rewards.definitions(uow, program, chosen))
     uses, visits = _history(uow, program, member.id, order.at, other_than=None)
     standing = Standing(
-        tier=tier_at(uow, member.id, order.at), promotion_uses=uses, other_visits_that_day=visits
+        tier=_tier_at(uow, member, order.at, now),
+        promotion_uses=uses,
+        other_visits_that_day=visits,
     )
     outcome = evaluate(program, order, allocation, standing)
     applicable = []

@@ -12,7 +12,7 @@ from punchcard.ledger import store as ledger
 from punchcard.ledger.entries import EARNED, EXPIRED, REDEEMED, points_asset, transfer
 from punchcard.ledger.lots import Lot, add_months, plan_clawback, split_earning, take_oldest
 from punchcard.lifecycle.machines import POINTS_LOT
-from punchcard.services.context import member_by_id, version_at
+from punchcard.services.context import due_by, member_by_id, version_at
 from punchcard.store.tables import lots, members
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -77,9 +77,10 @@ def earn(
     order_ref: str,
     lot_id: int | None = None,
     touch: bool = True,
-) -> None:
+) -> datetime | None:
     """Post `points` (> 0): they pay any debt first, the rest forms a lot. `touch=False`: the
-    caller writes `activity` with the member's other changes, in one statement."""
+    caller writes `activity` with the member's other changes, in one statement, and the lot's
+    expiry it returns as the member's due work (`save_state(due=...)`)."""
     balances = ledger.write(
         uow.conn,
         uow.env_id,
@@ -109,8 +110,10 @@ def earn(
         )
     else:
         uow.conn.execute(_UPDATE_LOT, {"b_lot": lot_id, **values})
+    expiring = lot_expiry(program, at) if split.lot else None
     if touch:
         touch_activity(uow, program, member_id, at)
+        due_by(uow, member_id, expiring)
     uow.record(
         Event(
             "points.posted",
@@ -119,6 +122,7 @@ def earn(
             member_id,
         )
     )
+    return None if touch else expiring
 
 
 def _live_lots(uow: UnitOfWork, member_id: int) -> list[Lot]:
@@ -255,6 +259,8 @@ def move(
                 expires_at=origin[lot_id].expires_at,
             )
         )
+    expiring = [origin[lot_id].expires_at for lot_id, part in taken if part]
+    due_by(uow, target_id, min((e for e in expiring if e is not None), default=None))
     touch_activity(uow, program, source_id, at)
     _start_stopped_clock(uow, program, target_id, at)
     return paid

@@ -18,7 +18,7 @@ from punchcard.errors import (
 )
 from punchcard.lifecycle.machines import REWARD
 from punchcard.services import due, points
-from punchcard.services.context import load_member, version_at, version_by_id
+from punchcard.services.context import due_by, load_member, version_at, version_by_id
 from punchcard.services.inputs import as_name
 from punchcard.store.tables import program_versions, rewards
 from punchcard.store.uow import Event, UnitOfWork
@@ -48,6 +48,7 @@ def issue(
         )
         .returning(rewards.c.id)
     ).scalar_one()
+    due_by(uow, member_id, at + timedelta(days=definition.valid_days))
     uow.record(
         Event(
             "reward.issued", at, {"reward": reward_id, "alias": alias, "source": source}, member_id
@@ -75,7 +76,7 @@ def redeem(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> int:
         raise InvalidState(f"reward alias {alias!r} is taken")
     if definition.cost is None:
         raise RewardUnavailable(f"reward {reward_id} is only earned, not redeemed")
-    due.catch_up(uow, member.id, now)  # expired points are not spent, due work or not
+    due.catch_up(uow, member.id, now, row=member)  # expired points are not spent, due or not
     balance = points.posted_balance(uow, program, member.id)
     if max(0, balance) < definition.cost:
         raise InsufficientPoints(
@@ -248,6 +249,8 @@ def move(
         uow.conn.execute(
             sa.update(rewards).where(rewards.c.id == row.id).values(state=state, order_id=order_id)
         )
+        if state == "available":  # back on the member: it lapses at its expiry again
+            due_by(uow, row.member_id, row.expires_at)
         uow.record(
             Event(
                 EVENT_TYPES[state], at, {"reward": row.reward_id, "alias": row.alias}, row.member_id

@@ -186,6 +186,8 @@ members = sa.Table(
     sa.Column("last_activity_at", UtcDateTime, nullable=True),
     sa.Column("inactivity_due_at", UtcDateTime, nullable=True),
     sa.Column("event_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # A lower bound on its lots expiring, rewards lapsing, orders posting (services/due.py).
+    sa.Column("next_due_at", UtcDateTime, nullable=True),
     sa.UniqueConstraint("env_id", "external_id"),
     sa.Index(None, "env_id", "window_end"),
     sa.Index(None, "env_id", "inactivity_due_at"),
