@@ -60,6 +60,15 @@ def expiring(expiry: str, accrual: str = "PT0S") -> str:
     return _EXPIRING.replace("EXPIRY", expiry).replace("ACCRUAL", accrual)
 
 
+def delayed(accrual: str = "PT1M", program: str | None = None) -> str:
+    """The demo program (or `program`, which has the demo's `accrual_delay: PT0S`) posting
+    `accrual` after the close. For tests of the worker's posting: with no delay an order is
+    posted as it closes, and the worker has none of its posting to do."""
+    source = program or EXAMPLE_PROGRAM.read_text()
+    assert source.count("accrual_delay: PT0S") == 1
+    return source.replace("accrual_delay: PT0S", f"accrual_delay: {accrual}")
+
+
 def send_inbound(engine: sa.Engine, env_id: str, body: bytes, now: datetime) -> bool:
     """Receive `body` at a new generic inbound source of the environment, signed as its
     platform would sign it; True when it was new."""

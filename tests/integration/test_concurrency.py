@@ -283,7 +283,7 @@ def test_versions_published_and_activated_at_once_are_numbered_and_activated_onc
 
 def _ann_active_under_30_days(postgres_url: str) -> tuple[sa.Engine, str, Loyalty]:
     """A program whose balances expire after 30 days of inactivity, and ann, who ordered at
-    START (not yet posted)."""
+    START (posted as it closed: the program has no accrual delay)."""
     engine = open_database(postgres_url)
     program = EXAMPLE_PROGRAM.read_text().replace(
         "expiry: {months_after_earn: 12}", "expiry: {inactivity_days: 30}"

@@ -23,14 +23,16 @@ from punchcard.store.tables import lots, members, outbox
 from punchcard.store.tables import orders as orders_table
 from punchcard.store.uow import UnitOfWork
 
-from ..conftest import EXAMPLE_PROGRAM
-from .helpers import START, burritos, new_app
+from .helpers import START, burritos, delayed, new_app
 
 NOW = START + timedelta(hours=1)
+DELAY = timedelta(minutes=1)
+DELAYED = delayed("PT1M")  # posting a minute after the close, the worker's posting to do
 
 
 def _pending(app: Loyalty, names: list[str], at: datetime, prefix: str) -> None:
-    """One closed, not yet posted order per name, a second apart, in the given order."""
+    """One closed, not yet posted order per name, a second apart, in the given order (each
+    due a minute after it: the program is DELAYED)."""
     for n, name in enumerate(names):
         app.place_order(burritos(f"{prefix}{n}", name, qty=1 + n % 3), at + timedelta(seconds=n))
 
@@ -65,7 +67,7 @@ def test_sixty_postings_due_at_sixty_times_take_three_transactions(
     + 10; with none, each group stops after its first posting. (Sixty members: a member's
     second order would post the first itself, as due work before it.)"""
     monkeypatch.setattr(due, "GROUP_BUDGET_S", budget_s)
-    app = new_app(engine)
+    app = new_app(engine, DELAYED)
     names = [f"m{n:02d}" for n in range(60)]
     for name in names:
         app.enroll({"member": name}, START)
@@ -104,11 +106,7 @@ def test_sixty_postings_due_at_sixty_times_take_three_transactions(
 def test_a_posting_that_makes_other_work_due_first_is_done_alone(engine: sa.Engine) -> None:
     """Ann's posting completes a punch card whose reward lapses a day later; Bob's order is
     due two days later. The lapse comes between them, so they are not one group."""
-    source = (
-        EXAMPLE_PROGRAM.read_text()
-        .replace("goal: 10", "goal: 1")
-        .replace("valid_days: 30", "valid_days: 1")
-    )
+    source = DELAYED.replace("goal: 10", "goal: 1").replace("valid_days: 30", "valid_days: 1")
     app = new_app(engine, program=source)
     app.enroll({"member": "ann"}, START)
     app.enroll({"member": "bob"}, START)
@@ -143,7 +141,7 @@ def test_a_failing_posting_is_set_aside_and_the_others_post(
     engine: sa.Engine, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(due, "GROUP_BUDGET_S", 60.0)  # groups as large as the due postings
-    app = new_app(engine)
+    app = new_app(engine, DELAYED)
     names = [f"m{n}" for n in range(6)]
     for name in names:
         app.enroll({"member": name}, START)
@@ -188,13 +186,13 @@ def test_groups_and_transfers_racing_over_the_same_members_never_deadlock(
     which transfers lock them; a group locks its members in id order first, so neither waits
     for the other in a cycle (PostgreSQL would abort one as a deadlock)."""
     engine = open_database(postgres_url)
-    app = new_app(engine)
+    app = new_app(engine, DELAYED)
     names = [f"m{n:02d}" for n in range(40)]
     for name in names:
         app.enroll({"member": name}, START)
     _pending(app, names, START, "seed")
-    assert app.run_due(START + timedelta(minutes=1)) == 40  # everyone has points to move
-    _pending(app, list(reversed(names)) * 2, START + timedelta(minutes=2), "o")
+    assert app.run_due(START + timedelta(minutes=2)) == 40  # everyone has points to move
+    _pending(app, list(reversed(names)) * 2, START + timedelta(minutes=3), "o")
     errors: list[BaseException] = []
     finished = threading.Event()
 
@@ -246,9 +244,9 @@ def test_a_group_that_spans_a_new_version_posts_each_order_under_its_own(
     live from the sixth: its going live is due work at that moment, between two groups, and
     each posting follows the version live at its own time."""
     monkeypatch.setattr(due, "GROUP_BUDGET_S", 60.0)
-    app = new_app(engine)
-    switch = START + timedelta(seconds=5)
-    source = EXAMPLE_PROGRAM.read_text()
+    app = new_app(engine, DELAYED)
+    switch = START + DELAY + timedelta(seconds=5)
+    source = DELAYED
     assert source.count("months_after_earn: 12") == 1
     with UnitOfWork(engine, app.env_id) as uow:
         programs.publish(
@@ -276,6 +274,6 @@ def test_a_group_that_spans_a_new_version_posts_each_order_under_its_own(
             ).all()
         )
     for n in range(10):
-        posted = START + timedelta(seconds=n)
+        posted = START + DELAY + timedelta(seconds=n)
         months = 12 if posted < switch else 6
         assert expiry[f"o{n}"] == add_months(posted, months, ZoneInfo("America/Chicago")), n

@@ -19,10 +19,11 @@ from punchcard.services import due, programs
 from punchcard.services.loyalty import Loyalty
 from punchcard.store.tables import due_failures, holds, members, orders, outbox, rewards
 
-from ..conftest import EXAMPLE_PROGRAM
-from .helpers import START, burritos, new_app
+from .helpers import START, burritos, delayed, new_app
 
 NOW = START + timedelta(hours=1)
+DELAY = timedelta(minutes=1)
+DELAYED = delayed("PT1M")  # posting a minute after the close, the worker's posting to do
 WALL = datetime(2026, 3, 3, 16, 0, tzinfo=UTC)  # the wall clock the pauses are timed by
 SET_ASIDE = "no due work set aside after failing"
 
@@ -97,8 +98,8 @@ def _audit(engine: sa.Engine) -> list[str]:
 
 
 def _six_members_with_a_posting_each(engine: sa.Engine) -> Loyalty:
-    """m0..m5, each with one order (o0..o5) due at its own second after START."""
-    app = new_app(engine)
+    """m0..m5, each with one order (o0..o5) due a minute and its own second after START."""
+    app = new_app(engine, DELAYED)
     for n in range(6):
         app.enroll({"member": f"m{n}"}, START)
     for n in range(6):
@@ -122,7 +123,7 @@ def test_a_posting_that_fails_is_set_aside_and_everyone_elses_goes_on(
         "o4": "posted",
         "o5": "posted",
     }
-    o3_due = (START + timedelta(seconds=3)).astimezone(UTC)
+    o3_due = (START + DELAY + timedelta(seconds=3)).astimezone(UTC)
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("due work")] == [
         f"due work failed: the posting of order 'o3' of member 'm3' in environment {app.env_id},"
         f" due at {o3_due.isoformat()} (failure 1); set aside until"
@@ -143,6 +144,7 @@ def test_a_posting_that_fails_is_set_aside_and_everyone_elses_goes_on(
     later = NOW + timedelta(minutes=1)
     app.place_order(burritos("o6", "m0"), later)
     app.place_order(burritos("o7", "m3", qty=2), later)
+    later += DELAY  # o6 and o7 are due
     assert due.run_due(app.uow, later, WALL + timedelta(seconds=9)) == 1
     assert _post_states(engine)["o6"] == "posted"
     assert _post_states(engine)["o7"] == "pending"
@@ -176,13 +178,14 @@ def test_a_posting_that_fails_is_set_aside_and_everyone_elses_goes_on(
 def test_a_reward_that_can_not_lapse_holds_back_only_its_member(engine: sa.Engine) -> None:
     """Another kind of due work, done one per transaction: ann's reward can not lapse; bob's
     does, and bob's later posting posts while ann's waits."""
-    app = new_app(engine)
+    app = new_app(engine, DELAYED)
     for name in ("ann", "bob"):
         app.enroll({"member": name}, START)
         app.place_order(burritos(f"{name}-1", name, qty=5), START)  # 500 points
-    due.run_due(app.uow, START, WALL)
+    posted = START + DELAY
+    assert due.run_due(app.uow, posted, WALL) == 2
     for name in ("ann", "bob"):
-        app.redeem({"member": name, "reward": "five-off", "as": f"{name}-5"}, START)
+        app.redeem({"member": name, "reward": "five-off", "as": f"{name}-5"}, posted)
     _refuse(engine, "rewards", "OLD.alias = 'ann-5'")
     lapsed = START + timedelta(days=61)  # five-off is valid 60 days
     assert due.run_due(app.uow, lapsed, WALL) == 1
@@ -191,7 +194,7 @@ def test_a_reward_that_can_not_lapse_holds_back_only_its_member(engine: sa.Engin
         states = conn.execute(sa.select(rewards.c.alias, rewards.c.state)).all()
     assert [tuple(r) for r in aside] == [(_id(engine, members, "ann"), "reward")]
     assert {alias: state for alias, state in states} == {"ann-5": "available", "bob-5": "expired"}
-    lapse = (START + timedelta(days=60)).astimezone(UTC)
+    lapse = (posted + timedelta(days=60)).astimezone(UTC)
     [listed] = _audit(engine)
     assert listed.startswith(
         f"lapse of reward 'ann-5' of member 'ann' in environment {app.env_id}, due at"
@@ -199,6 +202,7 @@ def test_a_reward_that_can_not_lapse_holds_back_only_its_member(engine: sa.Engin
     )
     app.place_order(burritos("ann-2", "ann"), lapsed)
     app.place_order(burritos("bob-2", "bob"), lapsed)
+    lapsed += DELAY  # ann-2 and bob-2 are due
     assert due.run_due(app.uow, lapsed, WALL + timedelta(seconds=1)) == 1
     assert {k: v for k, v in _post_states(engine).items() if k.endswith("-2")} == {
         "ann-2": "pending",
@@ -211,12 +215,13 @@ def test_a_reward_that_can_not_lapse_holds_back_only_its_member(engine: sa.Engin
 
 
 def test_an_order_id_of_200_characters_posts_and_is_clawed_back(engine: sa.Engine) -> None:
+    """It posts as it closes (the demo program has no accrual delay): in the request."""
     app = new_app(engine)
     app.enroll({"member": "ann"}, START)
     long_id = "o" * 200
     app.place_order(burritos(long_id, "ann", qty=2), START)
-    assert due.run_due(app.uow, NOW, WALL) == 1
     assert _post_states(engine) == {long_id: "posted"}
+    assert due.run_due(app.uow, NOW, WALL) == 0
     assert app.member("ann", NOW).posted == 200
     app.refund_order({"order": long_id, "all": True}, NOW)  # the clawback's reference too
     assert app.member("ann", NOW).posted == 0
@@ -231,9 +236,9 @@ def test_a_version_that_can_not_go_live_holds_back_what_comes_after_it(
     what was due before it goes on."""
     monkeypatch.setattr(due, "GROUP_BUDGET_S", 60.0)
     app = _six_members_with_a_posting_each(engine)
-    switch = START + timedelta(seconds=3)
+    switch = START + DELAY + timedelta(seconds=3)
     with app.uow() as uow:
-        programs.publish(uow, EXAMPLE_PROGRAM.read_text(), START, live_from=switch)
+        programs.publish(uow, DELAYED, START, live_from=switch)
         uow.commit()
     _refuse(engine, "program_versions", "OLD.version = 2")
     assert due.run_due(app.uow, NOW, WALL) == 3
@@ -257,13 +262,13 @@ def test_a_version_that_can_not_go_live_holds_back_what_comes_after_it(
 
 
 def test_a_hold_that_can_not_be_released_holds_back_only_itself(engine: sa.Engine) -> None:
-    app = new_app(engine)
+    app = new_app(engine, DELAYED)
     app.issue_gift_card("g1", {"amount": "50.00"}, START)
     for hold in ("h1", "h2"):
         app.authorize_gift_card("g1", {"amount": "10.00", "hold": hold}, START)
     app.enroll({"member": "ann"}, START)
     week = START + timedelta(days=8)
-    app.place_order(burritos("o1", "ann"), week)  # due after the holds' release
+    app.place_order(burritos("o1", "ann"), week - DELAY)  # due after the holds' release
     _refuse(engine, "holds", "OLD.external_id = 'h1'")
     assert due.run_due(app.uow, week, WALL) == 2  # h2 released, o1 posted
     with engine.connect() as conn:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -10,7 +12,7 @@ import sqlalchemy as sa
 from punchcard.errors import InsufficientFunds, InsufficientPoints, InvalidState, NotFound
 from punchcard.store.tables import ledger_postings, ledger_transactions, lots, orders, outbox
 
-from .helpers import START, burritos, new_app
+from .helpers import START, burritos, delayed, new_app
 
 
 def _snapshot(engine: sa.Engine) -> dict[str, list[tuple[object, ...]]]:
@@ -36,26 +38,91 @@ def _events(engine: sa.Engine) -> list[tuple[str, int | None]]:
         ]
 
 
-def test_closing_an_order_writes_state_ledger_and_outbox_together(engine: sa.Engine) -> None:
-    app = new_app(engine)
-    app.enroll({"member": "ann"}, START)
-    app.place_order(burritos("o1", "ann", qty=2), START)
-    view = app.member("ann", START)
-    assert (view.posted, view.pending) == (0, 200)
-    assert [(i.order, i.points, i.due_at) for i in view.pending_items] == [("o1", 200, START)]
-    assert app.run_due(START) == 1
-    view = app.member("ann", START)
-    assert (view.posted, view.pending, view.visits) == (200, 0, 1)
-    events = _events(engine)
-    assert ("member.enrolled", 1) in events
-    assert [e for e, _ in events if e != "program.published"] == [
+@contextlib.contextmanager
+def _statements(engine: sa.Engine) -> Iterator[list[str]]:
+    """The SQL run inside the block, one line each, and the commits as "COMMIT"."""
+    run: list[str] = []
+
+    def statement(_conn: object, _cursor: object, sql: str, *_args: object) -> None:
+        run.append(" ".join(sql.split()))
+
+    def commit(_conn: object) -> None:
+        run.append("COMMIT")
+
+    sa.event.listen(engine, "before_cursor_execute", statement)
+    sa.event.listen(engine, "commit", commit)
+    try:
+        yield run
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", statement)
+        sa.event.remove(engine, "commit", commit)
+
+
+def _writes_of(run: list[str], *tables: str) -> list[str]:
+    """The INSERTs and UPDATEs of `tables` in `run`, as "INSERT orders", ..."""
+    verbs = {"INSERT": "INSERT INTO ", "UPDATE": "UPDATE "}
+    return [
+        f"{verb} {table}"
+        for sql in run
+        for verb, prefix in verbs.items()
+        for table in tables
+        if sql.startswith(f"{prefix}{table} ")
+    ]
+
+
+def _posted_at_close(engine: sa.Engine) -> None:
+    """ann's o1 (2 burritos, 200 points) posted in its closing transaction, at START."""
+    app_events = [e for e, _ in _events(engine) if e != "program.published"]
+    assert app_events == [
         "member.enrolled",
         "order.evaluated",
         "points.pending",
         "points.posted",
         "punch_card.progressed",
     ]
-    assert [seq for _, seq in events if seq is not None] == [1, 2, 3, 4, 5]
+    assert [seq for _, seq in _events(engine) if seq is not None] == [1, 2, 3, 4, 5]
+    with engine.connect() as conn:
+        order = conn.execute(sa.select(orders.c.post_state, orders.c.due_at)).one()
+        lot = conn.execute(sa.select(lots.c.state, lots.c.amount, lots.c.remaining)).one()
+        pending = conn.execute(
+            sa.select(outbox.c.payload).where(outbox.c.type == "points.pending")
+        ).scalar_one()
+    assert (order.post_state, order.due_at) == ("posted", START)
+    assert tuple(lot) == ("posted", 200, 200)
+    assert pending == {"order": "o1", "points": 200, "due_at": START.astimezone(UTC).isoformat()}
+
+
+def test_closing_an_order_writes_state_ledger_and_outbox_together(engine: sa.Engine) -> None:
+    """No accrual delay: the order posts as it is placed closed, in that one transaction,
+    its posting's events after its close's; the order and its lot are inserted in their
+    final state, never updated to it, and the worker has nothing left to do."""
+    app = new_app(engine)
+    app.enroll({"member": "ann"}, START)
+    with _statements(engine) as run:
+        app.place_order(burritos("o1", "ann", qty=2), START)
+    assert run.count("COMMIT") == 1
+    assert _writes_of(run, "orders", "lots") == ["INSERT orders", "INSERT lots"]
+    view = app.member("ann", START)
+    assert (view.posted, view.pending, view.visits, view.pending_items) == (200, 0, 1, [])
+    assert app.run_due(START) == 0
+    _posted_at_close(engine)
+
+
+def test_an_open_order_posts_as_it_closes(engine: sa.Engine) -> None:
+    """Placed open, closed an hour later: the close posts it in its own transaction (the
+    order updated once, its lot inserted posted), due at the close."""
+    app = new_app(engine)
+    app.enroll({"member": "ann"}, START - timedelta(hours=1))
+    app.place_order({**burritos("o1", "ann", qty=2), "status": "open"}, START - timedelta(hours=1))
+    assert app.member("ann", START).pending_items == []  # open: nothing pending yet
+    with _statements(engine) as run:
+        app.close_order({"order": "o1"}, START)
+    assert run.count("COMMIT") == 1
+    assert _writes_of(run, "orders", "lots") == ["UPDATE orders", "INSERT lots"]
+    view = app.member("ann", START)
+    assert (view.posted, view.pending, view.visits) == (200, 0, 1)
+    assert app.run_due(START) == 0
+    _posted_at_close(engine)
 
 
 def test_a_failing_use_case_changes_nothing(engine: sa.Engine) -> None:
@@ -79,7 +146,7 @@ def test_a_failing_use_case_changes_nothing(engine: sa.Engine) -> None:
 
 
 def test_running_due_work_twice_changes_nothing(engine: sa.Engine) -> None:
-    app = new_app(engine)
+    app = new_app(engine, delayed("PT1M"))  # each posting due a minute after its close
     names = ["ann", "bob", "cy"]  # one order each: a member's next order would post the last
     for i, name in enumerate(names):
         app.enroll({"member": name}, START)
