@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -75,23 +75,37 @@ _VERSION_BY_ID = sa.select(program_versions.c.version, program_versions.c.source
     program_versions.c.id == sa.bindparam("b_id")
 )
 _CHANGED_BY = tier_changes.c.at <= sa.bindparam("b_at", type_=tier_changes.c.at.type)
-_TIER_AT = (
-    sa.select(tier_changes.c.tier)
-    .where(tier_changes.c.member_id == sa.bindparam("b_member"))
-    # One round trip: the latest change by `at`, else (an order placed before the member
-    # enrolled) the first change.
-    .order_by(
-        sa.case((_CHANGED_BY, 0), else_=1),
-        sa.case((_CHANGED_BY, tier_changes.c.at)).desc(),
-        sa.case((_CHANGED_BY, -tier_changes.c.id), else_=tier_changes.c.id),
+
+
+def _tier_then(member_id: Any) -> Any:
+    """The member's tier at `b_at`, in one round trip: the latest change by `b_at`, else (an
+    order placed before the member enrolled) the first change."""
+    return (
+        sa.select(tier_changes.c.tier)
+        .where(tier_changes.c.member_id == member_id)
+        .order_by(
+            sa.case((_CHANGED_BY, 0), else_=1),
+            sa.case((_CHANGED_BY, tier_changes.c.at)).desc(),
+            sa.case((_CHANGED_BY, -tier_changes.c.id), else_=tier_changes.c.id),
+        )
+        .limit(1)
     )
-    .limit(1)
-)
+
+
+_TIER_AT = _tier_then(sa.bindparam("b_member"))
 _MEMBER_BY_REF = sa.select(members).where(
     members.c.env_id == sa.bindparam("b_env"),
     members.c.external_id == sa.bindparam("b_ref"),
 )
 _LOCK_MEMBER_BY_REF = _MEMBER_BY_REF.with_for_update()
+_LOCK_MEMBER_WITH_TIER = (
+    sa.select(members, _tier_then(members.c.id).scalar_subquery().label("tier_then"))
+    .where(
+        members.c.env_id == sa.bindparam("b_env"),
+        members.c.external_id == sa.bindparam("b_ref"),
+    )
+    .with_for_update(of=members)
+)
 _LOCK_MEMBER_BY_ID = (
     sa.select(members).where(members.c.id == sa.bindparam("b_id")).with_for_update()
 )
@@ -107,6 +121,9 @@ _DUE_BY = (
 )
 
 
+_EVER = datetime(1, 1, 1, tzinfo=UTC)  # before any time an order can carry
+
+
 def version_at(uow: UnitOfWork, at: datetime) -> Version:
     """The version live at `at` (before the first version: the first one).
 
@@ -120,6 +137,7 @@ def version_at(uow: UnitOfWork, at: datetime) -> Version:
     if cache is not None:
         found = cache.version_at(uow.env_id, at)
         if found is not None:
+            uow.memo[("version", found.id)] = found  # `version_by_id` reads it from here
             return found
         generation = cache.generation  # read before the row: a drop after it wins
     row = uow.conn.execute(_VERSION_AT, {"b_env": uow.env_id, "b_at": at}).first()
@@ -127,13 +145,17 @@ def version_at(uow: UnitOfWork, at: datetime) -> Version:
         raise NotFound("no program version is live in this environment")
     version = Version(row.id, row.version, _parsed(row.source))
     uow.memo[("version", row.id)] = version
-    if row.live_from <= at:
-        uow.memo["live"] = (row.live_from, row.next_live_from, version)
-        # A read-only transaction on SQLite reads a snapshot that may predate the last
-        # change (its first read fixed it), so what it read is not kept.
-        snapshot = uow.read_only and uow.conn.dialect.name == "sqlite"
-        if cache is not None and row.env_kind == "live" and not snapshot:
-            cache.keep_span(uow.env_id, row.live_from, row.next_live_from, version, generation)
+    # Its span: from its live_from to the next one's; before the first version, the first
+    # one answers for every time before it goes live (orders dated before the program).
+    start, end = (
+        (row.live_from, row.next_live_from) if row.live_from <= at else (_EVER, row.live_from)
+    )
+    uow.memo["live"] = (start, end, version)
+    # A read-only transaction on SQLite reads a snapshot that may predate the last
+    # change (its first read fixed it), so what it read is not kept.
+    snapshot = uow.read_only and uow.conn.dialect.name == "sqlite"
+    if cache is not None and row.env_kind == "live" and not snapshot:
+        cache.keep_span(uow.env_id, start, end, version, generation)
     return version
 
 
@@ -155,6 +177,17 @@ def load_member(uow: UnitOfWork, external_id: str, *, lock: bool = True) -> Any:
     """The member row, locked for the rest of the transaction so a member's work is serialised."""
     query = _LOCK_MEMBER_BY_REF if lock else _MEMBER_BY_REF
     row = uow.conn.execute(query, {"b_env": uow.env_id, "b_ref": external_id}).first()
+    if row is None:
+        raise NotFound(f"no member {external_id!r}")
+    return row
+
+
+def load_member_at(uow: UnitOfWork, external_id: str, at: datetime) -> Any:
+    """`load_member`, locked, with its tier at `at` as `tier_then` (see `tier_at`), read in
+    the same round trip."""
+    row = uow.conn.execute(
+        _LOCK_MEMBER_WITH_TIER, {"b_env": uow.env_id, "b_ref": external_id, "b_at": at}
+    ).first()
     if row is None:
         raise NotFound(f"no member {external_id!r}")
     return row

@@ -39,6 +39,7 @@ from punchcard.services import due, points, rewards
 from punchcard.services.context import (
     due_by,
     load_member,
+    load_member_at,
     member_by_id,
     record_tier,
     save_state,
@@ -67,9 +68,9 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
     that holds no rewards is written in one statement in its final state (closed, and posted
     too when its accrual delay has already passed): never inserted open, then updated."""
     order, member_ref, status, refs = _parse_new(data, now)
-    member = load_member(uow, member_ref)
+    member = _load_member(uow, member_ref, order.at, now)
     if due.catch_up(uow, member.id, now, row=member):  # rule 14: what fell due is done first
-        member = load_member(uow, member_ref)
+        member = _load_member(uow, member_ref, order.at, now)
     version = version_at(uow, order.at)
     taken = InvalidState(f"order id {order.id!r} is taken")
     if refs:
@@ -89,7 +90,7 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
         "version_id": version.id,
         # Everything due before this moment is done, and nothing this order causes is:
         # so this is the tier at its placed time, even when its own posting lifts it.
-        "tier": _tier_at(uow, member, order.at, now),
+        "tier": member.tier if order.at == now else member.tier_then,
         "document": order_document(order),
         "refunded": {},
         "visit": False,
@@ -704,9 +705,15 @@ def _locked(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> tuple[An
     return _find(uow, ref), member  # it exists: its member was found through it
 
 
+def _load_member(uow: UnitOfWork, ref: str, at: datetime, now: datetime) -> Any:
+    """The member, locked. Placed at `now` (without `at`, the usual case), with the member's
+    due work done, the order's tier is the one the member's row holds; placed earlier, it is
+    the tier then (`tier_then`), read with the member in one round trip."""
+    return load_member(uow, ref) if at == now else load_member_at(uow, ref, at)
+
+
 def _tier_at(uow: UnitOfWork, member: Any, at: datetime, now: datetime) -> str:
-    """The member's tier at `at`. At `now` (an order placed without `at`, the usual case),
-    with the member's due work done, it is the tier the member's row holds: no read."""
+    """The member's tier at `at`: at `now`, the member's row holds it (see `_load_member`)."""
     return str(member.tier) if at == now else tier_at(uow, member.id, at)
 
 

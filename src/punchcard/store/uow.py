@@ -7,6 +7,7 @@ if its change committed. Nothing is published from inside a transaction.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,13 +26,22 @@ _BUMP_EVENT_SEQ = (
     .values(event_seq=members.c.event_seq + sa.bindparam("b_count"))
     .returning(members.c.event_seq)
 )
-# PostgreSQL bumps the sequences of a transaction's members in one statement.
-_BUMP_EVENT_SEQS = sa.text(
-    "UPDATE members SET event_seq = members.event_seq + bump.n"
-    " FROM unnest(CAST(:ids AS integer[]), CAST(:counts AS bigint[])) AS bump(id, n)"
-    " WHERE members.id = bump.id RETURNING members.id, members.event_seq"
-)
 _INSERT_OUTBOX = sa.insert(outbox)
+# PostgreSQL numbers and writes a transaction's events in one statement: each member's
+# sequence bumped once by its count, then the events inserted in order (their ids, which
+# senders follow, in that order too), event k of a member numbered base + k.
+_NUMBER_AND_INSERT = sa.text(
+    "WITH bump AS ("
+    " UPDATE members SET event_seq = members.event_seq + b.n"
+    " FROM unnest(CAST(:ids AS integer[]), CAST(:counts AS bigint[])) AS b(id, n)"
+    " WHERE members.id = b.id RETURNING members.id, members.event_seq - b.n AS base)"
+    " INSERT INTO outbox (env_id, member_id, member_seq, type, payload, created_at)"
+    " SELECT :env, e.member_id, bump.base + e.k, e.type, CAST(e.payload AS json), e.at"
+    " FROM unnest(CAST(:members AS integer[]), CAST(:ks AS bigint[]), CAST(:types AS text[]),"
+    " CAST(:payloads AS text[]), CAST(:ats AS timestamptz[])) WITH ORDINALITY"
+    " AS e(member_id, k, type, payload, at, n)"
+    " LEFT JOIN bump ON bump.id = e.member_id ORDER BY e.n"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,21 +94,18 @@ class UnitOfWork:
 
     def _write_outbox(self) -> None:
         # One sequence bump per member, however many of its events: numbers run in event order.
+        if not self.events:
+            return
         counts = Counter(e.member_id for e in self.events if e.member_id is not None)
+        if self.conn.dialect.name == "postgresql":
+            self._number_and_insert(counts)
+            return
         next_seq = {}
-        if len(counts) > 1 and self.conn.dialect.name == "postgresql":
-            bumped = self.conn.execute(
-                _BUMP_EVENT_SEQS, {"ids": list(counts), "counts": list(counts.values())}
-            ).all()
-            assert len(bumped) == len(counts)
-            for member_id, last in bumped:
-                next_seq[member_id] = last - counts[member_id] + 1
-        else:
-            for member_id, count in counts.items():
-                last = self.conn.execute(
-                    _BUMP_EVENT_SEQ, {"b_member": member_id, "b_count": count}
-                ).scalar_one()
-                next_seq[member_id] = last - count + 1
+        for member_id, count in counts.items():
+            last = self.conn.execute(
+                _BUMP_EVENT_SEQ, {"b_member": member_id, "b_count": count}
+            ).scalar_one()
+            next_seq[member_id] = last - count + 1
         rows = []
         for event in self.events:
             seq = None
@@ -115,6 +122,27 @@ class UnitOfWork:
                     "created_at": event.at,
                 }
             )
-        if rows:
-            self.conn.execute(_INSERT_OUTBOX, rows)
+        self.conn.execute(_INSERT_OUTBOX, rows)
+        self.events = []
+
+    def _number_and_insert(self, counts: Counter[int]) -> None:
+        """PostgreSQL: the bumps and the events in one round trip (`_NUMBER_AND_INSERT`)."""
+        seen: Counter[int | None] = Counter()
+        ks = []
+        for event in self.events:
+            seen[event.member_id] += 1
+            ks.append(seen[event.member_id])
+        self.conn.execute(
+            _NUMBER_AND_INSERT,
+            {
+                "ids": list(counts),
+                "counts": list(counts.values()),
+                "env": self.env_id,
+                "members": [e.member_id for e in self.events],
+                "ks": ks,
+                "types": [e.type for e in self.events],
+                "payloads": [json.dumps(e.payload) for e in self.events],
+                "ats": [e.at for e in self.events],
+            },
+        )
         self.events = []
