@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,8 +18,9 @@ from standardwebhooks import Webhook
 from punchcard.store.tables import idempotency_keys
 
 from ..integration.receiver import receiving
-from .conftest import Server, start_server, stop
+from .conftest import Server, cli, start_server, stop
 
+DEMO = (Path(__file__).resolve().parents[2] / "src/punchcard/demo/burrito-rewards.yaml").read_text()
 BURRITO = {"id": "l1", "sku": "BURR", "category": "burrito", "qty": 2, "unit_price": "9.50"}
 
 
@@ -67,9 +70,8 @@ def test_the_same_key_replays_the_first_response_byte_for_byte(server: Server) -
         assert again.content == first.content
         assert again.headers["idempotent-replayed"] == "true"
         assert "idempotent-replayed" not in first.headers
-        # One read: the worker may post the order between two reads.
         points = http.get("/v1/members/ann").json()["points"]
-        assert points["pending"] + points["posted"] == 190
+        assert (points["posted"], points["pending"]) == (190, 0)  # posted as it closed, once
 
 
 def test_the_same_key_with_another_body_is_422(server: Server) -> None:
@@ -238,7 +240,55 @@ def test_a_narrow_key_is_refused_outside_its_scopes(server: Server) -> None:
         assert (refused.status_code, refused.json()["code"]) == (403, "forbidden")
 
 
+def _token_at(given: str, at: str) -> str:
+    """A token of the environment of the `given` one, for the moment `at` (tokens are not
+    secret: one made by hand names a moment a read could wait for anyway)."""
+    parts = json.loads(base64.urlsafe_b64decode(given + "=" * (-len(given) % 4)))
+    raw = json.dumps({"e": parts["e"], "t": at}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 def test_a_read_with_a_consistency_token_waits_for_the_posting(server: Server) -> None:
+    """Points posting a second after the close (a tenant of its own, on the wall clock): a
+    token for the moment they are due makes the read wait until the worker has posted them.
+    (With no accrual delay an order posts as it closes: see the next test.)"""
+    tenant = json.loads(
+        cli("tenant", "create", "Delta Bowls", "--json", "--database", server.database)
+    )
+    with server.client(tenant["live_key"]) as http:
+        program = DEMO.replace("accrual_delay: PT0S", "accrual_delay: PT1S")
+        published = http.post("/v1/programs/versions", json={"source": program}, headers=_key())
+        assert published.status_code == 201, published.text
+        http.post("/v1/members", json={"id": "ann"}, headers=_key())
+        placed = http.post(
+            "/v1/orders", json={"id": "o1", "member": "ann", "lines": [BURRITO]}, headers=_key()
+        )
+        token = placed.headers["consistency-token"]
+        assert placed.json()["consistency_token"] == token
+        posting = placed.json()["posting"]
+        assert (posting["state"], posting["posted_points"]) == ("pending", 0)
+        due = posting["expected_at"]
+        assert datetime.fromisoformat(due) - datetime.fromisoformat(placed.json()["placed_at"]) == (
+            timedelta(seconds=1)
+        )
+        balance = http.get(
+            "/v1/members/ann/balance",
+            params={"consistency_token": _token_at(token, due), "wait_ms": 5000},
+        )
+        assert datetime.now(UTC) >= datetime.fromisoformat(due)  # it waited for the posting
+        assert balance.json()["consistent"] is True
+        assert (balance.json()["posted"], balance.json()["pending"]) == (190, 0)
+        too_long = http.get(
+            "/v1/members/ann/balance", params={"consistency_token": token, "wait_ms": 5001}
+        )
+        assert too_long.json()["code"] == "invalid_input"
+
+
+def test_an_order_with_no_accrual_delay_answers_posted_and_its_token_waits_for_nothing(
+    server: Server,
+) -> None:
+    """The demo program posts as the order closes: the answer says posted, and the balance
+    read with its token, or without one, already holds the points."""
     with server.client(server.a["live_key"]) as http:
         member = f"m-{uuid.uuid4().hex[:8]}"
         http.post("/v1/members", json={"id": member}, headers=_key())
@@ -247,18 +297,18 @@ def test_a_read_with_a_consistency_token_waits_for_the_posting(server: Server) -
             json={"id": f"o-{member}", "member": member, "lines": [BURRITO]},
             headers=_key(),
         )
-        token = placed.headers["consistency-token"]
-        assert placed.json()["consistency_token"] == token
-        assert placed.json()["posting"]["state"] == "pending"
-        balance = http.get(
-            f"/v1/members/{member}/balance", params={"consistency_token": token, "wait_ms": 5000}
-        )
-        assert balance.json()["consistent"] is True
-        assert (balance.json()["posted"], balance.json()["pending"]) == (190, 0)
-        too_long = http.get(
-            f"/v1/members/{member}/balance", params={"consistency_token": token, "wait_ms": 5001}
-        )
-        assert too_long.json()["code"] == "invalid_input"
+        posting = placed.json()["posting"]
+        assert (posting["state"], posting["posted_points"]) == ("posted", 190)
+        assert posting["expected_at"] == placed.json()["placed_at"]
+        token = placed.json()["consistency_token"]
+        for params in ({"consistency_token": token}, {}):
+            balance = http.get(f"/v1/members/{member}/balance", params=params).json()
+            assert balance["consistent"] is True
+            assert (balance["posted"], balance["pending"], balance["pending_items"]) == (
+                190,
+                0,
+                [],
+            )
 
 
 def test_an_order_reads_back_every_part_it_was_given(server: Server) -> None:
@@ -338,7 +388,7 @@ def test_a_frozen_sandbox_shows_pending_with_its_time_until_the_clock_moves(serv
         balance = http.get(
             "/v1/members/ann/balance", params={"consistency_token": token, "wait_ms": 3000}
         ).json()
-        assert (balance["posted"], balance["pending"]) == (0, 190)
+        assert (balance["consistent"], balance["posted"], balance["pending"]) == (True, 0, 190)
         assert balance["pending_items"] == [
             {"order": "o1", "points": 190, "expected_at": "2026-03-03T20:00:00+00:00"}
         ]

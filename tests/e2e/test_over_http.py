@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -116,6 +118,9 @@ def test_make_runs_demo_prints_a_url_a_key_and_a_curl_line_that_works(tmp_path: 
 
 
 def test_an_api_only_server_leaves_points_pending_and_says_so(tmp_path: Path) -> None:
+    """Points posting a second after the close: past that second, with no worker, they are
+    still pending, and a read given the token of a later write says it is not consistent.
+    (With no delay the close posts them itself: no worker is needed.)"""
     import json
 
     from .conftest import cli, upgrade
@@ -129,8 +134,9 @@ def test_an_api_only_server_leaves_points_pending_and_says_so(tmp_path: Path) ->
             base_url=url, headers={"Authorization": f"Bearer {tenant['live_key']}"}
         ) as http:
             program = (ROOT / "src/punchcard/demo/burrito-rewards.yaml").read_text()
+            delayed = program.replace("accrual_delay: PT0S", "accrual_delay: PT1S")
             http.post(
-                "/v1/programs/versions", json={"source": program}, headers={"Idempotency-Key": "p"}
+                "/v1/programs/versions", json={"source": delayed}, headers={"Idempotency-Key": "p"}
             )
             http.post("/v1/members", json={"id": "ann"}, headers={"Idempotency-Key": "m"})
             placed = http.post(
@@ -144,7 +150,10 @@ def test_an_api_only_server_leaves_points_pending_and_says_so(tmp_path: Path) ->
                     ],
                 },
             )
-            token = placed.json()["consistency_token"]
+            due = datetime.fromisoformat(placed.json()["posting"]["expected_at"])
+            time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.1)
+            later = http.post("/v1/members", json={"id": "bob"}, headers={"Idempotency-Key": "b"})
+            token = later.json()["consistency_token"]
             balance = http.get(
                 "/v1/members/ann/balance", params={"consistency_token": token, "wait_ms": 300}
             ).json()
