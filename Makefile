@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lock run reset test lint typecheck scenarios demo bench soak clean
+.PHONY: lock run reset test lint typecheck scenarios demo bench bench-scale soak clean
 
 # The exact set in requirements.lock, then the project itself (its build backend is pinned there
 # too). After a change to pyproject.toml's dependencies: make lock.
@@ -49,6 +49,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/end_to_end.py
 	$(BIN)/python bench/replay.py
+
+# What an order costs with 100,000 members and a million orders already in PostgreSQL, beside
+# an empty database (PUNCHCARD_BENCH_POSTGRES_URL, as for bench/end_to_end.py; about 20 minutes).
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py
 
 # The crash suite at 10,000 orders and the bank test for a minute (needs PostgreSQL, like CI).
 soak: $(STAMP)

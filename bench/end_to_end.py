@@ -46,7 +46,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -264,21 +264,26 @@ def wal_kept(url: str) -> Iterator[None]:
 
 def wal_since(url: str, before: Stats, after: Stats) -> dict[str, int] | None:
     """The WAL records of this database's transactions between two readings: their bytes,
-    and how many were commits (`pg_walinspect`, which loads without a restart). The WAL of
-    other databases on the same server is left out; None if the WAL is gone (recycled)."""
+    how many of those were full-page images (the first change to a page after a checkpoint
+    writes the whole page), and how many records were commits (`pg_walinspect`, which loads
+    without a restart). The WAL of other databases on the same server is left out; None if
+    the WAL is gone (recycled)."""
     engine = sa.create_engine(url)
     pattern = f"% rel %/{after.oid}/%"
     try:
         with engine.connect() as conn:
             row = conn.execute(
                 sa.text(
-                    "WITH r AS (SELECT xid, resource_manager, record_type, record_length, block_ref"
+                    "WITH r AS (SELECT xid, resource_manager, record_type, record_length,"
+                    "   fpi_length, block_ref"
                     "  FROM pg_get_wal_records_info(CAST(:a AS pg_lsn), CAST(:b AS pg_lsn))),"
                     " ours AS (SELECT DISTINCT xid FROM r"
                     "  WHERE xid <> '0' AND block_ref LIKE :pattern)"
                     " SELECT count(*) FILTER (WHERE resource_manager = 'Transaction'"
                     "   AND record_type LIKE 'COMMIT%' AND xid IN (SELECT xid FROM ours)),"
                     "  coalesce(sum(record_length) FILTER (WHERE xid IN (SELECT xid FROM ours)"
+                    "   OR block_ref LIKE :pattern), 0),"
+                    "  coalesce(sum(fpi_length) FILTER (WHERE xid IN (SELECT xid FROM ours)"
                     "   OR block_ref LIKE :pattern), 0)"
                     " FROM r"
                 ),
@@ -289,7 +294,7 @@ def wal_since(url: str, before: Stats, after: Stats) -> dict[str, int] | None:
         return None
     finally:
         engine.dispose()
-    return {"commits": int(row[0]), "bytes": int(row[1])}
+    return {"commits": int(row[0]), "bytes": int(row[1]), "full_page_bytes": int(row[2])}
 
 
 def free_port() -> int:
@@ -362,11 +367,15 @@ def wait_ready(url: str) -> None:
 # --- the load ------------------------------------------------------------------------------
 
 
-def traffic(orders: int) -> tuple[list[str], list[dict[str, Any]]]:
-    """The synthetic chain's members and orders (seed 7), each order closed as it is placed.
-    Gift card tenders are paid by card instead: this run sells no gift cards."""
+Traffic = tuple[list[str], list[dict[str, Any]]]  # the members to enroll, the orders to place
+Fill = Callable[[str, dict[str, str]], None]  # given the database and the tenant's keys
+
+
+def traffic(orders: int, seed: int = 7) -> Traffic:
+    """The synthetic chain's members and orders, each order closed as it is placed. Gift card
+    tenders are paid by card instead: this run sells no gift cards."""
     members, bodies = [], []
-    for op in operations(seed=7, orders=orders):
+    for op in operations(seed=seed, orders=orders):
         if op.kind == "enroll" and op.body is not None:
             members.append(op.body["id"])
         elif op.kind == "place_order" and op.body is not None:
@@ -410,34 +419,48 @@ def run_clients(
 
 
 def watch_postings(
-    engine: sa.Engine, orders: dict[str, int], receiver: Receiver, timeout_s: float
+    engine: sa.Engine, marks: dict[str, int], expected: int, receiver: Receiver, timeout_s: float
 ) -> tuple[dict[str, float], float]:
-    """Poll until every order of the run is posted and the receiver has had every event made
-    since the endpoint was (`orders`: the outbox's and the orders' highest ids then); returns
-    when each order was first seen posted, and when all was done. Reads only what the run
-    added, so a database loaded with a million orders costs no more to watch."""
+    """Poll until `expected` orders placed after `marks` are posted and the receiver has had
+    every event made after them (`mark`); returns when each order was first seen posted, and
+    when all was done. Reads only what the run added, so a database loaded with a million
+    orders costs no more to watch."""
     seen: dict[str, float] = {}
     deadline = time.monotonic() + timeout_s
-    expected = orders["expected"]
     while time.monotonic() < deadline:
         with engine.connect() as conn:
             posted = conn.execute(
                 sa.text(
                     "SELECT external_id FROM orders WHERE id > :after AND post_state = 'posted'"
                 ),
-                {"after": orders["order_id"]},
+                {"after": marks["order_id"]},
             ).scalars()
             now = time.perf_counter()
             for order_id in posted:
                 seen.setdefault(order_id, now)
             events = conn.execute(
                 sa.text("SELECT count(*) FROM outbox WHERE id > :after"),
-                {"after": orders["outbox_id"]},
+                {"after": marks["outbox_id"]},
             ).scalar_one()
-        if len(seen) >= expected and receiver.count() >= events:
+        if len(seen) >= expected and receiver.count() - marks["received"] >= events:
             return seen, time.perf_counter()
         time.sleep(0.05)
     raise RuntimeError(f"not done in {timeout_s} s: {len(seen)} of {expected} posted")
+
+
+def mark(url: str, receiver: Receiver) -> dict[str, int]:
+    """Where the run starts: the outbox's and the orders' highest ids, and the events the
+    receiver has had (what the run adds comes after them)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            outbox_id, order_id = conn.exec_driver_sql(
+                "SELECT (SELECT coalesce(max(id), 0) FROM outbox),"
+                " (SELECT coalesce(max(id), 0) FROM orders)"
+            ).one()
+    finally:
+        engine.dispose()
+    return {"outbox_id": outbox_id, "order_id": order_id, "received": receiver.count()}
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -484,41 +507,34 @@ def proxied(url: str, port: int) -> str:
 
 
 def setup(base: str, key: str, receiver: Receiver, members: list[str], url: str) -> dict[str, int]:
-    """The program, the webhook endpoint and the members; returns the outbox's and the orders'
-    highest ids once the endpoint exists (what the run adds comes after them)."""
-    engine = sa.create_engine(url)
-    try:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+    """The program, the webhook endpoint and the members; returns the `mark` taken once the
+    endpoint exists (the program's event, made before it, is never sent to it)."""
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+        http.post(
+            "/v1/programs/versions",
+            json={"source": PROGRAM.read_text()},
+            headers={"Idempotency-Key": "program"},
+        ).raise_for_status()
+        http.post(
+            "/v1/webhooks/endpoints",
+            json={"url": receiver.url},
+            headers={"Idempotency-Key": "endpoint"},
+        ).raise_for_status()
+        marks = mark(url, receiver)
+        for member in members:
             http.post(
-                "/v1/programs/versions",
-                json={"source": PROGRAM.read_text()},
-                headers={"Idempotency-Key": "program"},
+                "/v1/members", json={"id": member}, headers={"Idempotency-Key": member}
             ).raise_for_status()
-            http.post(
-                "/v1/webhooks/endpoints",
-                json={"url": receiver.url},
-                headers={"Idempotency-Key": "endpoint"},
-            ).raise_for_status()
-            with engine.connect() as conn:
-                marks = {
-                    "outbox_id": conn.exec_driver_sql(
-                        "SELECT coalesce(max(id), 0) FROM outbox"
-                    ).scalar_one(),
-                    "order_id": conn.exec_driver_sql(
-                        "SELECT coalesce(max(id), 0) FROM orders"
-                    ).scalar_one(),
-                }
-            for member in members:
-                http.post(
-                    "/v1/members", json={"id": member}, headers={"Idempotency-Key": member}
-                ).raise_for_status()
-    finally:
-        engine.dispose()
     return marks
 
 
-def measure(kind: str, run: Pass, workers: int) -> dict[str, Any]:
-    members, bodies = traffic(run.orders)
+def measure(
+    kind: str, run: Pass, workers: int, work: Traffic | None = None, fill: Fill | None = None
+) -> dict[str, Any]:
+    """One pass on a new database: `work` (by default the synthetic chain's first
+    `run.orders` orders and their members) after the setup, and `fill` run on the database
+    in between, with no Punchcard process running (bench/scale.py loads it)."""
+    members, bodies = work if work is not None else traffic(run.orders)
     postgres = kind == "postgres"
     env = {"PUNCHCARD_WEBHOOK_ALLOW_PRIVATE": "1", "PUNCHCARD_LOG_LEVEL": "warning"}
     with database(kind) as url, ExitStack() as stack:
@@ -561,10 +577,13 @@ def measure(kind: str, run: Pass, workers: int) -> dict[str, Any]:
                 *(start(["worker", "--database", worker_url], env) for _ in range(workers)),
             ]
             marks = setup(base, key["live_key"], receiver, members, url)
-            watch_postings(engine, {**marks, "expected": 0}, receiver, timeout_s=600)
+            watch_postings(engine, marks, 0, receiver, timeout_s=600)
             # Start again, so the setup's backends report their counts as they exit and the
             # run is counted from a clean start.
             stop(started)
+            if fill is not None:
+                fill(url, key)
+            marks = mark(url, receiver)
             if postgres:
                 stack.enter_context(wal_kept(url))
             before = Stats.now(url) if postgres else None
@@ -586,8 +605,9 @@ def measure(kind: str, run: Pass, workers: int) -> dict[str, Any]:
             with Backends(url) if postgres else nullcontext() as backends:
                 began = time.perf_counter()
                 load = run_clients(base, key["live_key"], bodies, run.connections, run.rate)
+                # Orders refused (counted as errors) never post: wait for those answered.
                 seen, finished = watch_postings(
-                    engine, {**marks, "expected": len(bodies)}, receiver, timeout_s=600
+                    engine, marks, len(load.answered), receiver, timeout_s=600
                 )
                 cpu = {
                     "api": tree_cpu([server.pid]),
@@ -672,6 +692,7 @@ def census(
         },
         "wal_commits": round(wal["commits"] / n, 2) if wal else None,
         "wal_kb": round(wal["bytes"] / n / 1024, 2) if wal else None,
+        "wal_full_page_kb": round(wal["full_page_bytes"] / n / 1024, 2) if wal else None,
         "postgres_cpu_ms": round(postgres_cpu_s / n * 1000, 3),
     }
     if wire is not None:
@@ -869,6 +890,7 @@ def show(results: list[dict[str, Any]], pgbench: Pgbench | None) -> None:
         table.add_row("transactions (pg_stat_database)", "", "", str(census["transactions"]))
         table.add_row("WAL commit records", "", "", str(census["wal_commits"]))
         table.add_row("WAL KB", "", "", str(census["wal_kb"]))
+        table.add_row("  of which full-page images", "", "", str(census["wal_full_page_kb"]))
         table.add_row("rows written", "", "", str(census["rows_written"]), "≤ 15")
         for name, (ins, upd, hot, dele) in census["rows_written_by_table"].items():
             table.add_row(f"  {name}", "", "", f"+{ins} ~{upd} (HOT {hot}) -{dele}")
