@@ -10,9 +10,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from punchcard.audit import run_audit
-from punchcard.store.tables import lots, members, outbox
+from punchcard.services import due
+from punchcard.store.tables import lots, members, orders, outbox
 
 from .helpers import START, burritos, expiring, new_app
+from .test_due_set_aside import _allow, _refuse
 
 BOUND = "every member's next due time is no later than its due work"
 
@@ -108,3 +110,32 @@ def test_the_audit_finds_a_bound_later_than_the_work(engine: sa.Engine) -> None:
         f"member ann in environment {app.env_id} has work due at 2027-03-03T15:00:00+00:00"
         " but its next_due_at says 2030-01-01T00:00:00+00:00"
     ]
+
+
+def test_a_delay_0_order_waits_for_its_members_failed_due_work(engine: sa.Engine) -> None:
+    """A reward lapse that fails (set aside for the worker) comes before the member's next
+    order's posting (rule 14): that order stays pending, and the worker posts it after the lapse
+    once the lapse can be done, instead of the request posting it at once ahead of it."""
+    wall = datetime(2026, 3, 3, 16, 0, tzinfo=UTC)
+    app = new_app(engine)
+    app.enroll({"member": "ann"}, START)
+    app.place_order(burritos("o1", "ann", qty=5), START)
+    app.redeem({"member": "ann", "reward": "five-off", "as": "ann-5"}, START)
+    _refuse(engine, "rewards", "OLD.alias = 'ann-5'")
+    lapsed = START + timedelta(days=61)
+    assert due.run_due(app.uow, lapsed, wall) == 0  # the lapse failed: set aside
+    app.place_order(burritos("o2", "ann"), lapsed)  # its catch-up fails the lapse again
+    with engine.connect() as conn:
+        states = dict(conn.execute(sa.select(orders.c.external_id, orders.c.post_state)).all())
+    assert states == {"o1": "posted", "o2": "pending"}
+    _allow(engine, "rewards")
+    assert due.run_due(app.uow, lapsed, wall + timedelta(seconds=10)) == 2  # lapse, then post
+    assert _events(engine)[-5:] == [
+        "order.evaluated",  # o2 closed at once, pending: the lapse before it had failed
+        "points.pending",
+        "reward.expired",  # then the worker: the lapse first, at its own time
+        "points.posted",
+        "punch_card.progressed",
+    ]
+    assert app.member("ann", lapsed).posted == 100  # o1's 500 spent on the reward, o2's 100
+    assert _bound_violations(engine, lapsed) == []

@@ -98,8 +98,19 @@ _MEMBER_BY_REF = sa.select(members).where(
     members.c.external_id == sa.bindparam("b_ref"),
 )
 _LOCK_MEMBER_BY_REF = _MEMBER_BY_REF.with_for_update()
+# A version going live at or before now that the worker has not applied yet (it re-plans
+# members): an order closing now must not post before it.
+VERSION_DUE = (
+    sa.exists()
+    .where(
+        program_versions.c.env_id == members.c.env_id,
+        program_versions.c.planned.is_(False),
+        program_versions.c.live_from <= sa.bindparam("b_now", type_=UtcDateTime),
+    )
+    .label("version_due")
+)
 _LOCK_MEMBER_WITH_TIER = (
-    sa.select(members, _tier_then(members.c.id).scalar_subquery().label("tier_then"))
+    sa.select(members, _tier_then(members.c.id).scalar_subquery().label("tier_then"), VERSION_DUE)
     .where(
         members.c.env_id == sa.bindparam("b_env"),
         members.c.external_id == sa.bindparam("b_ref"),
@@ -182,11 +193,12 @@ def load_member(uow: UnitOfWork, external_id: str, *, lock: bool = True) -> Any:
     return row
 
 
-def load_member_at(uow: UnitOfWork, external_id: str, at: datetime) -> Any:
-    """`load_member`, locked, with its tier at `at` as `tier_then` (see `tier_at`), read in
-    the same round trip."""
+def load_member_at(uow: UnitOfWork, external_id: str, at: datetime, now: datetime) -> Any:
+    """`load_member`, locked, with its tier at `at` as `tier_then` (see `tier_at`) and whether a
+    version is due to go live by `now` as `version_due`, read in the same round trip."""
     row = uow.conn.execute(
-        _LOCK_MEMBER_WITH_TIER, {"b_env": uow.env_id, "b_ref": external_id, "b_at": at}
+        _LOCK_MEMBER_WITH_TIER,
+        {"b_env": uow.env_id, "b_ref": external_id, "b_at": at, "b_now": now},
     ).first()
     if row is None:
         raise NotFound(f"no member {external_id!r}")

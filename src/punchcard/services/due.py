@@ -785,16 +785,16 @@ def catch_up(uow: UnitOfWork, member_id: int, now: datetime, *, row: Any = None)
     `row`, the member's row read with its lock, says whether anything can be due: its window's
     end, its inactivity expiry and `next_due_at` (a lower bound on the rest) all after `now`
     is the usual case, and then nothing more is read. When the bound has passed, it is
-    computed again once the work is done.
+    computed again once the work is done (True then, even if no work was: the row changed).
 
     Work that fails is undone to a savepoint and left to the worker, which retries it
     alone: a posting that can not be done must not fail every request of its member."""
-    if row is not None and not _may_be_due(row, now):
+    if row is not None and not may_be_due(row, now):
         return False  # the usual case: nothing read, nothing written
     times = uow.conn.execute(_MEMBER_DUE, {"b_member": member_id, "b_now": now}).one()
     if all(t is None for t in times):
-        _plan_next(uow, member_id)
-        return False
+        _plan_next(uow, member_id)  # the bound was early (the worker did the work): set it
+        return row is not None
     recorded = len(uow.events)
     try:
         with uow.conn.begin_nested():
@@ -810,7 +810,9 @@ def catch_up(uow: UnitOfWork, member_id: int, now: datetime, *, row: Any = None)
     return True
 
 
-def _may_be_due(row: Any, now: datetime) -> bool:
+def may_be_due(row: Any, now: datetime) -> bool:
+    """Whether the member's row (read with its lock) allows work due at or before `now`: after
+    `catch_up`, only work that failed and waits for the worker."""
     times = (row.window_end, row.inactivity_due_at, row.next_due_at)
     return any(t is not None and t <= now for t in times)
 

@@ -37,6 +37,7 @@ from punchcard.errors import InvalidInput, InvalidState, NotFound
 from punchcard.lifecycle.machines import ORDER, POINTS_LOT, THRESHOLD, tier_machine
 from punchcard.services import due, points, rewards
 from punchcard.services.context import (
+    VERSION_DUE,
     due_by,
     load_member,
     load_member_at,
@@ -99,9 +100,8 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
     closing = None
     if status == "closed" and not chosen:
         standing = _standing(uow, version.program, _Placed(member.id, order.at, new["tier"]))
-        closing = _Closing(
-            "closed", allocation, evaluate(version.program, order, allocation, standing), member
-        )
+        outcome = evaluate(version.program, order, allocation, standing)
+        closing = _Closing("closed", allocation, outcome, member, _posts_now(member, now))
         new.update(closing.columns(uow, version.program, now))
     row = uow.conn.execute(_insert_order(uow.conn, numbered=closing is not None), new).first()
     if row is None:
@@ -154,6 +154,7 @@ class _Closing:
     allocation: Allocation
     outcome: Outcome
     member: Any  # the member's row, locked, its due work done
+    may_post: bool  # see `_posts_now`
 
     def columns(self, uow: UnitOfWork, program: Program, now: datetime) -> dict[str, Any]:
         """The order's columns as closed (and as posted, when nothing delays its posting)."""
@@ -169,7 +170,7 @@ class _Closing:
             **({} if seq is None else {"close_seq": seq}),
             **_outcome_columns(outcome),
         }
-        if due_at <= now:  # posted in this transaction: written so, never updated to it
+        if due_at <= now and self.may_post:  # posted here: written so, never updated to it
             columns.update(
                 post_state="posted",
                 posted_points=outcome.points,
@@ -228,7 +229,8 @@ def _close(uow: UnitOfWork, row: Any, member: Any, now: datetime) -> Any:
     held = rewards.of_order(uow, row.id)
     allocation = _allocate(program, order, rewards.definitions(uow, program, held))
     standing = _standing(uow, program, row)
-    closing = _Closing(closed, allocation, evaluate(program, order, allocation, standing), member)
+    outcome = evaluate(program, order, allocation, standing)
+    closing = _Closing(closed, allocation, outcome, member, _posts_now(member, now))
     columns = closing.columns(uow, program, now)
     statement = _CLOSE if "close_seq" in columns else _CLOSE_FROM_SEQUENCE
     row = uow.conn.execute(statement, {"b_order": row.id, **columns}).one()
@@ -678,7 +680,7 @@ def _withdraw_lot(uow: UnitOfWork, lot_id: int) -> None:
 
 
 _LOCK_MEMBER_OF_REF = (
-    sa.select(members)
+    sa.select(members, VERSION_DUE)
     .where(
         members.c.id
         == sa.select(orders.c.member_id)
@@ -697,19 +699,28 @@ def _locked(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> tuple[An
     request that waited for it would act on the order as it was before the request ahead
     of it (a void and a close both succeeding)."""
     ref = as_name(data.get("order"), "order")
-    member = uow.conn.execute(_LOCK_MEMBER_OF_REF, {"b_env": uow.env_id, "b_ref": ref}).first()
+    found = {"b_env": uow.env_id, "b_ref": ref, "b_now": now}
+    member = uow.conn.execute(_LOCK_MEMBER_OF_REF, found).first()
     if member is None:
         raise NotFound(f"no order {ref!r}")
     if due.catch_up(uow, member.id, now, row=member):
-        member = uow.conn.execute(_LOCK_MEMBER_OF_REF, {"b_env": uow.env_id, "b_ref": ref}).one()
+        member = uow.conn.execute(_LOCK_MEMBER_OF_REF, found).one()
     return _find(uow, ref), member  # it exists: its member was found through it
 
 
 def _load_member(uow: UnitOfWork, ref: str, at: datetime, now: datetime) -> Any:
-    """The member, locked. Placed at `now` (without `at`, the usual case), with the member's
-    due work done, the order's tier is the one the member's row holds; placed earlier, it is
-    the tier then (`tier_then`), read with the member in one round trip."""
-    return load_member(uow, ref) if at == now else load_member_at(uow, ref, at)
+    """The member, locked, with what placing needs in the same round trip: the tier then
+    (`tier_then`; placed at `now`, without `at`, the usual case, with the member's due work
+    done, it is the one the member's row holds) and whether a version waits to go live."""
+    return load_member_at(uow, ref, at, now)
+
+
+def _posts_now(member: Any, now: datetime) -> bool:
+    """Whether an order closing now may post in its closing transaction when its delay has
+    passed: only when everything due before it is done (rule 14). Due work that failed and
+    waits for the worker, or a version going live the worker has not applied, come first:
+    the order then waits, pending, for the worker to post it after them."""
+    return not member.version_due and not due.may_be_due(member, now)
 
 
 def _tier_at(uow: UnitOfWork, member: Any, at: datetime, now: datetime) -> str:
