@@ -2,16 +2,16 @@
 orders already in the database, beside what it costs on an empty one, in one run.
 
 Two census passes of bench/end_to_end.py, each on a new PostgreSQL database, place the same
-orders: the synthetic chain's first `--orders` (seed 7), half of its members' orders placed as
-members who already exist (`--existing`). On the empty database those members are enrolled with
-no history; on the filled one they are members of the fill, picked in proportion to how often
-they order. Before its run, the filled database gets, in set-based SQL, what the real path
-would have written for `--fill-members` members and `--fill-orders` closed, posted orders over
-the days up to yesterday (from the first day no promotion of the program runs, in the tier
-window of this year):
+orders: the synthetic chain's first `--orders` (seed 7), every other member of the chain being
+one who already exists. On the empty database those members are enrolled with no history; on
+the filled one they are members of the fill, picked in proportion to how often they order.
+Before its run, the filled database gets, in set-based SQL, what the real path would have
+written for `--fill-members` members and `--fill-orders` closed, posted orders over the days
+up to yesterday (from the first day no promotion of the program runs, in the tier window of
+this year):
 
 - each member enrolled (its tier history, its `member.enrolled` event) with its final state:
-  tier, progress, visits, punches, last activity and event sequence;
+  tier, progress, visits, punches, last activity, event sequence and next due time;
 - each order with its document and outcome, evaluated by the engine (a few thousand of the
   synthetic chain's baskets, at each tier), as it would close at the member's tier then; its
   points lot, its ledger transaction and two postings, the member's account and balance;
@@ -27,6 +27,10 @@ Orders are written in time order, a batch at a time, so ids grow with time as th
 Members order at most once a local day, in proportion to a weekly visit rate drawn as the
 synthetic chain draws it. No order is refunded, voided or pays with a reward, and no points
 are spent. Then `punchcard audit` (which must find nothing), VACUUM ANALYZE and a CHECKPOINT.
+
+First, a check: a small fill (`--check-members`, `--check-orders`) whose members' histories
+are placed again through the API, in a named sandbox whose clock is moved to each request;
+every row the fill wrote for them must be one the real path wrote.
 
 Prints each figure of the two runs, their ratio, and whether the filled database's cost is
 within 15% of the empty one's (issue 18's target); and a JSON line. Never fails a build.
@@ -81,8 +85,7 @@ SEED = 18  # the fill's; the measured orders are the chain's seed 7
 SHAPES = 3000  # distinct baskets the fill's orders are drawn from
 BATCHES = 50  # the fill commits this often (a week or so of orders each)
 DAYS = 250  # the fill's span, ending yesterday, unless this year or a promotion is shorter
-IDEMPOTENCY_TTL = timedelta(hours=72)  # what the worker keeps (worker/due_work.py)
-IN_FLIGHT_LEASE = timedelta(seconds=60)
+IDEMPOTENCY_TTL = timedelta(hours=72)  # api/context.py's; the worker purges older keys
 SEALED = b"\x00pc-sealed-v2\x00"  # a sealed answer's prefix; then a 12-byte nonce, the text, a tag
 ORDER_MARK = '"@order@"'  # where an order's id goes in an evaluated event
 TARGET = 0.15
@@ -132,6 +135,8 @@ def order_counts(members: int, orders: int, days: int, seed: int = SEED) -> list
     """Each member's orders, `orders` in all: in proportion to a weekly visit rate drawn as the
     synthetic chain draws it (log-normal, capped), the cap lowered if need be so that no
     member orders more than once a day."""
+    if members * days < orders:
+        raise SystemExit(f"{orders} orders do not fit {members} members in {days} days")
     rng = random.Random(f"{seed}:members")
     rates = [rng.lognormvariate(0, VISITS_SIGMA) for _ in range(members)]
     cap = VISITS_MAX_PER_WEEK / VISITS_MEDIAN_PER_WEEK
@@ -230,8 +235,9 @@ EVENTS = (  # kind -> type, in the order one order's events are written
 
 
 class Filler:
-    """Fills a bench database (migrated, with its tenant, program and webhook endpoint) with
-    `members` members and `orders` orders; `fill(url, keys)` is bench/end_to_end.py's hook."""
+    """Fills a bench database (migrated, with its tenant, program and webhook endpoint) with a
+    member for each of `counts`, placing that many orders; `filler(url, keys)` is the `fill`
+    hook of bench/end_to_end.py's `measure`. Then the audit, VACUUM ANALYZE, a CHECKPOINT."""
 
     def __init__(self, span: Span, counts: list[int], console: Console) -> None:
         self.span, self.counts = span, counts
@@ -348,7 +354,6 @@ class Filler:
             "order_mark": ORDER_MARK,
             "types": list(EVENTS),
             "ttl": IDEMPOTENCY_TTL,
-            "lease": IN_FLIGHT_LEASE,
             "sealed": SEALED,
         }
 
@@ -386,7 +391,7 @@ class Filler:
                 progress.advance(planning)
             progress.update(planning, description="planned")
             bounds = run(
-                "SELECT i, t FROM fill_fact WHERE i % :every = 1 ORDER BY i",
+                "SELECT i, t FROM fill_fact WHERE (i - 1) % :every = 0 ORDER BY i",
                 every=-(-self.orders // BATCHES),
             ).all()
             for n, (lo, t_lo) in enumerate(bounds):
@@ -399,7 +404,7 @@ class Filler:
 
 
 def _plan_members(run: Callable[..., Any], made: list[Shape], counts: list[int]) -> None:
-    run("SET LOCAL work_mem = '256MB'")
+    run("SET work_mem = '256MB'")  # the planning sorts and windows, in memory
     run(
         "CREATE TEMP TABLE fill_shape (s int, level int, points bigint, spend bigint,"
         " visit boolean, document text, line_discounts text, outcome text, evaluated text,"
@@ -673,7 +678,7 @@ def _write_batch(
         "INSERT INTO idempotency_keys (env_id, api_key_id, key, fingerprint, state,"
         "  locked_until, status_code, response, created_at, expires_at)"
         " SELECT :env, :key_id, key, encode(sha256(convert_to(key, 'UTF8')), 'hex'), 'done',"
-        "  at + :lease, 201, :sealed || pg_temp.noise(12 + bytes + 16), at, at + :ttl FROM"
+        "  at, 201, :sealed || pg_temp.noise(12 + bytes + 16), at, at + :ttl FROM"
         " (SELECT fm.ext AS key, fm.enrolled_at AS at, 60 AS bytes, fm.m, 0 AS k"
         "   FROM fill_member fm"
         f"  WHERE {when('fm.enrolled_at')} AND fm.enrolled_at > :now - :ttl"
@@ -772,7 +777,7 @@ def check(console: Console, members: int, orders: int) -> dict[str, Any]:
     """Fill a small database, then place some of its members' history again through the real
     API, in a named sandbox whose clock is moved to each enrolment and order (and at last to
     the fill's now): every row the fill wrote for them must be one the real path wrote, ids
-    aside. Idempotency rows are not compared: the real ones are a sandbox's, long expired."""
+    aside. Idempotency rows are not compared: a sandbox's keys are kept by the wall clock."""
     env = {"PUNCHCARD_WEBHOOK_ALLOW_PRIVATE": "1", "PUNCHCARD_LOG_LEVEL": "warning"}
     program = parse_program(PROGRAM.read_text())
     span = Span.of(program, datetime.now(UTC))
@@ -833,7 +838,7 @@ def _replay(
     """The members' enrolments and orders, in time order, in a new named sandbox; returns
     its id and how many requests were placed."""
     by_document = {shape.document: shape.body for shape in filler.shapes}
-    steps: list[tuple[datetime, str, dict[str, Any]]] = []
+    steps: list[tuple[datetime, str, dict[str, Any], str]] = []  # when, what, body, key
     with engine.connect() as conn:
         for name in names:
             enrolled = conn.execute(
@@ -842,7 +847,7 @@ def _replay(
                 ),
                 {"env": live, "name": name},
             ).scalar_one()
-            steps.append((enrolled, "/v1/members", {"id": name}))
+            steps.append((enrolled, "/v1/members", {"id": name}, name))
             for external_id, at, document in conn.execute(
                 sa.text(
                     "SELECT o.external_id, o.at, CAST(o.document AS text) FROM orders o"
@@ -852,7 +857,9 @@ def _replay(
                 {"env": live, "name": name},
             ):
                 body = {**by_document[document], "id": external_id, "member": name}
-                steps.append((at, "/v1/orders", {**body, "at": at.isoformat()}))
+                steps.append(
+                    (at, "/v1/orders", {**body, "at": at.isoformat()}, f"place-{external_id}")
+                )
     steps.sort(key=lambda step: (step[0], step[1] != "/v1/members"))
     start = window_bounds(
         parse_program(PROGRAM.read_text()),
@@ -872,12 +879,12 @@ def _replay(
             json={"source": PROGRAM.read_text(), "activate": True},
             headers={"Idempotency-Key": "program"},
         ).raise_for_status()
-        for n, (at, path, body) in enumerate([*steps, (span.now, "", {})]):
+        for n, (at, path, body, key) in enumerate([*steps, (span.now, "", {}, "")]):
             http.post(
                 "/v1/clock", json={"to": at.isoformat()}, headers={"Idempotency-Key": f"c{n}"}
             ).raise_for_status()
             if path:
-                http.post(path, json=body, headers={"Idempotency-Key": f"r{n}"}).raise_for_status()
+                http.post(path, json=body, headers={"Idempotency-Key": key}).raise_for_status()
     return str(made["id"]), len(steps)
 
 
