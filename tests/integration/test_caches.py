@@ -90,10 +90,14 @@ def _order(http: httpx.Client, order_id: str) -> dict[str, Any]:
 
 @contextmanager
 def tables_read(engine: sa.Engine) -> Iterator[set[str]]:
-    """Which of api_keys and program_versions the engine's statements name meanwhile."""
+    """Which of api_keys and program_versions the engine's statements name meanwhile. The
+    member's locked read is left out: it also asks, in the same round trip, whether a version
+    waits for the worker to apply it (`VERSION_DUE`), which no cache could answer."""
     named: set[str] = set()
 
     def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "AS version_due" in statement:
+            statement = statement[: statement.index("EXISTS")]
         named.update(t for t in ("api_keys", "program_versions") if t in statement)
 
     sa.event.listen(engine, "before_cursor_execute", note)

@@ -174,7 +174,18 @@ def has_due_work(env_id: sa.ColumnElement[str], now: Any, wall: datetime) -> sa.
         return ~waiting.exists()
 
     def due(table: sa.Table, at: sa.ColumnElement[Any], *where: Any) -> sa.ColumnElement[bool]:
-        return sa.select(table.c.id).where(table.c.env_id == env_id, at <= now, *where).exists()
+        # The earliest time, then compared: an index scan in time order that stops at its
+        # first row. (`EXISTS ... WHERE at <= now`, its comparison taken from the outer row,
+        # was planned as a sequential scan: 0.8 s a round with a million lots.)
+        first: sa.ScalarSelect[Any] = (
+            sa.select(at)
+            .where(table.c.env_id == env_id, at.is_not(None), *where)
+            .order_by(at)
+            .limit(1)
+            .scalar_subquery()
+        )
+        comes: sa.ColumnElement[bool] = first <= now
+        return comes
 
     return sa.or_(
         due(program_versions, program_versions.c.live_from, program_versions.c.planned.is_(False)),

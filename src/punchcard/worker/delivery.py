@@ -77,13 +77,26 @@ def claim_endpoints(
         webhook_deliveries.c.state == "pending",
         webhook_deliveries.c.next_attempt_at <= now,
     )
-    news = sa.exists().where(
-        outbox.c.env_id == webhook_endpoints.c.env_id,
-        after(
-            outbox.c.tx, outbox.c.id, webhook_endpoints.c.cursor_tx, webhook_endpoints.c.cursor_id
-        ),
-        outbox.c.tx < Horizon(),
+    # The first event after the cursor, in (tx, id) order, is of a finished transaction (then
+    # so are all before the horizon): an index scan that stops at its first row. (`EXISTS`,
+    # with the cursor taken from the outer row, was planned as a sequential scan of the
+    # outbox: 0.15 s a round with four million events.)
+    first_after = (
+        sa.select(outbox.c.tx)
+        .where(
+            outbox.c.env_id == webhook_endpoints.c.env_id,
+            after(
+                outbox.c.tx,
+                outbox.c.id,
+                webhook_endpoints.c.cursor_tx,
+                webhook_endpoints.c.cursor_id,
+            ),
+        )
+        .order_by(outbox.c.tx, outbox.c.id)
+        .limit(1)
+        .scalar_subquery()
     )
+    news = first_after < Horizon()
     with engine.begin() as conn:
         rows = conn.execute(
             sa.select(webhook_endpoints, environments.c.kind.label("env_kind"))
