@@ -29,7 +29,7 @@ reset:
 	rm -f punchcard.sqlite3 punchcard.sqlite3-wal punchcard.sqlite3-shm
 
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 -q --durations=25
 	$(BIN)/punchcard scenario run examples/scenarios scenarios
 
 lint: $(STAMP)
