@@ -372,11 +372,7 @@ def _held(call: Call, key: str, fingerprint: str) -> Response | None:
     if row is None or row.expires_at <= now:
         return None
     if row.fingerprint != fingerprint:
-        raise ApiProblem(
-            422,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with another method, path or body",
-        )
+        raise _reused()
     if row.state == "done":
         return _replay(call, row)
     if row.locked_until <= now:
@@ -502,11 +498,7 @@ def _claim(call: Call, key: str, fingerprint: str) -> Response | int:
                 conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.id == row.id))
                 continue  # an expired key is a new key: the deletion commits, then claim it
             if row.fingerprint != fingerprint:
-                raise ApiProblem(
-                    422,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with another method, path or body",
-                )
+                raise _reused()
             if row.state == "done":
                 return _replay(call, row)
             if row.locked_until > now:
@@ -588,6 +580,14 @@ def _replay_stored(call: Call, claimed: int) -> Response:
     if row is None or row.state != "done":
         raise _in_flight()
     return _replay(call, row)
+
+
+def _reused() -> ApiProblem:
+    return ApiProblem(
+        422,
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with another method, path or body",
+    )
 
 
 def _in_flight() -> ApiProblem:

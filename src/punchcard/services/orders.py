@@ -69,9 +69,9 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
     that holds no rewards is written in one statement in its final state (closed, and posted
     too when its accrual delay has already passed): never inserted open, then updated."""
     order, member_ref, status, refs = _parse_new(data, now)
-    member = _load_member(uow, member_ref, order.at, now)
+    member = load_member_at(uow, member_ref, order.at, now)
     if due.catch_up(uow, member.id, now, row=member):  # rule 14: what fell due is done first
-        member = _load_member(uow, member_ref, order.at, now)
+        member = load_member_at(uow, member_ref, order.at, now)
     version = version_at(uow, order.at)
     taken = InvalidState(f"order id {order.id!r} is taken")
     if refs:
@@ -91,6 +91,8 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
         "version_id": version.id,
         # Everything due before this moment is done, and nothing this order causes is:
         # so this is the tier at its placed time, even when its own posting lifts it.
+        # Placed at `now` (without `at`, the usual case), its due work done, the member's row
+        # holds the tier; placed earlier, the tier then was read with the member.
         "tier": member.tier if order.at == now else member.tier_then,
         "document": order_document(order),
         "refunded": {},
@@ -708,13 +710,6 @@ def _locked(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> tuple[An
     return _find(uow, ref), member  # it exists: its member was found through it
 
 
-def _load_member(uow: UnitOfWork, ref: str, at: datetime, now: datetime) -> Any:
-    """The member, locked, with what placing needs in the same round trip: the tier then
-    (`tier_then`; placed at `now`, without `at`, the usual case, with the member's due work
-    done, it is the one the member's row holds) and whether a version waits to go live."""
-    return load_member_at(uow, ref, at, now)
-
-
 def _posts_now(member: Any, now: datetime) -> bool:
     """Whether an order closing now may post in its closing transaction when its delay has
     passed: only when everything due before it is done (rule 14). Due work that failed and
@@ -724,7 +719,7 @@ def _posts_now(member: Any, now: datetime) -> bool:
 
 
 def _tier_at(uow: UnitOfWork, member: Any, at: datetime, now: datetime) -> str:
-    """The member's tier at `at`: at `now`, the member's row holds it (see `_load_member`)."""
+    """The member's tier at `at`: at `now`, the member's row holds it (see `place`)."""
     return str(member.tier) if at == now else tier_at(uow, member.id, at)
 
 
