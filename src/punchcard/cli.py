@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -127,34 +129,52 @@ def scenario_run(
             envvar="PUNCHCARD_API_KEY", help="With --target: a key that may make sandboxes."
         ),
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --target: scenarios run at once, each in its own sandbox and session.",
+        ),
+    ] = 1,
 ) -> None:
     """Run each scenario; print a line each and `N passed, M failed`."""
     from punchcard.scenarios.over_http import OverHttp
 
     if target_url is not None and not api_key:
         fail("--target needs --api-key")
+    if jobs > 1 and target_url is None:
+        fail("--jobs needs --target: in process, scenarios share one database session")
     found = existing(paths)
     with tempfile.TemporaryDirectory(prefix="punchcard-") as tmp:
         engine = None
-        target: InProcess | OverHttp
+        shared: InProcess | None = None
         if target_url is not None and api_key:
             reachable(target_url)
-            target = OverHttp(target_url, api_key)
         elif database is not None:  # the operator's database: migrated by `db upgrade` only
             engine = database_at_head(database)
-            target = InProcess(engine)
+            shared = InProcess(engine)
         else:
             engine = open_database(f"sqlite:///{tmp}/scenarios.sqlite3")
-            target = InProcess(engine)
+            shared = InProcess(engine)
+        targets = threading.local()
+
+        def one(path: Path) -> tuple[bool, str, str]:
+            """A scenario on this thread's own target (over HTTP, a session of its own)."""
+            if not hasattr(targets, "target"):
+                targets.target = shared or OverHttp(str(target_url), str(api_key))
+            try:
+                result = run_scenario(files.load(path), targets.target)
+                return result.passed, result.scenario.name, result.message
+            except files.ScenarioFileError as exc:
+                return False, str(path), str(exc)
+
         passed = failed = 0
-        with Progress(console=console, transient=True, disable=len(found) < 10) as progress:
+        with (
+            Progress(console=console, transient=True, disable=len(found) < 10) as progress,
+            ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="scenario") as pool,
+        ):
             task = progress.add_task("scenarios", total=len(found))
-            for path in found:
-                try:
-                    result = run_scenario(files.load(path), target)
-                    ok, name, message = result.passed, result.scenario.name, result.message
-                except files.ScenarioFileError as exc:
-                    ok, name, message = False, str(path), str(exc)
+            for path, (ok, name, message) in zip(found, pool.map(one, found), strict=True):
                 shown = escape(f"{path.name}: {name}")
                 if ok:
                     passed += 1

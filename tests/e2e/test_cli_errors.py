@@ -60,6 +60,9 @@ def test_missing_scenario_paths_are_named(tmp_path: Path) -> None:
         "parity", SCENARIOS, str(missing), "--a", url, "--a-key", "k", "--b", url, "--b-key", "k"
     ) == (f"error: no file or folder {missing}")
     assert _mistake("scenario", "run", str(missing)) == f"error: no file or folder {missing}"
+    assert _mistake("scenario", "run", "--jobs", "2", SCENARIOS) == (
+        "error: --jobs needs --target: in process, scenarios share one database session"
+    )
 
 
 def test_a_server_that_does_not_answer_is_named_before_anything_runs() -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from punchcard.scenarios.files import find_files
+
 from ..conftest import EXAMPLES, ROOT
 from .conftest import PUNCHCARD, Server, free_port, start_server, stop
 
@@ -27,6 +29,8 @@ def test_every_scenario_passes_over_http_in_fresh_sandboxes(server: Server) -> N
             server.url,
             "--api-key",
             server.a["live_key"],
+            "--jobs",
+            "4",
             str(EXAMPLES / "scenarios"),
             str(ROOT / "scenarios"),
         ],
@@ -38,6 +42,14 @@ def test_every_scenario_passes_over_http_in_fresh_sandboxes(server: Server) -> N
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     count = len(list((ROOT / "scenarios").glob("*.yaml"))) + 3
     assert result.stdout.strip().splitlines()[-1] == f"{count} passed, 0 failed"
+    # Four at once (--jobs 4), printed in file order all the same.
+    printed = [
+        line.split()[1].rstrip(":")
+        for line in result.stdout.splitlines()
+        if line.startswith(("PASS ", "FAIL "))
+    ]
+    wanted = find_files([EXAMPLES / "scenarios", ROOT / "scenarios"])
+    assert printed == [path.name for path in wanted] and len(printed) == count
     with httpx.Client(
         base_url=server.url, headers={"Authorization": f"Bearer {server.a['live_key']}"}
     ) as http:
