@@ -324,11 +324,22 @@ def test_a_slow_receiver_slows_only_its_own_endpoint(engine: sa.Engine) -> None:
         assert len(slow.received) < IN_FLIGHT + 2  # the slow one is still at it
         deliverer.drain()
         assert len(slow.received) == IN_FLIGHT + 2
-        # at most IN_FLIGHT at once: the last two were sent only when the first answers came
+        # One at a time until two answers in a row come slower than QUICK_MS, then the rest
+        # IN_FLIGHT at once (here all of them), each sent only after the one before it.
         arrivals = sorted(r.at - started for r in slow.received)
-        assert arrivals[IN_FLIGHT - 1] < 2.0
-        assert arrivals[IN_FLIGHT] >= 2.0
-        assert time.monotonic() - started >= 4.0
+        assert arrivals[0] < 1.5
+        assert 2.0 <= arrivals[1] < 3.5
+        assert all(4.0 <= a < 5.5 for a in arrivals[2:]), arrivals
+        assert time.monotonic() - started >= 6.0
+        # Its next batch goes to the posters at once: IN_FLIGHT of them together.
+        for n in range(IN_FLIGHT):
+            app.enroll({"member": f"n{n}"}, T0)
+        again = time.monotonic()
+        _run(deliverer)
+        deliverer.drain()
+        later = sorted(r.at - again for r in slow.received[IN_FLIGHT + 2 :])
+        assert len(later) == IN_FLIGHT and later[-1] < 1.5, later
+        deliverer.stop()
 
 
 def test_a_resend_while_the_first_send_is_in_flight_is_not_lost(engine: sa.Engine) -> None:
@@ -606,7 +617,9 @@ def test_the_next_attempt_is_planned_from_when_the_failed_one_ended(engine: sa.E
 def test_a_410_stops_a_batch_sent_in_parallel(engine: sa.Engine) -> None:
     """Only the POSTs already in flight when the first 410 comes back are made; the rest
     wait for the endpoint to be enabled again."""
-    with receiving(Reply(410)) as receiver:
+    with receiving(Reply(410, delay_s=0.2)) as receiver:
+        # Two slow answers first: the rest of the batch goes to the posters, IN_FLIGHT at once.
+        receiver.script = [Reply(200, delay_s=0.05), Reply(200, delay_s=0.05)]
         app = new_app(engine, start=T0)
         made = _endpoint(engine, app, receiver.url, ["member.enrolled"])
         for n in range(40):
@@ -615,9 +628,9 @@ def test_a_410_stops_a_batch_sent_in_parallel(engine: sa.Engine) -> None:
         _run(deliverer)
         deliverer.drain()
         deliverer.stop()
-        assert 1 <= len(receiver.received) <= IN_FLIGHT
-        deliveries = _deliveries(engine)
-        assert sum(d.attempts for d in deliveries) == len(receiver.received)
+        assert 2 + 1 <= len(receiver.received) <= 2 + IN_FLIGHT
+        deliveries = _deliveries(engine)  # the two delivered at once left no rows
+        assert sum(d.attempts for d in deliveries) == len(receiver.received) - 2
         assert {d.state for d in deliveries} == {"pending"}
         # The cursor passed the tried ones only: the rest wait after it, none skipped.
         with engine.connect() as conn:

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,8 +57,18 @@ log = logging.getLogger("punchcard.webhooks")
 RETRY_DELAYS_S = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)  # before attempts 1..8
 DISABLE_AFTER = timedelta(days=5)
 ENDPOINT_LEASE = timedelta(seconds=120)
-PER_ROUND = 32  # deliveries sent per batch: 32 / 8 in flight x 10 s timeout < half the lease
+PER_ROUND = 32  # deliveries sent per batch (how long one may take: see QUICK_MS)
 IN_FLIGHT = 8  # POSTs to one endpoint at once (receivers dedupe on webhook-id, order not promised)
+# A batch is sent one POST at a time on the sender's own thread while the endpoint answers
+# within QUICK_MS: handing POSTs to IN_FLIGHT threads costs more CPU (each hand-off and GIL
+# switch) than so quick a receiver makes anyone wait, and is slower too (bench/delivery.py).
+# Two slower answers in a row (one could be a pause of ours) hand the rest of the batch to
+# the posters, and the endpoint's next batches for SLOW_FOR_S go to them at once. A batch
+# still ends within 2 + PER_ROUND / IN_FLIGHT timeouts (plus PER_ROUND x QUICK_MS): 60 s,
+# half the lease renewed before it.
+QUICK_MS = 5
+SLOW_FOR_S = 30.0
+SLOW_IN_A_ROW = 2
 MAX_RETRY_AFTER_S = 36000.0  # a receiver may ask to wait, up to the schedule's longest pause
 EXCERPT = 300
 
@@ -265,6 +275,7 @@ class Deliverer:
             else None
         )
         self.sending: set[Future[int]] = set()
+        self.slow_until: dict[str, float] = {}  # endpoint: when to try it in place again
 
     def run_once(self) -> int:
         """Claim endpoints with due retries or events after their cursors, and send.
@@ -407,34 +418,53 @@ class Deliverer:
     def _send_batch(
         self, endpoint: Any, due: Sequence[Any], allow_private: bool, now: datetime
     ) -> list[Attempt]:
-        """POST a batch in its order, up to IN_FLIGHT at once on the deliverer's long-lived
-        posters (no pool made per batch): a 410 stops what has not started yet."""
-        if self.posters is None:
-            tries = []
-            for delivery in due:  # one at a time: a 410 stops the rest at once
+        """POST a batch in its order: one at a time in place (with one thread, always), the
+        rest up to IN_FLIGHT at once on the deliverer's long-lived posters (no pool made per
+        batch) once the endpoint has answered slower than QUICK_MS twice in a row. A 410 stops
+        what has not started yet."""
+        tries: list[Attempt] = []
+        slow = time.monotonic() < self.slow_until.get(endpoint.id, 0.0)
+        if self.posters is None or not slow:
+            for delivery in due:
                 tries.append(self._post(endpoint, delivery, allow_private, now))
                 if tries[-1].status == 410:
+                    return tries
+                last = tries[-SLOW_IN_A_ROW:]
+                if (
+                    self.posters is not None
+                    and len(last) == SLOW_IN_A_ROW
+                    and all(t.latency_ms >= QUICK_MS for t in last)
+                ):
+                    self.slow_until[endpoint.id] = time.monotonic() + SLOW_FOR_S
                     break
-            return tries
-        waiting = list(reversed(due))
-        running: dict[Future[Attempt], int] = {}
-        done: dict[int, Attempt] = {}
-        gone = False
-        while waiting or running:
-            while waiting and not gone and len(running) < IN_FLIGHT:
-                index = len(due) - len(waiting)
-                future = self.posters.submit(
-                    self._post, endpoint, waiting.pop(), allow_private, now
-                )
-                running[future] = index
-            if not running:
-                break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                attempt = future.result()
-                done[running.pop(future)] = attempt
-                gone = gone or attempt.status == 410
-        return [done[i] for i in sorted(done)]
+        rest = due[len(tries) :]
+        return tries + (self._concurrently(endpoint, rest, allow_private, now) if rest else [])
+
+    def _concurrently(
+        self, endpoint: Any, due: Sequence[Any], allow_private: bool, now: datetime
+    ) -> list[Attempt]:
+        """Up to IN_FLIGHT posters, each taking the batch's next delivery in order until none
+        is left or one answered 410: a hand-off per poster, not per POST."""
+        assert self.posters is not None
+        done: list[Attempt | None] = [None] * len(due)
+        taken = iter(range(len(due)))
+        lock = threading.Lock()
+        gone = threading.Event()
+
+        def post_in_turn() -> None:
+            while not gone.is_set():
+                with lock:
+                    index = next(taken, None)
+                if index is None:
+                    return
+                done[index] = attempt = self._post(endpoint, due[index], allow_private, now)
+                if attempt.status == 410:
+                    gone.set()
+
+        posters = [self.posters.submit(post_in_turn) for _ in range(min(IN_FLIGHT, len(due)))]
+        for poster in posters:
+            poster.result()
+        return [attempt for attempt in done if attempt is not None]
 
     def _post(self, endpoint: Any, delivery: Any, allow_private: bool, now: datetime) -> Attempt:
         """One signed POST; never raises for the receiver's faults. The whole request, from
