@@ -344,6 +344,7 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
             str(Path(sys.executable).parent / "py-spy"),
             "record",
             "--gil",  # only the thread holding the GIL: where the CPU goes, not who waits
+            "--subprocesses",  # `serve` runs its API processes as children
             "--format",
             "raw",
             "--rate",

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -125,6 +126,29 @@ def test_a_cached_request_reads_no_key_and_no_version(
             with tables_read(engine) as named:
                 placed = _order(http, order_id)
             assert (placed["program_version"], named) == (1, set())
+
+
+def test_a_cached_request_makes_one_thread_hop(
+    live: tuple[sa.Engine, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard authenticates from the cache in the event loop, and the dependency that
+    hands the route its caller is async: the route's own body is the only work sent to the
+    thread pool (a sync dependency would be a second hop, as it once was)."""
+    engine, made = live
+    with serving(engine, made["live_key"]) as http:
+        _post(http, "/v1/programs/versions", {"source": PROGRAM}, "p1")
+        _post(http, "/v1/members", {"id": "ann"}, "m1")
+        _order(http, "o1")
+        sent: list[str] = []
+        real = anyio.to_thread.run_sync
+
+        async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(getattr(func, "__qualname__", repr(func)))
+            return await real(func, *args, **kwargs)
+
+        monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+        _order(http, "o2")
+        assert len(sent) == 1, sent
 
 
 def test_a_sandbox_is_read_every_time(live: tuple[sa.Engine, dict[str, Any]]) -> None:
