@@ -48,6 +48,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/end_to_end.py
+	$(BIN)/python bench/delivery.py
 	$(BIN)/python bench/replay.py
 
 # What an order costs with 100,000 members and a million orders already in PostgreSQL, beside
