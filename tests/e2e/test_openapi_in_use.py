@@ -84,6 +84,12 @@ def _tell_every_event(story: Story) -> None:
         story("POST", "/v1/orders", order, 201)
     story("POST", "/v1/clock", {"advance": "P31D"})  # the free burrito's 30 days pass
     story("POST", "/v1/clock", {"advance": "P400D"})  # points expire 12 months after earning
+    # An accrual delay: points that wait (points.pending), then post (points.posted).
+    delayed = PROGRAM.replace("accrual_delay: PT0S", "accrual_delay: PT1H")
+    story("POST", "/v1/programs/versions", {"source": delayed, "activate": False}, 201)
+    story("POST", "/v1/programs/versions/2/activate", {})
+    story("POST", "/v1/orders", {"id": "o-later", "member": "bob", "lines": [_line(1)]}, 201)
+    story("POST", "/v1/clock", {"advance": "PT2H"})
 
 
 def _wait_for_every_type(receiver: Receiver) -> list[bytes]:

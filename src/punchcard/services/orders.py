@@ -205,19 +205,20 @@ class _Closing:
         _sync_promotions(uow, row, outcome, fresh=fresh)
         rewards.move(uow, held, "order closes", row.id, now)
         uow.record(Event("order.evaluated", now, _evaluated(uow, row, outcome), row.member_id))
-        uow.record(
-            Event(
-                "points.pending",
-                now,
-                {
-                    "order": row.external_id,
-                    "points": outcome.points,
-                    "due_at": row.due_at.isoformat(),
-                },
-                row.member_id,
+        if row.post_state == "pending":  # posted at once, its points were never pending
+            uow.record(
+                Event(
+                    "points.pending",
+                    now,
+                    {
+                        "order": row.external_id,
+                        "points": outcome.points,
+                        "due_at": row.due_at.isoformat(),
+                    },
+                    row.member_id,
+                )
             )
-        )
-        if row.post_state == "posted":
+        else:
             _post_effects(
                 uow, version_at(uow, now).program, self.member, row, outcome.points, None, now
             )
