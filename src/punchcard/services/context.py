@@ -247,8 +247,11 @@ def due_by(uow: UnitOfWork, member_id: int, at: datetime | None) -> None:
 
 def record_tier(uow: UnitOfWork, member_id: int, at: datetime, tier: str, reason: str) -> None:
     uow.conn.execute(
-        sa.insert(tier_changes).values(member_id=member_id, at=at, tier=tier, reason=reason)
+        _INSERT_TIER, {"member_id": member_id, "at": at, "tier": tier, "reason": reason}
     )
+
+
+_INSERT_TIER = sa.insert(tier_changes)  # built once: its values are the parameters
 
 
 def tier_at(uow: UnitOfWork, member_id: int, at: datetime) -> str:

@@ -35,6 +35,7 @@ def lot_expiry(program: Program, posted_at: datetime) -> datetime | None:
 # Built once: every posting runs them.
 _TOUCH = sa.update(members).where(members.c.id == sa.bindparam("b_id"))
 _UPDATE_LOT = sa.update(lots).where(lots.c.id == sa.bindparam("b_lot"))
+_INSERT_LOT = sa.insert(lots)  # built once: its values are the parameters
 
 
 def activity(program: Program, at: datetime) -> dict[str, Any]:
@@ -104,9 +105,8 @@ def earn(
     }
     if lot_id is None:
         uow.conn.execute(
-            sa.insert(lots).values(
-                env_id=uow.env_id, member_id=member_id, order_id=order_id, **values
-            )
+            _INSERT_LOT,
+            {"env_id": uow.env_id, "member_id": member_id, "order_id": order_id, **values},
         )
     else:
         uow.conn.execute(_UPDATE_LOT, {"b_lot": lot_id, **values})
