@@ -32,7 +32,6 @@ from end_to_end import (
     tree_cpu,
 )
 
-
 ENV = {"PUNCHCARD_WEBHOOK_ALLOW_PRIVATE": "1", "PUNCHCARD_LOG_LEVEL": "warning"}
 
 

@@ -15,7 +15,7 @@ this year):
 - each order with its document and outcome, evaluated by the engine (a few thousand of the
   synthetic chain's baskets, at each tier), as it would close at the member's tier then; its
   points lot, its ledger transaction and two postings, the member's account and balance;
-- its events (`order.evaluated`, `points.pending`, `points.posted`, `punch_card.progressed`,
+- its events (`order.evaluated`, `points.posted`, `punch_card.progressed`,
   `reward.issued`, `tier.changed`, and `reward.expired` once a reward's days have passed), in
   each member's sequence; the punch card's rewards; the tier changes;
 - idempotency rows for the orders and enrolments of the last 72 hours (the rest are purged):
@@ -225,8 +225,7 @@ def shapes(program: Program, count: int, day: date) -> tuple[list[Shape], str]:
 EVENTS = (  # kind -> type, in the order one order's events are written
     "member.enrolled",
     "order.evaluated",
-    "points.pending",
-    "points.posted",
+    "points.posted",  # no points.pending: each order posts as it closes (no accrual delay)
     "punch_card.progressed",
     "reward.issued",
     "tier.changed",
@@ -535,12 +534,11 @@ def _plan_events(run: Callable[..., Any]) -> None:
         " SELECT e.*, row_number() OVER (PARTITION BY e.m ORDER BY e.at, e.k, e.kind) AS seq"
         " FROM (SELECT m, enrolled_at AS at, 0 AS k, 0 AS kind FROM fill_member"
         "  UNION ALL SELECT m, t, k, 1 FROM fill_fact"
-        "  UNION ALL SELECT m, t, k, 2 FROM fill_fact"
-        "  UNION ALL SELECT m, t, k, 3 FROM fill_fact WHERE points > 0"
-        "  UNION ALL SELECT m, t, k, 4 FROM fill_fact WHERE visit"
-        f"  UNION ALL SELECT m, t, k, 5 FROM fill_fact WHERE {rewarded}"
-        "  UNION ALL SELECT m, t, k, 6 FROM fill_fact WHERE level_after > level"
-        "  UNION ALL SELECT m, t + :valid, k, 7 FROM fill_fact"
+        "  UNION ALL SELECT m, t, k, 2 FROM fill_fact WHERE points > 0"
+        "  UNION ALL SELECT m, t, k, 3 FROM fill_fact WHERE visit"
+        f"  UNION ALL SELECT m, t, k, 4 FROM fill_fact WHERE {rewarded}"
+        "  UNION ALL SELECT m, t, k, 5 FROM fill_fact WHERE level_after > level"
+        "  UNION ALL SELECT m, t + :valid, k, 6 FROM fill_fact"
         f"   WHERE {rewarded} AND t + :valid <= :now) AS e"
     )
     run("CREATE INDEX ON fill_event (at)")
@@ -696,16 +694,13 @@ def _write_batch(
         "   || to_json((CAST(:levels AS text[]))[1]) || '}'"
         "  WHEN 1 THEN replace(replace(sh.evaluated, :order_mark, to_json(f.ext)::text),"
         "   :day_mark, '\"visit_day\": \"' || f.day || '\"')"
-        "  WHEN 2 THEN '{\"order\": ' || to_json(f.ext) || ', \"points\": ' || f.points"
-        '   || \', "due_at": "\''
-        "   || to_char(f.t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || '+00:00\"}'"
-        '  WHEN 3 THEN \'{"points": \' || f.points || \', "paid_debt": 0, "order": \''
+        '  WHEN 2 THEN \'{"points": \' || f.points || \', "paid_debt": 0, "order": \''
         "   || to_json(f.ext) || '}'"
-        "  WHEN 4 THEN '{\"punch_card\": ' || :card || ', \"count\": '"
+        "  WHEN 3 THEN '{\"punch_card\": ' || :card || ', \"count\": '"
         "   || (f.visits_after % :goal) || '}'"
-        "  WHEN 5 THEN '{\"reward\": ' || to_json(CAST(:reward AS text))"
+        "  WHEN 4 THEN '{\"reward\": ' || to_json(CAST(:reward AS text))"
         '   || \', "alias": null, "source": "punch_card"}\''
-        "  WHEN 6 THEN '{\"from\": ' || to_json((CAST(:levels AS text[]))[f.level + 1])"
+        "  WHEN 5 THEN '{\"from\": ' || to_json((CAST(:levels AS text[]))[f.level + 1])"
         "   || ', \"to\": ' || to_json((CAST(:levels AS text[]))[f.level_after + 1]) || '}'"
         "  ELSE '{\"reward\": ' || to_json(CAST(:reward AS text)) || ', \"alias\": null}'"
         "  END AS json), e.at"

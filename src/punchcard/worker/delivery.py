@@ -260,12 +260,12 @@ class Deliverer:
         self.allow_private = allow_private
         self.threads = threads
         self.timeout_s = timeout_s
-        self.http = httpx.Client(  # sandboxes
-            timeout=timeout_s, follow_redirects=False, transport=Transport()
-        )
-        self.public_http = httpx.Client(  # live: connects to public addresses only
-            timeout=timeout_s, follow_redirects=False, transport=PublicOnlyTransport()
-        )
+        # Transports, not clients: a webhook follows no redirect and keeps no cookie a
+        # receiver sets, and the client's layers (URL merging, cookie jar, auth, hooks) cost
+        # a sender's every POST for nothing.
+        self.timeouts = httpx.Timeout(timeout_s).as_dict()
+        self.http = Transport()  # sandboxes
+        self.public_http = PublicOnlyTransport()  # live: connects to public addresses only
         self.stopping = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads)) if threads > 1 else None
         # The POSTs of every endpoint, IN_FLIGHT at most each: made once, not per batch.
@@ -475,14 +475,20 @@ class Deliverer:
         started = time.monotonic()
         try:
             headers = self._headers(endpoint, delivery.message_id, delivery.body, now)
-            http = self.http if allow_private else self.public_http
-            with (
-                within(self.timeout_s),
-                http.stream(
-                    "POST", endpoint.url, content=delivery.body.encode(), headers=headers
-                ) as response,
-            ):
-                excerpt = _excerpt(response)
+            transport = self.http if allow_private else self.public_http
+            request = httpx.Request(
+                "POST",
+                endpoint.url,
+                content=delivery.body.encode(),
+                headers=headers,
+                extensions={"timeout": self.timeouts},
+            )
+            with within(self.timeout_s):
+                response = transport.handle_request(request)
+                try:
+                    excerpt = _excerpt(response)
+                finally:
+                    response.close()
         except httpx.HTTPError as exc:
             error = _storable(f"{type(exc).__name__}: {exc}"[:EXCERPT])
         except (httpx.InvalidURL, UnicodeError) as exc:  # a URL httpx can not use (a bad
