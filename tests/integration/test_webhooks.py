@@ -59,7 +59,7 @@ def _endpoint(
 
 
 def _story(engine: sa.Engine, url: str) -> tuple[Loyalty, dict[str, object]]:
-    """Five events for an endpoint registered first (events before it are not its own)."""
+    """Four events for an endpoint registered first (events before it are not its own)."""
     app = new_app(engine, start=T0)
     made = _endpoint(engine, app, url)
     app.enroll({"member": "ann"}, T0)
@@ -186,6 +186,26 @@ def test_timeouts_and_errors_then_success_deliver_every_event(engine: sa.Engine)
         assert _cursor(engine, made["id"])[2] == 1
         assert len(set(receiver.ids())) == 4  # every message arrived; some more than once
         assert len(receiver.received) > 4
+
+
+def test_a_receivers_cookie_is_never_sent_back_and_a_redirect_never_followed(
+    engine: sa.Engine,
+) -> None:
+    with receiving() as elsewhere, receiving() as receiver:
+        receiver.script = [
+            Reply(200, headers={"set-cookie": "session=abc; Path=/"}),
+            Reply(302, headers={"location": elsewhere.url}),
+        ]
+        _story(engine, receiver.url)
+        assert _run(Deliverer(engine, FakeClock(T0), threads=1)) == 4
+        assert len(receiver.received) == 4
+        assert [r for r in receiver.received if "cookie" in r.headers] == []
+        assert elsewhere.received == []  # the 302 was an answer, not a new address
+        [delivery] = _deliveries(engine)  # ... and a failed attempt, retried on schedule
+        assert (delivery.state, delivery.attempts) == ("pending", 1)
+        with engine.connect() as conn:
+            [attempt] = conn.execute(sa.select(webhook_attempts)).all()
+        assert attempt.status_code == 302
 
 
 def test_a_410_disables_the_endpoint(engine: sa.Engine) -> None:
