@@ -1035,6 +1035,7 @@ def test_an_inquiry_replayed_under_its_key_is_its_answer_and_not_counted(srv: Sr
     _, key = _sandbox(srv, srv.b["sandbox_key"])
     asked = {"number": "6000000000000000", "pin": "0000"}
     with srv.client(key) as http:
+        began = time.monotonic()
         first = http.post("/v1/gift-cards/inquiries", json=asked, headers={"Idempotency-Key": "i"})
         replays = [
             http.post("/v1/gift-cards/inquiries", json=asked, headers={"Idempotency-Key": "i"})
@@ -1042,12 +1043,18 @@ def test_an_inquiry_replayed_under_its_key_is_its_answer_and_not_counted(srv: Sr
         ]
         keyless = http.post("/v1/gift-cards/inquiries", json=asked)
         fresh = [*_use_up_the_limit(http, made=1), _inquire(http, "6000000000000000", "0000")]
+        took = time.monotonic() - began
     assert first.status_code == 404
     assert {(r.status_code, r.content, r.headers["idempotent-replayed"]) for r in replays} == {
         (404, first.content, "true")
     }
     assert (keyless.status_code, keyless.json()["code"]) == (400, "idempotency_key_missing")
-    assert [a.status_code for a in fresh] == [404] * (INQUIRIES_PER_MINUTE - 1) + [429]
+    statuses = [a.status_code for a in fresh]
+    # The 22 replays used none of the limit: all but the first inquiry's share is left.
+    assert statuses.count(404) >= INQUIRIES_PER_MINUTE - 1, statuses
+    if took < 60 / INQUIRIES_PER_MINUTE:  # none earned back meanwhile (a loaded machine can
+        # take longer than one inquiry's refill over these 44 requests): the limit holds
+        assert statuses == [404] * (INQUIRIES_PER_MINUTE - 1) + [429]
 
 
 # Webhook URLs ---------------------------------------------------------------------------
