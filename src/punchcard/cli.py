@@ -523,6 +523,28 @@ def key_create(
         fail(f"{exc.code}: {exc.message}")
 
 
+@key_app.command("revoke")
+def key_revoke(
+    key_id: Annotated[
+        str, typer.Argument(help="The key's id: the key up to its last '_' (the whole key works).")
+    ],
+    database: Annotated[str, DATABASE] = DEFAULT_DATABASE,
+) -> None:
+    """Revoke an API key: refused from now on, by every serving process within a second."""
+    from punchcard.errors import PunchcardError
+    from punchcard.services.clock import SystemClock
+    from punchcard.services.tenants import revoke_key
+
+    engine = database_at_head(database)
+    key_id = "_".join(key_id.strip().split("_", 3)[:3])  # never the secret part
+    try:
+        with engine.begin() as conn:
+            revoke_key(conn, key_id, SystemClock().now())
+    except PunchcardError as exc:
+        fail(f"{exc.code}: {exc.message}")
+    print(f"revoked {key_id}")
+
+
 @app.command()
 def diagram(
     name: Annotated[str, typer.Argument(help="order, reward, hold, points_lot or tier")],

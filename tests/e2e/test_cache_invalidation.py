@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -15,11 +16,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from punchcard.services import tenants
-from punchcard.services.clock import SystemClock
 from punchcard.store.database import create_engine
 
-from .conftest import cli, start_server, stop, upgrade
+from .conftest import PUNCHCARD, cli, start_server, stop, upgrade
 from .test_processes import children, owner
 
 pytestmark = [
@@ -116,8 +115,19 @@ def test_a_revoked_live_key_is_refused_by_every_process(
     before.update(server.each_process("GET", "/v1/clock"))  # each has read the key: cached
     assert {status for status, _ in before.values()} == {200}
     key_id = "_".join(made["live_key"].split("_", 3)[:3])
-    with engine.begin() as conn:  # as `punchcard` would, from another process
-        tenants.revoke_key(conn, key_id, SystemClock().now())
+    database = engine.url.render_as_string(hide_password=False)
+    assert cli("key", "revoke", key_id, "--database", database) == f"revoked {key_id}\n"
+    again = subprocess.run(
+        [PUNCHCARD, "key", "revoke", made["live_key"], "--database", database],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # the whole key names the same key; once revoked, it is not revoked twice
+    assert (again.returncode, again.stdout, again.stderr) == (
+        2,
+        "",
+        f"error: not_found: no key {key_id!r} that is not revoked already\n",
+    )
     last = _until_every_process(
         server, lambda a: a[0] == 401, lambda: server.each_process("GET", "/v1/clock")
     )

@@ -169,6 +169,7 @@ def test_worker_audit_and_writers_refuse_a_database_behind_the_newest_migration(
         ["audit"],
         ["tenant", "create", "Alpha"],
         ["key", "create", "--tenant", "t"],
+        ["key", "revoke", "pk_live_x"],
         ["scenario", "run", str(EXAMPLES / "scenarios")],
         ["demo"],
     ]
