@@ -121,6 +121,7 @@ _LOCK_MEMBER_BY_ID = (
     sa.select(members).where(members.c.id == sa.bindparam("b_id")).with_for_update()
 )
 _SAVE_STATE = sa.update(members).where(members.c.id == sa.bindparam("b_id"))
+_INSERT_TIER = sa.insert(tier_changes)  # built once: its values are the parameters
 _B_DUE = sa.bindparam("b_due", type_=UtcDateTime)
 _LOWERED = sa.case(  # next_due_at, lowered to b_due (never raised): a lower bound stays one
     (sa.or_(members.c.next_due_at.is_(None), members.c.next_due_at > _B_DUE), _B_DUE),
@@ -249,9 +250,6 @@ def record_tier(uow: UnitOfWork, member_id: int, at: datetime, tier: str, reason
     uow.conn.execute(
         _INSERT_TIER, {"member_id": member_id, "at": at, "tier": tier, "reason": reason}
     )
-
-
-_INSERT_TIER = sa.insert(tier_changes)  # built once: its values are the parameters
 
 
 def tier_at(uow: UnitOfWork, member_id: int, at: datetime) -> str:

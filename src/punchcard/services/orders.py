@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -131,18 +132,15 @@ _CLOSE_FROM_SEQUENCE = _CLOSE.values(close_seq=NEXT_CLOSE_SEQ)
 
 def _insert_order(conn: sa.Connection, *, numbered: bool) -> Any:
     """The INSERT of a new order; `numbered` (placed closed) on PostgreSQL takes its close
-    number from the sequence in the statement. Built once per dialect and kind: a statement
-    made per call costs its cache key every time."""
-    kind = (conn.dialect.name, numbered and conn.dialect.name == "postgresql")
-    found = _ORDER_INSERTS.get(kind)
-    if found is None:
-        statement = insert_new(conn, orders, *orders.c)
-        found = statement.values(close_seq=NEXT_CLOSE_SEQ) if kind[1] else statement
-        _ORDER_INSERTS[kind] = found
-    return found
+    number from the sequence in the statement."""
+    statement = insert_new(conn, orders, *orders.c)  # built once per dialect
+    return _numbered(statement) if numbered and conn.dialect.name == "postgresql" else statement
 
 
-_ORDER_INSERTS: dict[tuple[str, bool], Any] = {}
+@lru_cache(maxsize=2)
+def _numbered(statement: Any) -> Any:
+    """Built once too: a statement made per call costs its cache key every time."""
+    return statement.values(close_seq=NEXT_CLOSE_SEQ)
 
 
 @dataclass(frozen=True, slots=True)
