@@ -63,6 +63,7 @@ from punchcard.errors import PunchcardError
 from punchcard.services.clock import Clock
 from punchcard.services.due import next_due
 from punchcard.services.tenants import Principal, authenticate
+from punchcard.store import hot
 from punchcard.store.database import insert_new, lost_race, single_statement
 from punchcard.store.errors import translate
 from punchcard.store.tables import idempotency_keys
@@ -359,7 +360,7 @@ def _store(
         "status_code": status,
         "response": seal(call.secret, body, key_scope(call.env_id, call.principal.key_id, key)),
     }
-    return conn.execute(_store_statement(conn.dialect.name), row).first() is not None
+    return hot.first(conn, _store_statement(conn.dialect.name), row) is not None
 
 
 def _held(call: Call, key: str, fingerprint: str) -> Response | None:

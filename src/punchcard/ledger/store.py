@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from punchcard.ledger.entries import SYSTEM_ACCOUNTS, Entry
+from punchcard.store import hot
 from punchcard.store.database import insert_new
 from punchcard.store.tables import ledger_accounts, ledger_postings, ledger_transactions
 
@@ -136,7 +137,8 @@ _WRITE_AT_ONCE = sa.text(
 
 def _write_at_once(conn: sa.Connection, entry: Entry, params: dict[str, Any]) -> dict[str, int]:
     names = [name for name, _ in entry.postings]
-    rows = conn.execute(
+    rows = hot.rows(
+        conn,
         _WRITE_AT_ONCE,
         {
             **params,
@@ -144,7 +146,7 @@ def _write_at_once(conn: sa.Connection, entry: Entry, params: dict[str, Any]) ->
             "amounts": [amount for _, amount in entry.postings],
             "derived": [name for name in names if name in SYSTEM_ACCOUNTS],
         },
-    ).all()
+    )
     balances, found = {}, set()
     for row in rows:
         if row.name is None:

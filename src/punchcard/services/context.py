@@ -14,6 +14,7 @@ from punchcard.engine.members import MemberState
 from punchcard.engine.programs import Program, parse_program
 from punchcard.errors import NotFound
 from punchcard.services import caches
+from punchcard.store import hot
 from punchcard.store.tables import (
     UtcDateTime,
     environments,
@@ -188,7 +189,7 @@ def version_by_id(uow: UnitOfWork, version_id: int) -> Version:
 def load_member(uow: UnitOfWork, external_id: str, *, lock: bool = True) -> Any:
     """The member row, locked for the rest of the transaction so a member's work is serialised."""
     query = _LOCK_MEMBER_BY_REF if lock else _MEMBER_BY_REF
-    row = uow.conn.execute(query, {"b_env": uow.env_id, "b_ref": external_id}).first()
+    row = hot.first(uow.conn, query, {"b_env": uow.env_id, "b_ref": external_id})
     if row is None:
         raise NotFound(f"no member {external_id!r}")
     return row
@@ -197,17 +198,20 @@ def load_member(uow: UnitOfWork, external_id: str, *, lock: bool = True) -> Any:
 def load_member_at(uow: UnitOfWork, external_id: str, at: datetime, now: datetime) -> Any:
     """`load_member`, locked, with its tier at `at` as `tier_then` (see `tier_at`) and whether a
     version is due to go live by `now` as `version_due`, read in the same round trip."""
-    row = uow.conn.execute(
+    row = hot.first(
+        uow.conn,
         _LOCK_MEMBER_WITH_TIER,
         {"b_env": uow.env_id, "b_ref": external_id, "b_at": at, "b_now": now},
-    ).first()
+    )
     if row is None:
         raise NotFound(f"no member {external_id!r}")
     return row
 
 
 def member_by_id(uow: UnitOfWork, member_id: int) -> Any:
-    return uow.conn.execute(_LOCK_MEMBER_BY_ID, {"b_id": member_id}).one()
+    row = hot.first(uow.conn, _LOCK_MEMBER_BY_ID, {"b_id": member_id})
+    assert row is not None, f"member {member_id} is gone"
+    return row
 
 
 def state_of(row: Any) -> MemberState:
@@ -233,9 +237,9 @@ def save_state(
         **(also or {}),
     }
     if due is None:
-        uow.conn.execute(_SAVE_STATE, params)
+        hot.later(uow.conn, _SAVE_STATE, params)
     else:
-        uow.conn.execute(_SAVE_STATE_DUE, {**params, "b_due": due})
+        hot.later(uow.conn, _SAVE_STATE_DUE, {**params, "b_due": due})
 
 
 def due_by(uow: UnitOfWork, member_id: int, at: datetime | None) -> None:

@@ -51,6 +51,7 @@ from punchcard.services.context import (
     version_by_id,
 )
 from punchcard.services.inputs import as_name, parse_time
+from punchcard.store import hot
 from punchcard.store.codec import (
     order_document,
     order_from_row,
@@ -106,7 +107,7 @@ def place(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> dict[str, 
         outcome = evaluate(version.program, order, allocation, standing)
         closing = _Closing("closed", allocation, outcome, member, _posts_now(member, now))
         new.update(closing.columns(uow, version.program, now))
-    row = uow.conn.execute(_insert_order(uow.conn, numbered=closing is not None), new).first()
+    row = hot.first(uow.conn, _insert_order(uow.conn, numbered=closing is not None), new)
     if row is None:
         raise taken
     if closing is not None:
@@ -575,7 +576,7 @@ def _history(
     query = _HISTORY if limited and capped else _PROMOTION_USES if limited else _VISITS_THAT_DAY
     uses: dict[str, int] = {}
     visits = 0
-    for promotion, count in uow.conn.execute(query, params).all():
+    for promotion, count in hot.rows(uow.conn, query, params):
         if promotion is None:
             visits = int(count)
         else:

@@ -13,6 +13,7 @@ from punchcard.ledger.entries import EARNED, EXPIRED, REDEEMED, points_asset, tr
 from punchcard.ledger.lots import Lot, add_months, plan_clawback, split_earning, take_oldest
 from punchcard.lifecycle.machines import POINTS_LOT
 from punchcard.services.context import due_by, member_by_id, version_at
+from punchcard.store import hot
 from punchcard.store.tables import lots, members
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -104,12 +105,13 @@ def earn(
         "expires_at": lot_expiry(program, at),
     }
     if lot_id is None:
-        uow.conn.execute(
+        hot.later(
+            uow.conn,
             _INSERT_LOT,
             {"env_id": uow.env_id, "member_id": member_id, "order_id": order_id, **values},
         )
     else:
-        uow.conn.execute(_UPDATE_LOT, {"b_lot": lot_id, **values})
+        hot.later(uow.conn, _UPDATE_LOT, {"b_lot": lot_id, **values})
     expiring = lot_expiry(program, at) if split.lot else None
     if touch:
         touch_activity(uow, program, member_id, at)

@@ -18,6 +18,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql, sqlite
 
+from punchcard.store import hot
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "punchcard_read_only"
 _MIGRATING = threading.Lock()  # Alembic's operation proxies are module globals: one at a time
@@ -106,6 +108,7 @@ def create_engine(url: str) -> sa.Engine:
     # hide_parameters: a logged database error never carries an email, a phone or a hash.
     engine = sa.create_engine(url, pool_size=10, max_overflow=20, hide_parameters=True)
     sa.event.listen(engine, "checkout", _refuse_if_closed)
+    hot.install(engine)
     return engine
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from punchcard.store import hot
 from punchcard.store.database import reading
 from punchcard.store.tables import members, outbox
 
@@ -90,7 +91,7 @@ class UnitOfWork:
     def commit(self) -> None:
         assert self._transaction is not None
         self._write_outbox()
-        self._transaction.commit()
+        hot.commit(self.conn, self._transaction)
 
     def _write_outbox(self) -> None:
         # One sequence bump per member, however many of its events: numbers run in event order.
@@ -132,7 +133,8 @@ class UnitOfWork:
         for event in self.events:
             seen[event.member_id] += 1
             ks.append(seen[event.member_id])
-        self.conn.execute(
+        hot.later(
+            self.conn,
             _NUMBER_AND_INSERT,
             {
                 "ids": list(counts),
