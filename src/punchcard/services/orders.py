@@ -126,6 +126,12 @@ def close(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     _close(uow, row, member, now)
 
 
+# Built once: the SET columns are the parameters' (beside `b_order`).
+_SET_ORDER = sa.update(orders).where(orders.c.id == sa.bindparam("b_order"))
+_SET_LOT = sa.update(lots).where(lots.c.id == sa.bindparam("b_lot"))
+_PENDING_LOT = sa.select(lots.c.id).where(
+    lots.c.order_id == sa.bindparam("b_order"), lots.c.state == "pending"
+)
 # Built once: every close runs one (PostgreSQL numbers it from its sequence, in the statement).
 _CLOSE = sa.update(orders).where(orders.c.id == sa.bindparam("b_order")).returning(*orders.c)
 _CLOSE_FROM_SEQUENCE = _CLOSE.values(close_seq=NEXT_CLOSE_SEQ)
@@ -242,7 +248,7 @@ def _close(uow: UnitOfWork, row: Any, member: Any, now: datetime) -> Any:
     closing = _Closing(closed, allocation, outcome, member, _posts_now(member, now))
     columns = closing.columns(uow, program, now)
     statement = _CLOSE if "close_seq" in columns else _CLOSE_FROM_SEQUENCE
-    row = uow.conn.execute(statement, {"b_order": row.id, **columns}).one()
+    row = hot.first(uow.conn, statement, {"b_order": row.id, **columns})
     closing.done(uow, program, row, held, now, fresh=False)
     return row
 
@@ -348,7 +354,7 @@ def refund(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
     )
     allocation = _fixed_allocation(uow, program, row, order)
     outcome = evaluate(program, order, allocation, standing, refunded)
-    uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(refunded=refunded))
+    hot.later(uow.conn, _SET_ORDER, {"b_order": row.id, "refunded": refunded})
     _apply_change(uow, _find(uow, row.external_id), outcome, now)
     uow.record(
         Event("order.refunded", now, {"order": row.external_id, "lines": wanted}, row.member_id)
@@ -364,7 +370,7 @@ def void(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
         previous = outcome_from_document(row.outcome)
         nothing = Outcome(0, (), False, previous.visit_day, frozenset(), ("The order was voided.",))
         _apply_change(uow, row, nothing, now, voiding=True)
-    uow.conn.execute(sa.update(orders).where(orders.c.id == row.id).values(state=voided))
+    hot.later(uow.conn, _SET_ORDER, {"b_order": row.id, "state": voided})
     rewards.move(uow, held, "release" if row.state == "open" else "closed order voided", None, now)
     uow.record(Event("order.voided", now, {"order": row.external_id}, row.member_id))
 
@@ -454,25 +460,20 @@ def _apply_change(
     uow: UnitOfWork, row: Any, outcome: Outcome, now: datetime, *, voiding: bool = False
 ) -> None:
     """Apply a re-evaluation: change the pending amounts, or post the difference at once."""
-    uow.conn.execute(
-        sa.update(orders).where(orders.c.id == row.id).values(**_outcome_columns(outcome))
-    )
+    hot.later(uow.conn, _SET_ORDER, {"b_order": row.id, **_outcome_columns(outcome)})
     _sync_promotions(uow, row, outcome)
     uow.record(Event("order.evaluated", now, _evaluated(uow, row, outcome), row.member_id))
     if row.post_state == "pending":
-        lot = uow.conn.execute(
-            sa.select(lots.c.id).where(lots.c.order_id == row.id, lots.c.state == "pending")
-        ).scalar()
+        found = hot.first(uow.conn, _PENDING_LOT, {"b_order": row.id})
+        lot = None if found is None else found.id
         if lot is not None:
-            uow.conn.execute(sa.update(lots).where(lots.c.id == lot).values(amount=outcome.points))
+            hot.later(uow.conn, _SET_LOT, {"b_lot": lot, "amount": outcome.points})
         elif outcome.points:
             _pending_lot(uow, row, outcome.points, row.due_at)
         if voiding:  # nothing of a voided order will ever post
             if lot is not None:
                 _withdraw_lot(uow, lot)
-            uow.conn.execute(
-                sa.update(orders).where(orders.c.id == row.id).values(post_state="withdrawn")
-            )
+            hot.later(uow.conn, _SET_ORDER, {"b_order": row.id, "post_state": "withdrawn"})
         return
     if row.post_state != "posted":
         return
@@ -493,19 +494,16 @@ def _apply_change(
     # A withdrawn visit's punch step is an event too: followers of the timeline keep count.
     change = replace(change, punches=withdrawn.punches + change.punches)
     _after_change(uow, program, member, state, change, now)
-    uow.conn.execute(
-        sa.update(orders)
-        .where(orders.c.id == row.id)
-        .values(
-            posted_points=outcome.points,
-            posted_visit=outcome.visit,
-            posted_spend=outcome.qualifying_spend,
-            posted_window=added.start,
-            window_points=added.points,
-            window_visit=added.visit,
-            window_spend=added.spend,
-        )
-    )
+    posted = {
+        "posted_points": outcome.points,
+        "posted_visit": outcome.visit,
+        "posted_spend": outcome.qualifying_spend,
+        "posted_window": added.start,
+        "window_points": added.points,
+        "window_visit": added.visit,
+        "window_spend": added.spend,
+    }
+    hot.later(uow.conn, _SET_ORDER, {"b_order": row.id, **posted})
 
 
 def _after_change(
@@ -603,17 +601,18 @@ _VISITS_THAT_DAY = sa.select(sa.null().label("promotion_id"), sa.func.count()).w
 _HISTORY = sa.union_all(_PROMOTION_USES, _VISITS_THAT_DAY)
 
 
+_UNUSE_PROMOTIONS = sa.delete(promotion_uses).where(
+    promotion_uses.c.order_id == sa.bindparam("b_order")
+)
+_USE_PROMOTION = sa.insert(promotion_uses)
+
+
 def _sync_promotions(uow: UnitOfWork, row: Any, outcome: Outcome, *, fresh: bool = False) -> None:
     if not fresh:
-        uow.conn.execute(sa.delete(promotion_uses).where(promotion_uses.c.order_id == row.id))
-    if outcome.promotions:
-        uow.conn.execute(
-            sa.insert(promotion_uses),
-            [
-                {"member_id": row.member_id, "promotion_id": p, "order_id": row.id}
-                for p in sorted(outcome.promotions)
-            ],
-        )
+        hot.later(uow.conn, _UNUSE_PROMOTIONS, {"b_order": row.id})
+    for promotion in sorted(outcome.promotions):
+        used = {"member_id": row.member_id, "promotion_id": promotion, "order_id": row.id}
+        hot.later(uow.conn, _USE_PROMOTION, used)
 
 
 def _outcome_columns(outcome: Outcome) -> dict[str, Any]:
@@ -685,7 +684,7 @@ def _pending_lot(uow: UnitOfWork, row: Any, points: int, due_at: datetime) -> No
 
 def _withdraw_lot(uow: UnitOfWork, lot_id: int) -> None:
     state = POINTS_LOT.target("pending", "order voided or earns nothing")
-    uow.conn.execute(sa.update(lots).where(lots.c.id == lot_id).values(state=state))
+    hot.later(uow.conn, _SET_LOT, {"b_lot": lot_id, "state": state})
 
 
 _LOCK_MEMBER_OF_REF = (
@@ -709,11 +708,11 @@ def _locked(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> tuple[An
     of it (a void and a close both succeeding)."""
     ref = as_name(data.get("order"), "order")
     found = {"b_env": uow.env_id, "b_ref": ref, "b_now": now}
-    member = uow.conn.execute(_LOCK_MEMBER_OF_REF, found).first()
+    member = hot.first(uow.conn, _LOCK_MEMBER_OF_REF, found)
     if member is None:
         raise NotFound(f"no order {ref!r}")
     if due.catch_up(uow, member.id, now, row=member):
-        member = uow.conn.execute(_LOCK_MEMBER_OF_REF, found).one()
+        member = hot.first(uow.conn, _LOCK_MEMBER_OF_REF, found)
     return _find(uow, ref), member  # it exists: its member was found through it
 
 
@@ -730,10 +729,13 @@ def _tier_at(uow: UnitOfWork, member: Any, at: datetime, now: datetime) -> str:
     return str(member.tier) if at == now else tier_at(uow, member.id, at)
 
 
+_FIND = sa.select(orders).where(
+    orders.c.env_id == sa.bindparam("b_env"), orders.c.external_id == sa.bindparam("b_ref")
+)
+
+
 def _find(uow: UnitOfWork, external_id: str) -> Any:
-    return uow.conn.execute(
-        sa.select(orders).where(orders.c.env_id == uow.env_id, orders.c.external_id == external_id)
-    ).first()
+    return hot.first(uow.conn, _FIND, {"b_env": uow.env_id, "b_ref": external_id})
 
 
 def _get(uow: UnitOfWork, data: Mapping[str, Any]) -> Any:

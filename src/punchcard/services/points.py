@@ -50,7 +50,7 @@ def activity(program: Program, at: datetime) -> dict[str, Any]:
 
 
 def touch_activity(uow: UnitOfWork, program: Program, member_id: int, at: datetime) -> None:
-    uow.conn.execute(_TOUCH, {"b_id": member_id, **activity(program, at)})
+    hot.later(uow.conn, _TOUCH, {"b_id": member_id, **activity(program, at)})
 
 
 def _start_stopped_clock(uow: UnitOfWork, program: Program, member_id: int, at: datetime) -> None:
@@ -127,12 +127,16 @@ def earn(
     return None if touch else expiring
 
 
+_LIVE_LOTS = (
+    sa.select(lots.c.id, lots.c.order_id, lots.c.remaining)
+    .where(lots.c.member_id == sa.bindparam("b_member"), lots.c.state == "posted")
+    .where(lots.c.remaining > 0)
+    .order_by(lots.c.posted_at, lots.c.id)
+)
+
+
 def _live_lots(uow: UnitOfWork, member_id: int) -> list[Lot]:
-    rows = uow.conn.execute(
-        sa.select(lots.c.id, lots.c.order_id, lots.c.remaining)
-        .where(lots.c.member_id == member_id, lots.c.state == "posted", lots.c.remaining > 0)
-        .order_by(lots.c.posted_at, lots.c.id)
-    ).all()
+    rows = hot.rows(uow.conn, _LIVE_LOTS, {"b_member": member_id})
     return [Lot(r.id, r.order_id, r.remaining, seq) for seq, r in enumerate(rows)]
 
 
@@ -142,9 +146,7 @@ def _take(uow: UnitOfWork, lots_left: dict[int, int], parts: list[tuple[int, int
         state = (
             POINTS_LOT.target("posted", "spent or clawed back to zero") if left == 0 else "posted"
         )
-        uow.conn.execute(
-            sa.update(lots).where(lots.c.id == lot_id).values(remaining=left, state=state)
-        )
+        hot.later(uow.conn, _UPDATE_LOT, {"b_lot": lot_id, "remaining": left, "state": state})
 
 
 def claw_back(

@@ -20,6 +20,7 @@ from punchcard.lifecycle.machines import REWARD
 from punchcard.services import due, points
 from punchcard.services.context import due_by, load_member, version_at, version_by_id
 from punchcard.services.inputs import as_name
+from punchcard.store import hot
 from punchcard.store.tables import program_versions, rewards
 from punchcard.store.uow import Event, UnitOfWork
 
@@ -229,12 +230,13 @@ def _issued_terms(uow: UnitOfWork, row: Any) -> Reward | None:
     return None
 
 
+_OF_ORDER = (
+    sa.select(rewards).where(rewards.c.order_id == sa.bindparam("b_order")).order_by(rewards.c.id)
+)
+
+
 def of_order(uow: UnitOfWork, order_id: int) -> list[Any]:
-    return list(
-        uow.conn.execute(
-            sa.select(rewards).where(rewards.c.order_id == order_id).order_by(rewards.c.id)
-        ).all()
-    )
+    return hot.rows(uow.conn, _OF_ORDER, {"b_order": order_id})
 
 
 EVENT_TYPES = {"reserved": "reward.reserved", "used": "reward.used", "available": "reward.released"}
