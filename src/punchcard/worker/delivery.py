@@ -41,6 +41,7 @@ from punchcard.services.webhooks import (
     signing_secrets,
     the_message,
 )
+from punchcard.store import hot
 from punchcard.store.database import insert_new, single_statement
 from punchcard.store.tables import (
     environments,
@@ -377,19 +378,19 @@ class Deliverer:
             lease[0] = renewed
             now = self.clock.now()
             with single_statement(self.engine) as conn:
-                due: list[Any] = list(conn.execute(_DUE, {"endpoint": endpoint.id, "now": now}))
+                # Both on psycopg, prepared (store/hot.py): a sender reads these every batch.
+                due = hot.rows(conn, _DUE, {"endpoint": endpoint.id, "now": now})
                 events: list[Any] = []
                 if len(due) < PER_ROUND:
-                    events = list(
-                        conn.execute(
-                            EVENTS,
-                            {
-                                "env": endpoint.env_id,
-                                "tx": cursor[0],
-                                "last": cursor[1],
-                                "limit": PER_ROUND - len(due),
-                            },
-                        )
+                    events = hot.rows(
+                        conn,
+                        EVENTS,
+                        {
+                            "env": endpoint.env_id,
+                            "tx": cursor[0],
+                            "last": cursor[1],
+                            "limit": PER_ROUND - len(due),
+                        },
                     )
             if not due and not events:
                 break
