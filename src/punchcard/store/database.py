@@ -106,7 +106,11 @@ def create_engine(url: str) -> sa.Engine:
 
         return engine
     # hide_parameters: a logged database error never carries an email, a phone or a hash.
-    engine = sa.create_engine(url, pool_size=10, max_overflow=20, hide_parameters=True)
+    # AUTOCOMMIT at psycopg's level only: a transaction's BEGIN is sent by `hot` (with its
+    # first statement, where psycopg would send it on its own round trip).
+    engine = sa.create_engine(
+        url, pool_size=10, max_overflow=20, hide_parameters=True, isolation_level="AUTOCOMMIT"
+    )
     sa.event.listen(engine, "checkout", _refuse_if_closed)
     hot.install(engine)
     return engine

@@ -9,6 +9,13 @@ goes in pipeline mode in the same round trip as the next statement that answers,
 COMMIT. Anything else that runs on the connection (a statement through SQLAlchemy, its
 commit or rollback) first sends or drops what waits, so the order of statements is always
 the order they were given in; `install` hooks that up.
+
+BEGIN waits too. psycopg, left to begin transactions itself, sends BEGIN alone and waits
+for its answer, even in pipeline mode: a round trip of its own per transaction. So psycopg
+runs in autocommit, and every SQLAlchemy transaction (explicit, or begun by a first
+statement) starts with a waiting BEGIN; a connection asked for AUTOCOMMIT
+(`single_statement`) gets none. A transaction that sent nothing commits or rolls back
+without a word to the server.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from psycopg.pq import ExecStatus, TransactionStatus
 IDLE = TransactionStatus.IDLE
 TUPLES_OK = ExecStatus.TUPLES_OK
 _WAITING = "punchcard.hot.waiting"  # Connection.info: the writes not sent yet, in order
+_BEGIN = ("BEGIN", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +168,7 @@ def later(conn: sa.Connection, statement: Any, params: Mapping[str, Any]) -> Non
 def commit(conn: sa.Connection, transaction: sa.RootTransaction) -> None:
     """Commit, with what waits in the same round trip."""
     waiting = conn.info.pop(_WAITING, None) if _on_postgresql(conn) else None
-    if waiting:
+    if waiting and waiting != [_BEGIN]:  # a transaction that sent nothing has nothing to end
         raw = _psycopg(conn)
         try:
             with raw.pipeline():  # psycopg's own commit() would sync twice: two round trips
@@ -192,6 +200,19 @@ def _before_statement(conn: sa.Connection, cursor: Any, *_: Any) -> None:
         _flush(conn)
 
 
+def _begin_later(conn: sa.Connection) -> None:
+    if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        conn.info[_WAITING] = [_BEGIN]
+
+
+def _flush_to_commit(conn: sa.Connection) -> None:
+    """SQLAlchemy's commit: what waits goes first, unless it is only the BEGIN of a
+    transaction that did nothing (psycopg then sends no COMMIT either)."""
+    if not conn.invalidated and conn.info.get(_WAITING) == [_BEGIN]:
+        del conn.info[_WAITING]
+    _flush(conn)
+
+
 def _flush(conn: sa.Connection) -> None:
     waiting = None if conn.invalidated else conn.info.pop(_WAITING, None)
     if waiting:
@@ -209,10 +230,12 @@ def _drop(conn: sa.Connection) -> None:
 
 
 def install(engine: sa.Engine) -> None:
-    """Whatever else runs on a connection sends what waits first; a rollback drops it, and a
-    connection goes back to the pool with nothing waiting."""
+    """Each transaction begins with a waiting BEGIN; whatever else runs on a connection sends
+    what waits first; a rollback drops it, and a connection goes back to the pool with
+    nothing waiting. The engine's psycopg connections must be in autocommit."""
+    sa.event.listen(engine, "begin", _begin_later)
     sa.event.listen(engine, "before_cursor_execute", _before_statement)
-    sa.event.listen(engine, "commit", _flush)
+    sa.event.listen(engine, "commit", _flush_to_commit)
     sa.event.listen(engine, "rollback", _drop)
     sa.event.listen(engine, "checkin", lambda _dbapi, record: record.info.pop(_WAITING, None))
 
