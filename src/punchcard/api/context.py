@@ -349,17 +349,26 @@ def _store_statement(dialect_name: str) -> Any:
     ).returning(held.id)
 
 
-def _store(
-    call: Call, conn: sa.Connection, key: str, fingerprint: str, status: int, body: bytes
-) -> bool:
-    """Insert the key with its answer, once; False when the key is held (see `_held`)."""
-    now = call.clock.now()
-    row = {
-        **_new_key(call, key, fingerprint, now),
+_INSERT_KEY = sa.insert(idempotency_keys)  # built once: its values are the parameters
+# The unique constraint a second row under the same key breaks (its name holds the table's).
+_KEY_CONSTRAINT = "idempotency_keys"
+
+
+def _answered(call: Call, key: str, fingerprint: str, status: int, body: bytes) -> dict[str, Any]:
+    """The key's row with its answer, sealed."""
+    return {
+        **_new_key(call, key, fingerprint, call.clock.now()),
         "state": "done",
         "status_code": status,
         "response": seal(call.secret, body, key_scope(call.env_id, call.principal.key_id, key)),
     }
+
+
+def _store(
+    call: Call, conn: sa.Connection, key: str, fingerprint: str, status: int, body: bytes
+) -> bool:
+    """Insert the key with its answer, once; False when the key is held (see `_held`)."""
+    row = _answered(call, key, fingerprint, status, body)
     return hot.first(conn, _store_statement(conn.dialect.name), row) is not None
 
 
@@ -394,7 +403,12 @@ def write(
     looks its key up first), outside the use case's transaction; an ApiProblem it raises (a
     rate limit) is the answer and stores nothing. A use case that lost a deadlock (two
     members' requests each waiting on a row the other holds) was rolled back whole and runs
-    again, up to RACE_RETRIES times, before its error is the answer."""
+    again, up to RACE_RETRIES times, before its error is the answer.
+
+    The key's row goes with the COMMIT, a plain INSERT: a key already there fails the
+    transaction, which then answers as the key says (`_held`). Only a key that is there but
+    free (expired, or a lapsed claim of this request) makes the next run take it over with
+    `_store`, whose answer must come back before the COMMIT: a round trip more."""
     key = _idempotency_key(call)
     fingerprint = _fingerprint(call)
     if admit is not None:
@@ -402,9 +416,10 @@ def write(
         if held is not None:
             return held
         admit()
+    takeover = False
     for attempt in range(RACE_RETRIES + 1):
         try:
-            answer = _attempt(call, key, fingerprint, use_case, render, status)
+            answer = _attempt(call, key, fingerprint, use_case, render, status, takeover)
         except sa.exc.OperationalError as error:
             if not lost_race(error) or attempt == RACE_RETRIES:
                 raise
@@ -412,6 +427,7 @@ def write(
             continue
         if answer is not None:
             return answer
+        takeover = True
     raise _in_flight()  # the key came and went under every attempt: let the caller retry
 
 
@@ -422,8 +438,9 @@ def _attempt(
     use_case: Callable[[UnitOfWork, datetime], Any],
     render: Callable[[Any, UnitOfWork, datetime], dict[str, Any]],
     status: int,
+    takeover: bool,
 ) -> Response | None:
-    """One run: the answer, or None if the key was taken and freed again while it ran."""
+    """One run: the answer, or None if the key is there but free (see `write`)."""
     now = call.now()
     try:
         with call.uow() as uow:
@@ -432,12 +449,18 @@ def _attempt(
             body = json.dumps(
                 {**payload, "consistency_token": token}, separators=(",", ":")
             ).encode()
-            stored = _store(call, uow.conn, key, fingerprint, status, body)
+            if takeover:
+                stored = _store(call, uow.conn, key, fingerprint, status, body)
+            else:
+                hot.later(uow.conn, _INSERT_KEY, _answered(call, key, fingerprint, status, body))
+                stored = True
             if stored:
                 uow.commit()
     except PunchcardError as error:
         return _answer_error(call, key, fingerprint, error)
     except sa.exc.IntegrityError as error:
+        if not takeover and _KEY_CONSTRAINT in str(error.orig):
+            return _held(call, key, fingerprint)  # None: free, taken over by the next run
         domain = translate(error)
         if domain is None:
             raise
