@@ -128,12 +128,11 @@ def close(uow: UnitOfWork, data: Mapping[str, Any], now: datetime) -> None:
 
 # Built once: the SET columns are the parameters' (beside `b_order`).
 _SET_ORDER = sa.update(orders).where(orders.c.id == sa.bindparam("b_order"))
-_SET_LOT = sa.update(lots).where(lots.c.id == sa.bindparam("b_lot"))
 _PENDING_LOT = sa.select(lots.c.id).where(
     lots.c.order_id == sa.bindparam("b_order"), lots.c.state == "pending"
 )
 # Built once: every close runs one (PostgreSQL numbers it from its sequence, in the statement).
-_CLOSE = sa.update(orders).where(orders.c.id == sa.bindparam("b_order")).returning(*orders.c)
+_CLOSE = _SET_ORDER.returning(*orders.c)
 _CLOSE_FROM_SEQUENCE = _CLOSE.values(close_seq=NEXT_CLOSE_SEQ)
 
 
@@ -467,7 +466,7 @@ def _apply_change(
         found = hot.first(uow.conn, _PENDING_LOT, {"b_order": row.id})
         lot = None if found is None else found.id
         if lot is not None:
-            hot.later(uow.conn, _SET_LOT, {"b_lot": lot, "amount": outcome.points})
+            hot.later(uow.conn, points.UPDATE_LOT, {"b_lot": lot, "amount": outcome.points})
         elif outcome.points:
             _pending_lot(uow, row, outcome.points, row.due_at)
         if voiding:  # nothing of a voided order will ever post
@@ -663,19 +662,16 @@ def _fixed_allocation(uow: UnitOfWork, program: Program, row: Any, order: Order)
     return Allocation(line_discounts=fixed, explanations=notes)
 
 
-_INSERT_LOT = sa.insert(lots)
-
-
-def _pending_lot(uow: UnitOfWork, row: Any, points: int, due_at: datetime) -> None:
+def _pending_lot(uow: UnitOfWork, row: Any, amount: int, due_at: datetime) -> None:
     """Points on their way: a lot that posts at `due_at` (shown as pending until then)."""
     uow.conn.execute(
-        _INSERT_LOT,
+        points.INSERT_LOT,
         {
             "env_id": uow.env_id,
             "member_id": row.member_id,
             "order_id": row.id,
             "state": POINTS_LOT.initial,
-            "amount": points,
+            "amount": amount,
             "remaining": 0,
             "due_at": due_at,
         },
@@ -684,7 +680,7 @@ def _pending_lot(uow: UnitOfWork, row: Any, points: int, due_at: datetime) -> No
 
 def _withdraw_lot(uow: UnitOfWork, lot_id: int) -> None:
     state = POINTS_LOT.target("pending", "order voided or earns nothing")
-    hot.later(uow.conn, _SET_LOT, {"b_lot": lot_id, "state": state})
+    hot.later(uow.conn, points.UPDATE_LOT, {"b_lot": lot_id, "state": state})
 
 
 _LOCK_MEMBER_OF_REF = (

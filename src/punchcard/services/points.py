@@ -35,8 +35,8 @@ def lot_expiry(program: Program, posted_at: datetime) -> datetime | None:
 
 # Built once: every posting runs them.
 _TOUCH = sa.update(members).where(members.c.id == sa.bindparam("b_id"))
-_UPDATE_LOT = sa.update(lots).where(lots.c.id == sa.bindparam("b_lot"))
-_INSERT_LOT = sa.insert(lots)  # built once: its values are the parameters
+UPDATE_LOT = sa.update(lots).where(lots.c.id == sa.bindparam("b_lot"))  # SET: the parameters
+INSERT_LOT = sa.insert(lots)  # built once: its values are the parameters
 
 
 def activity(program: Program, at: datetime) -> dict[str, Any]:
@@ -107,11 +107,11 @@ def earn(
     if lot_id is None:
         hot.later(
             uow.conn,
-            _INSERT_LOT,
+            INSERT_LOT,
             {"env_id": uow.env_id, "member_id": member_id, "order_id": order_id, **values},
         )
     else:
-        hot.later(uow.conn, _UPDATE_LOT, {"b_lot": lot_id, **values})
+        hot.later(uow.conn, UPDATE_LOT, {"b_lot": lot_id, **values})
     expiring = lot_expiry(program, at) if split.lot else None
     if touch:
         touch_activity(uow, program, member_id, at)
@@ -146,7 +146,7 @@ def _take(uow: UnitOfWork, lots_left: dict[int, int], parts: list[tuple[int, int
         state = (
             POINTS_LOT.target("posted", "spent or clawed back to zero") if left == 0 else "posted"
         )
-        hot.later(uow.conn, _UPDATE_LOT, {"b_lot": lot_id, "remaining": left, "state": state})
+        hot.later(uow.conn, UPDATE_LOT, {"b_lot": lot_id, "remaining": left, "state": state})
 
 
 def claw_back(

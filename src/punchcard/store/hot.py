@@ -28,12 +28,12 @@ from typing import Any, cast
 
 import psycopg
 import sqlalchemy as sa
-from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.pq import ExecStatus
 
-IDLE = TransactionStatus.IDLE
 TUPLES_OK = ExecStatus.TUPLES_OK
 _WAITING = "punchcard.hot.waiting"  # Connection.info: the writes not sent yet, in order
 _BEGIN = ("BEGIN", None)
+_COMMIT = ("COMMIT", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +120,9 @@ def rows(conn: sa.Connection, statement: Any, params: Mapping[str, Any]) -> list
     waiting = conn.info.pop(_WAITING, None)
     try:
         cursor = raw.cursor()
-        if waiting or raw.pgconn.transaction_status == IDLE:  # BEGIN goes with it too
+        if waiting:  # BEGIN, at least, unless the connection is in AUTOCOMMIT
             with raw.pipeline():
-                if waiting:
-                    _send(raw, waiting)
+                _send(raw, waiting)
                 cursor.execute(plan.sql, arguments, prepare=True)
         else:
             cursor.execute(plan.sql, arguments, prepare=True)
@@ -169,12 +168,7 @@ def commit(conn: sa.Connection, transaction: sa.RootTransaction) -> None:
     """Commit, with what waits in the same round trip."""
     waiting = conn.info.pop(_WAITING, None) if _on_postgresql(conn) else None
     if waiting and waiting != [_BEGIN]:  # a transaction that sent nothing has nothing to end
-        raw = _psycopg(conn)
-        try:
-            with raw.pipeline():  # psycopg's own commit() would sync twice: two round trips
-                _send(raw, [*waiting, ("COMMIT", None)])
-        except psycopg.Error as error:
-            raise _wrapped(conn, waiting[-1][0], error) from error
+        _send_together(conn, [*waiting, _COMMIT])  # psycopg's commit() would sync again
     transaction.commit()  # after psycopg's COMMIT, SQLAlchemy's only ends its own bookkeeping
 
 
@@ -183,8 +177,8 @@ def _psycopg(conn: sa.Connection) -> psycopg.Connection[Any]:
 
 
 def _begin(conn: sa.Connection) -> None:
-    """What SQLAlchemy's autobegin does (no round trip: psycopg sends BEGIN with the first
-    statement), so that the caller's `conn.commit()` commits these statements too."""
+    """What SQLAlchemy's autobegin does (no round trip: its `begin` event makes BEGIN wait),
+    so that the caller's `conn.commit()` commits these statements too."""
     if not conn.in_transaction():
         conn.begin()
 
@@ -195,9 +189,11 @@ def _send(raw: psycopg.Connection[Any], waiting: list[tuple[str, dict[str, Any] 
         cursor.execute(sql, arguments, prepare=True)
 
 
-def _before_statement(conn: sa.Connection, cursor: Any, *_: Any) -> None:
-    if cursor is not None:  # None: announced by this module, which sends what waits itself
-        _flush(conn)
+def _before_statement(
+    conn: sa.Connection, _cursor: Any, sql: str, parameters: Any, *_: Any
+) -> tuple[str, Any]:
+    _flush(conn)
+    return sql, parameters  # registered with retval=True: SQLAlchemy does not wrap it
 
 
 def _begin_later(conn: sa.Connection) -> None:
@@ -216,12 +212,17 @@ def _flush_to_commit(conn: sa.Connection) -> None:
 def _flush(conn: sa.Connection) -> None:
     waiting = None if conn.invalidated else conn.info.pop(_WAITING, None)
     if waiting:
-        raw = _psycopg(conn)
-        try:
-            with raw.pipeline():
-                _send(raw, waiting)
-        except psycopg.Error as error:
-            raise _wrapped(conn, waiting[-1][0], error) from error
+        _send_together(conn, waiting)
+
+
+def _send_together(conn: sa.Connection, waiting: list[tuple[str, dict[str, Any] | None]]) -> None:
+    """The statements in one round trip (pipeline mode), their results not read."""
+    raw = _psycopg(conn)
+    try:
+        with raw.pipeline():
+            _send(raw, waiting)
+    except psycopg.Error as error:
+        raise _wrapped(conn, waiting[-1][0], error) from error
 
 
 def _drop(conn: sa.Connection) -> None:
@@ -234,7 +235,7 @@ def install(engine: sa.Engine) -> None:
     what waits first; a rollback drops it, and a connection goes back to the pool with
     nothing waiting. The engine's psycopg connections must be in autocommit."""
     sa.event.listen(engine, "begin", _begin_later)
-    sa.event.listen(engine, "before_cursor_execute", _before_statement)
+    sa.event.listen(engine, "before_cursor_execute", _before_statement, retval=True)
     sa.event.listen(engine, "commit", _flush_to_commit)
     sa.event.listen(engine, "rollback", _drop)
     sa.event.listen(engine, "checkin", lambda _dbapi, record: record.info.pop(_WAITING, None))
@@ -242,10 +243,9 @@ def install(engine: sa.Engine) -> None:
 
 def _announce(conn: sa.Connection, sql: str, arguments: dict[str, Any]) -> None:
     """Listeners of SQLAlchemy's `before_cursor_execute` (the tests' statement counters) see
-    these statements too."""
-    listeners = conn.dispatch.before_cursor_execute
-    if listeners:
-        for listener in listeners:
+    these statements too; this module's own (which would send what waits) is not called."""
+    for listener in conn.dispatch.before_cursor_execute:
+        if listener is not _before_statement:
             listener(conn, None, sql, arguments, None, False)
 
 
